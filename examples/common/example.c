@@ -1,0 +1,145 @@
+/* example.c - see example.h. */
+#include "example.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static gev_server *running;
+
+static void on_signal(int sig)
+{
+  (void)sig;
+  gev_server_stop(running); /* async-signal-safe */
+}
+
+static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
+{
+  FILE *f = st ? stderr : stdout;
+
+  fprintf(f,
+          "usage: %s [-p PORT] [-l LOOPS] [-a HOST] [--unix PATH] "
+          "[--reuse-port]",
+          prog);
+  for (int i = 0; i < nextra; i++)
+    fprintf(f, " [-%c %s]", extra[i].key, extra[i].name);
+  fprintf(f, "\n  -p, --port N      TCP port, 0 picks a free one (default 0)\n"
+             "  -l, --loops N     worker loops, 0 = one per CPU (default 1)\n"
+             "  -a, --address H   host to bind (default 127.0.0.1)\n"
+             "      --unix PATH   listen on a unix socket instead\n"
+             "      --reuse-port  one SO_REUSEPORT listener per loop\n");
+  for (int i = 0; i < nextra; i++)
+    fprintf(f, "  -%c, --%-12s %s\n", extra[i].key, extra[i].name,
+            extra[i].help);
+  exit(st);
+}
+
+int ex_int(const char *name, const char *v)
+{
+  char *end;
+  long n = strtol(v, &end, 10);
+
+  if (!*v || *end || n < 0 || n > 1000000000) {
+    fprintf(stderr, "bad value for %s: %s\n", name, v);
+    exit(2);
+  }
+  return (int)n;
+}
+
+void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
+              int nextra)
+{
+  struct option lo[32] = {
+      {"port", required_argument, 0, 'p'},
+      {"loops", required_argument, 0, 'l'},
+      {"address", required_argument, 0, 'a'},
+      {"unix", required_argument, 0, 'U'},
+      {"reuse-port", no_argument, 0, 'R'},
+      {"help", no_argument, 0, 'h'},
+  };
+  char so[64] = "p:l:a:h";
+  int nlo = 6, c;
+
+  *a = (ex_args){.port = 0, .loops = 1, .host = "127.0.0.1"};
+  for (int i = 0; i < nextra && nlo < 31; i++) {
+    lo[nlo++] = (struct option){extra[i].name, required_argument, 0,
+                                extra[i].key};
+    size_t len = strlen(so);
+    so[len] = extra[i].key;
+    so[len + 1] = ':';
+    so[len + 2] = '\0';
+  }
+  while ((c = getopt_long(argc, argv, so, lo, NULL)) != -1) {
+    switch (c) {
+    case 'p': a->port = ex_int("--port", optarg); break;
+    case 'l': a->loops = ex_int("--loops", optarg); break;
+    case 'a': a->host = optarg; break;
+    case 'U': a->unix_path = optarg; break;
+    case 'R': a->reuse_port = true; break;
+    case 'h': usage(argv[0], extra, nextra, 0); break;
+    default: {
+      int i;
+      for (i = 0; i < nextra && extra[i].key != c; i++)
+        ;
+      if (i == nextra)
+        usage(argv[0], extra, nextra, 2);
+      *extra[i].value = optarg;
+    }
+    }
+  }
+  if (optind != argc || a->port > 65535)
+    usage(argv[0], extra, nextra, 2);
+}
+
+void ex_apply(const ex_args *a, gev_options *opt)
+{
+  static char addr[300];
+
+  if (a->unix_path)
+    snprintf(addr, sizeof(addr), "unix:%s", a->unix_path);
+  else if (strchr(a->host, ':'))
+    snprintf(addr, sizeof(addr), "[%s]:%d", a->host, a->port);
+  else
+    snprintf(addr, sizeof(addr), "%s:%d", a->host, a->port);
+  opt->address = addr;
+  opt->num_loops = a->loops;
+  opt->reuse_port = a->reuse_port;
+}
+
+int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
+           void (*ready)(gev_server *s))
+{
+  struct sigaction sa = {.sa_handler = on_signal};
+  gev_server *s;
+  int err;
+
+  if (!opt->address)
+    ex_apply(a, opt);
+  if ((err = gev_server_new(&s, h, opt)) < 0) {
+    fprintf(stderr, "cannot listen on %s: %s\n", opt->address,
+            gev_strerror(err));
+    return 1;
+  }
+  if (ready)
+    ready(s);
+  running = s;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  if (a->unix_path)
+    printf("listening on unix:%s\n", a->unix_path);
+  else if (strchr(a->host, ':'))
+    printf("listening on [%s]:%d\n", a->host, gev_server_port(s));
+  else
+    printf("listening on %s:%d\n", a->host, gev_server_port(s));
+  fflush(stdout);
+  err = gev_server_start(s);
+  gev_server_free(s);
+  if (err < 0) {
+    fprintf(stderr, "server failed: %s\n", gev_strerror(err));
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,45 @@
+/* example.h - command line and run loop shared by the example servers.
+ *
+ * Every example takes -p/--port N (0 picks a free port), -l/--loops N,
+ * -a/--address HOST (default 127.0.0.1), -u... per example, and prints one
+ * line "listening on HOST:PORT" once it accepts connections. SIGINT and
+ * SIGTERM stop it cleanly (gev_server_stop from the signal handler). */
+#ifndef GEV_EXAMPLE_H
+#define GEV_EXAMPLE_H
+
+#include <gev/gev.h>
+
+/* An example-specific option taking a value: --name VALUE or -k VALUE. */
+typedef struct ex_opt {
+  const char *name;
+  char key;
+  const char *help;
+  const char **value; /* receives the argument; keeps its default otherwise */
+} ex_opt;
+
+typedef struct ex_args {
+  int port;
+  int loops;
+  const char *host;
+  const char *unix_path;
+  bool reuse_port;
+} ex_args;
+
+/* Parses argv; prints usage and exits 2 on bad input, 0 on --help. */
+void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
+              int nextra);
+
+/* Fills the address, loops and reuse_port of opt from a (the string is
+ * static, valid until the next call). */
+void ex_apply(const ex_args *a, gev_options *opt);
+
+/* Creates the server, prints "listening on HOST:PORT", runs until SIGINT or
+ * SIGTERM, frees it. If ready is not NULL it is called with the server
+ * before it starts (to add timers). Returns the process exit status. */
+int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
+           void (*ready)(gev_server *s));
+
+/* Parses a non-negative int option value or exits 2. */
+int ex_int(const char *name, const char *v);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * conn.h - one connection, owned by one worker loop.
+ *
+ * A gev_conn * is valid from on_connect until on_close returns. To keep it
+ * longer (e.g. to send from another thread), take a reference with
+ * gev_conn_ref inside a callback and drop it with gev_conn_unref.
+ */
+#ifndef GEV_CONN_H
+#define GEV_CONN_H
+
+#include <gev/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Queue @p n bytes from @p p for sending; the bytes are copied. From the
+ * owning loop's thread they are appended to the output at once (inside
+ * on_message, to the same `out` buffer, after what the handler appended);
+ * from another thread they travel in a task and count against max_buffer
+ * at once. Any thread.
+ * @return 0; -ENOTCONN once the connection is closing or closed; -ENOBUFS
+ *         when the output would exceed max_buffer (nothing is queued);
+ *         -EINVAL for NULL c or NULL p with n > 0; -ENOMEM.
+ */
+GEV_EXPORT int gev_conn_send(gev_conn *c, const void *p, size_t n);
+
+/**
+ * Close after flushing what is queued (also what the current on_message
+ * appended to `out`); on_close follows. Input that arrives meanwhile is
+ * discarded. Idempotent. Any thread.
+ * @return 0; -ENOTCONN when already closing or closed; -EINVAL for NULL.
+ */
+GEV_EXPORT int gev_conn_close(gev_conn *c);
+
+/**
+ * Send FIN after the queued output; the read side stays open and on_close
+ * runs when the peer closes. Further sends fail with -ENOTCONN. Any thread.
+ * @return 0; -ENOTCONN when closing, closed or already shut down; -EINVAL.
+ */
+GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
+
+/** Take a reference that keeps @p c's memory valid after on_close. Any
+ *  thread, while the caller already holds c validly. */
+GEV_EXPORT void gev_conn_ref(gev_conn *c);
+
+/** Drop a reference taken with gev_conn_ref; the last one frees @p c.
+ *  Any thread. */
+GEV_EXPORT void gev_conn_unref(gev_conn *c);
+
+/** @return true until the connection starts closing. Any thread. */
+GEV_EXPORT bool gev_conn_connected(const gev_conn *c);
+
+/** Attach a user pointer (NULL initially). The library never touches it. */
+GEV_EXPORT void gev_conn_set_context(gev_conn *c, void *ctx);
+
+/** @return the user pointer set with gev_conn_set_context. */
+GEV_EXPORT void *gev_conn_context(const gev_conn *c);
+
+/** @return "ip:port", "[v6]:port" or the unix peer path ("" for an
+ *          unnamed unix peer); valid as long as @p c. */
+GEV_EXPORT const char *gev_conn_peer_addr(const gev_conn *c);
+
+/** @return the socket fd while open, -1 after on_close. Do not close it. */
+GEV_EXPORT int gev_conn_fd(const gev_conn *c);
+
+/** @return the owning worker loop. */
+GEV_EXPORT gev_loop *gev_conn_loop(gev_conn *c);
+
+/** @return the server the connection belongs to. */
+GEV_EXPORT gev_server *gev_conn_server(gev_conn *c);
+
+/** @return bytes received and not consumed yet. Owning loop's thread. */
+GEV_EXPORT size_t gev_conn_read_buffer_len(const gev_conn *c);
+
+/** @return bytes queued for sending. Owning loop's thread. */
+GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GEV_CONN_H */

@@ -1,0 +1,143 @@
+/*
+ * ringbuffer.h - a growable byte FIFO over one wrapping allocation.
+ *
+ * Public header of the standalone ring buffer component. It depends on libc
+ * only and can be used without the rest of gev.
+ *
+ * The buffer stores bytes in one contiguous allocation that wraps around, so
+ * the stored bytes form at most two segments. It grows on demand by doubling,
+ * up to an optional limit. No function allocates while the capacity suffices.
+ *
+ * Thread safety: none. A ringbuffer is owned by one thread at a time.
+ */
+#ifndef GEV_RINGBUFFER_H
+#define GEV_RINGBUFFER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifndef GEV_EXPORT
+#define GEV_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Opaque byte FIFO. */
+typedef struct ringbuffer ringbuffer;
+
+/**
+ * Create a buffer with a capacity of at least @p initial_capacity bytes.
+ * A capacity of 0 allocates no storage until the first write.
+ * @return the buffer, owned by the caller (free it with ringbuffer_free),
+ *         or NULL when memory is exhausted.
+ */
+GEV_EXPORT ringbuffer *ringbuffer_new(size_t initial_capacity);
+
+/** Free @p rb and its storage. NULL is accepted and ignored. */
+GEV_EXPORT void ringbuffer_free(ringbuffer *rb);
+
+/** @return the number of bytes stored. */
+GEV_EXPORT size_t ringbuffer_len(const ringbuffer *rb);
+
+/** @return the current capacity in bytes (0 while no storage is allocated). */
+GEV_EXPORT size_t ringbuffer_cap(const ringbuffer *rb);
+
+/** @return true when no byte is stored. */
+GEV_EXPORT bool ringbuffer_empty(const ringbuffer *rb);
+
+/**
+ * Cap the capacity at @p max_cap bytes (0 removes the cap). Growth stops at
+ * the cap even when it is not a power of two. A cap below the current length
+ * does not drop bytes: it only makes every further write fail.
+ */
+GEV_EXPORT void ringbuffer_set_limit(ringbuffer *rb, size_t max_cap);
+
+/** @return the limit set by ringbuffer_set_limit, 0 when there is none. */
+GEV_EXPORT size_t ringbuffer_limit(const ringbuffer *rb);
+
+/**
+ * Append @p n bytes from @p p, all or nothing.
+ * @return 0 on success; -ENOBUFS when len + n would exceed the limit or
+ *         SSIZE_MAX; -ENOMEM when growing failed. On error nothing changes.
+ */
+GEV_EXPORT int ringbuffer_write(ringbuffer *rb, const void *p, size_t n);
+
+/**
+ * Copy up to @p n bytes into @p dst and consume them.
+ * @return the number of bytes copied (less than n when fewer are stored).
+ */
+GEV_EXPORT size_t ringbuffer_read(ringbuffer *rb, void *dst, size_t n);
+
+/**
+ * Describe up to @p n stored bytes as at most two segments, without
+ * consuming them. seg[1].iov_len is 0 when one segment suffices; unused
+ * segments are zeroed. The pointers stay valid until the next call that
+ * writes, grows, linearizes or shrinks the buffer.
+ * @return the number of bytes described (min(n, len)).
+ */
+GEV_EXPORT size_t ringbuffer_peek(const ringbuffer *rb, size_t n,
+                                  struct iovec seg[2]);
+
+/** Consume @p n bytes without copying them. n larger than len consumes all. */
+GEV_EXPORT void ringbuffer_retrieve(ringbuffer *rb, size_t n);
+
+/** Consume every stored byte. The storage is kept. */
+GEV_EXPORT void ringbuffer_retrieve_all(ringbuffer *rb);
+
+/**
+ * Make the first @p n stored bytes contiguous, rotating the storage in
+ * place (no allocation), and return a pointer to them inside the buffer.
+ * The pointer is valid until the next call that writes, grows, linearizes
+ * or shrinks the buffer.
+ * @return the pointer; NULL when n > len or when n is 0 and nothing is
+ *         allocated.
+ */
+GEV_EXPORT void *ringbuffer_linearize(ringbuffer *rb, size_t n);
+
+/**
+ * Find the first occurrence of the @p m bytes at @p needle in the stored
+ * bytes, including occurrences split by the wrap.
+ * @return the offset from the first stored byte, or -1 when absent (also
+ *         when m is 0).
+ */
+GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
+                                   size_t m);
+
+/**
+ * Read from @p fd with one readv into the free space plus a 64 KiB spill area
+ * on the stack, then store what the spill area received (growing the
+ * buffer). It never reads more than the limit allows, so the limit never
+ * drops a byte. Only ENOMEM while storing the spilled bytes can lose them;
+ * the stream is then broken and should be closed.
+ * @return the bytes read; 0 at end of file; -1 on error with *saved_errno
+ *         set (ENOBUFS when the buffer is at its limit, EAGAIN, ENOMEM...).
+ *         saved_errno may be NULL.
+ */
+GEV_EXPORT ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno);
+
+/**
+ * Write the stored bytes to @p fd with one call over both segments and
+ * consume what was written. On sockets it sends with MSG_NOSIGNAL, so a
+ * closed peer gives EPIPE and never raises SIGPIPE; on other descriptors it
+ * uses writev, which still raises SIGPIPE on a pipe without a reader.
+ * @return the bytes written; 0 when nothing is stored; -1 on error with
+ *         *saved_errno set. saved_errno may be NULL.
+ */
+GEV_EXPORT ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd, int *saved_errno);
+
+/**
+ * Extension: release the storage when the buffer is empty and its capacity
+ * exceeds @p keep bytes, so an idle owner holds no large allocation.
+ * @return the capacity afterwards.
+ */
+GEV_EXPORT size_t ringbuffer_shrink(ringbuffer *rb, size_t keep);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GEV_RINGBUFFER_H */

@@ -1,0 +1,132 @@
+/*
+ * server.h - the server: an acceptor loop handing connections to worker
+ * loops, or (reuse_port) worker loops with their own SO_REUSEPORT listeners.
+ */
+#ifndef GEV_SERVER_H
+#define GEV_SERVER_H
+
+#include <gev/common.h>
+#include <gev/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Connection callbacks. Every callback of one connection runs in the thread
+ * of the worker loop that owns it, in the order on_connect, on_message*,
+ * on_close, and on_close runs exactly once. Any member may be NULL.
+ */
+typedef struct gev_handler {
+  /** The connection is open. gev_conn_send and gev_conn_close work here. */
+  void (*on_connect)(gev_conn *c);
+  /* Consume what you parsed from `in`; append replies to `out`. The
+   * library sends `out` when the callback returns: that is how a
+   * handler returns its replies. Bytes left in `in` are kept and shown
+   * again, after more arrive or when output has drained. `out` refuses
+   * writes past max_buffer with -ENOBUFS. Both buffers belong to the
+   * library and are valid only during the call. */
+  void (*on_message)(gev_conn *c, ringbuffer *in, ringbuffer *out);
+  /** The connection is closed (the fd is still open during the call and
+   *  closed right after). Sends now fail with -ENOTCONN. */
+  void (*on_close)(gev_conn *c);
+} gev_handler;
+
+/** How the acceptor deals connections to worker loops. */
+typedef enum {
+  GEV_LB_ROUND_ROBIN = 0,    /**< strict rotation */
+  GEV_LB_LEAST_CONNECTIONS   /**< the loop with the fewest open connections */
+} gev_load_balance;
+
+/** Server options. Zero-initialize and set what you need. */
+typedef struct gev_options {
+  const char *address;      /* "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
+  int  num_loops;           /* worker loops; <= 0: number of online CPUs */
+  bool reuse_port;
+  gev_load_balance load_balance;
+  int  idle_timeout_ms;     /* close connections idle this long; 0 = never */
+  int  max_connections;     /* refuse (accept then close) past this; 0 = no limit */
+  size_t max_buffer;        /* per-connection cap on in and out buffers; 0 = 64 MiB */
+  int  backlog;             /* 0 = SOMAXCONN */
+  void *user_data;
+} gev_options;
+
+/**
+ * Create a server and bind its listener(s). The acceptor loop exists from
+ * here on: tasks and timers posted to it run once gev_server_start runs.
+ * ":port" binds 0.0.0.0; use "[::]:port" for IPv6. "unix:/path" removes a
+ * stale socket file at /path (one nobody accepts on) before binding, and
+ * gev_server_free removes the file again. reuse_port does not apply to
+ * unix sockets (the acceptor hands those connections out).
+ *
+ * @param out receives the server, owned by the caller (gev_server_free).
+ * @param h   copied; the handler table need not outlive the call.
+ * @param opt copied (the address string too); NULL is not accepted.
+ * @return 0; -EINVAL for a NULL argument, a malformed address, a negative
+ *         max_connections or idle_timeout_ms; -EADDRINUSE when the address
+ *         is taken; -ENAMETOOLONG for a unix path too long; -ENOMEM; or the
+ *         errno of socket/bind/listen/epoll_create/eventfd.
+ */
+GEV_EXPORT int gev_server_new(gev_server **out, const gev_handler *h,
+                              const gev_options *opt);
+
+/**
+ * Start the worker threads and run the acceptor loop in the calling thread
+ * until gev_server_stop. Returns only after every connection got on_close
+ * and every worker thread has been joined.
+ * @return 0; -EALREADY when the server was started before; -EINVAL for
+ *         NULL; or the errno of pthread_create (nothing is left running).
+ */
+GEV_EXPORT int gev_server_start(gev_server *s);
+
+/**
+ * Ask the server to stop. Async-signal-safe (an atomic store and an eventfd
+ * write): callable from any thread and from a signal handler, also before
+ * gev_server_start (which then returns at once) and after it returned.
+ */
+GEV_EXPORT void gev_server_stop(gev_server *s);
+
+/**
+ * Release everything: listeners, loops, queued tasks (freed unrun) and
+ * timers. Call it after gev_server_start has returned, or instead of it.
+ * NULL is accepted.
+ */
+GEV_EXPORT void gev_server_free(gev_server *s);
+
+/** @return the bound TCP port (useful with port 0), or 0 for unix sockets. */
+GEV_EXPORT int gev_server_port(const gev_server *s);
+
+/** @return the user_data given in the options. */
+GEV_EXPORT void *gev_server_user_data(const gev_server *s);
+
+/** @return the acceptor loop, valid until gev_server_free. */
+GEV_EXPORT gev_loop *gev_server_loop(gev_server *s);
+
+/** @return the number of worker loops. */
+GEV_EXPORT int gev_server_num_loops(const gev_server *s);
+
+/**
+ * @return worker loop @p i (0 <= i < gev_server_num_loops), valid until
+ *         gev_server_free; NULL when i is out of range.
+ */
+GEV_EXPORT gev_loop *gev_server_worker_loop(gev_server *s, int i);
+
+/** @return the number of open connections (those that got on_connect and
+ *          not yet on_close). Any thread; a snapshot. */
+GEV_EXPORT int gev_server_conn_count(const gev_server *s);
+
+/** gev_loop_run_after on the acceptor loop. */
+GEV_EXPORT gev_timer_id gev_server_run_after(gev_server *s, uint64_t delay_ms,
+                                             gev_task_fn fn, void *arg);
+/** gev_loop_run_every on the acceptor loop. */
+GEV_EXPORT gev_timer_id gev_server_run_every(gev_server *s,
+                                             uint64_t interval_ms,
+                                             gev_task_fn fn, void *arg);
+/** gev_loop_cancel on the acceptor loop. */
+GEV_EXPORT int gev_server_cancel(gev_server *s, gev_timer_id id);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GEV_SERVER_H */

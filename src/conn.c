@@ -1,0 +1,757 @@
+/* conn.c - connections: reading, calling the handler, writing, closing.
+ *
+ * Buffers. A connection owns a read and a write ring buffer only while it
+ * holds bytes in them. A connection with nothing pending reads into its
+ * loop's shared input buffer and its handler writes replies into the loop's
+ * shared output buffer; what the handler leaves in the input, or what the
+ * kernel does not take from the output, moves to the connection by swapping
+ * buffer pointers with a spare from the loop's pool (no copy). An idle
+ * connection therefore holds no buffer memory, and the steady-state echo
+ * path allocates nothing.
+ *
+ * Lifetime. The loop holds one reference from attach until the end of the
+ * pass in which the connection closed (the "zombie" list), tasks from other
+ * threads hold one each, and users may hold more. The memory is freed when
+ * the last reference goes, never inside a dispatch that still uses it.
+ *
+ * Cross-thread sends. A send from another thread reserves its size in
+ * `reserved` before it is queued, so the cap applies at once. A graceful
+ * close or FIN swaps `reserved` from 0 to RESERVE_CLOSED, which makes the
+ * decision to stop accepting sends atomic with the sends themselves: every
+ * send that got 0 is delivered, every later one gets -ENOTCONN.
+ */
+#include "conn-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RESERVE_CLOSED SIZE_MAX
+/* Spare buffers keep at most this much storage in the pool. */
+#define POOL_KEEP_CAP (64 * 1024)
+#define SHARED_IN_CAP (64 * 1024)
+
+static void settle(gev_conn *c);
+static void close_now(gev_conn *c);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static size_t buf_len(const ringbuffer *rb)
+{
+  return rb ? ringbuffer_len(rb) : 0;
+}
+
+static size_t max_buffer(const gev_conn *c)
+{
+  return c->server->max_buffer;
+}
+
+/* Bytes promised to other threads' sends; 0 once sending has ended. */
+static size_t reserved_now(gev_conn *c)
+{
+  size_t r = atomic_load(&c->reserved);
+  return r == RESERVE_CLOSED ? 0 : r;
+}
+
+static void publish_out(gev_conn *c)
+{
+  atomic_store_explicit(&c->out_seen, buf_len(c->out), memory_order_relaxed);
+}
+
+static ringbuffer *pool_get(gev_conn *c)
+{
+  gev__conn_state *cs = &c->loop->cs;
+  ringbuffer *rb = cs->npool ? cs->pool[--cs->npool] : ringbuffer_new(0);
+
+  if (rb)
+    ringbuffer_set_limit(rb, max_buffer(c));
+  return rb;
+}
+
+static void pool_put(gev_loop *l, ringbuffer *rb)
+{
+  gev__conn_state *cs = &l->cs;
+  int cap = (int)(sizeof(cs->pool) / sizeof(cs->pool[0]));
+
+  ringbuffer_retrieve_all(rb);
+  ringbuffer_shrink(rb, POOL_KEEP_CAP);
+  if (cs->npool < cap)
+    cs->pool[cs->npool++] = rb;
+  else
+    ringbuffer_free(rb);
+}
+
+/* Marks activity for the idle timeout: the open list stays ordered by last
+ * activity, so the sweep only ever looks at its head. */
+static void touch(gev_conn *c)
+{
+  gev__conn_state *cs = &c->loop->cs;
+
+  c->last_active = c->loop->now_ms;
+  if (cs->tail == c || c->server->opt.idle_timeout_ms <= 0)
+    return;
+  /* unlink */
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    cs->head = c->next;
+  c->next->prev = c->prev;
+  /* append */
+  c->prev = cs->tail;
+  c->next = NULL;
+  cs->tail->next = c;
+  cs->tail = c;
+}
+
+static void list_append(gev__conn_state *cs, gev_conn *c)
+{
+  c->prev = cs->tail;
+  c->next = NULL;
+  if (cs->tail)
+    cs->tail->next = c;
+  else
+    cs->head = c;
+  cs->tail = c;
+}
+
+static void list_remove(gev__conn_state *cs, gev_conn *c)
+{
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    cs->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    cs->tail = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* Queues c for the end of the pass, where its output is written, a pending
+ * close or FIN is carried out, or held input is shown to the handler again.
+ * The loop's own reference keeps c alive until then. */
+static void schedule(gev_conn *c)
+{
+  gev__conn_state *cs = &c->loop->cs;
+
+  if (c->flags & GEV__CONN_SCHEDULED)
+    return;
+  c->flags |= GEV__CONN_SCHEDULED;
+  c->next_flush = cs->flush;
+  cs->flush = c;
+}
+
+static void update_interest(gev_conn *c)
+{
+  unsigned ev = 0;
+
+  if (!(c->flags & (GEV__CONN_PEER_EOF | GEV__CONN_PAUSED)))
+    ev |= GEV__EV_READ;
+  if (buf_len(c->out) > 0)
+    ev |= GEV__EV_WRITE;
+  if (gev__loop_io_set(c->loop, &c->io, ev) < 0)
+    close_now(c);
+}
+
+/* One write attempt. 0, or -errno for a broken connection. */
+static int write_out(gev_conn *c, ringbuffer *out)
+{
+  int err = 0;
+  ssize_t n = ringbuffer_write_fd(out, c->io.fd, &err);
+
+  if (n > 0) {
+    touch(c);
+    return 0;
+  }
+  if (n == 0 || err == EAGAIN || err == EINTR)
+    return 0;
+  return -err;
+}
+
+/* ---- closing ---------------------------------------------------------- */
+
+/* Closes at once, dropping what is queued. Runs on_close, then closes the
+ * fd. Safe to call twice. The memory stays until the end of the pass. */
+static void close_now(gev_conn *c)
+{
+  gev_loop *l = c->loop;
+  gev_server *s = c->server;
+
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return;
+  atomic_store(&c->state, GEV__CONN_CLOSED);
+  atomic_store(&c->reserved, RESERVE_CLOSED);
+  list_remove(&l->cs, c);
+  if (c->flags & GEV__CONN_CONNECTED) {
+    c->flags &= ~GEV__CONN_CONNECTED;
+    if (s->h.on_close)
+      s->h.on_close(c);
+  }
+  /* The fd leaves epoll with close(): no epoll_ctl needed. Events already
+   * fetched for it in this pass see the closed state and are ignored. */
+  close(c->io.fd);
+  atomic_store_explicit(&c->fd, -1, memory_order_relaxed);
+  c->io.fd = -1;
+  if (c->in)
+    pool_put(l, c->in);
+  if (c->out)
+    pool_put(l, c->out);
+  c->in = c->out = NULL;
+  publish_out(c);
+  atomic_fetch_sub(&l->nconns, 1);
+  atomic_fetch_sub(&s->nconns, 1);
+  c->next_zombie = l->cs.zombies;
+  l->cs.zombies = c;
+}
+
+/* Sending has ended for good once no send is in flight: claim `reserved`
+ * so none can start. */
+static bool sends_drained(gev_conn *c)
+{
+  size_t zero = 0;
+
+  if (atomic_load(&c->reserved) == RESERVE_CLOSED)
+    return true;
+  return atomic_compare_exchange_strong(&c->reserved, &zero, RESERVE_CLOSED);
+}
+
+/* After anything happened to c: release empty buffers, carry out a pending
+ * close or FIN once output has drained, apply backpressure, and register
+ * the interest that follows. */
+static void settle(gev_conn *c)
+{
+  gev_loop *l = c->loop;
+  int st = atomic_load(&c->state);
+  size_t half = max_buffer(c) / 2;
+
+  if (st == GEV__CONN_CLOSED)
+    return;
+  if (c->out && ringbuffer_empty(c->out)) {
+    pool_put(l, c->out);
+    c->out = NULL;
+  }
+  if (c->in && ringbuffer_empty(c->in)) {
+    pool_put(l, c->in);
+    c->in = NULL;
+  }
+  publish_out(c);
+  if (!c->out && (st == GEV__CONN_CLOSING || st == GEV__CONN_SHUTWR ||
+                  (c->flags & GEV__CONN_PEER_EOF))) {
+    if (st != GEV__CONN_SHUTWR || (c->flags & GEV__CONN_PEER_EOF)) {
+      if (sends_drained(c)) {
+        close_now(c);
+        return;
+      }
+    } else if (!(c->flags & GEV__CONN_FIN_SENT) && sends_drained(c)) {
+      shutdown(c->io.fd, SHUT_WR);
+      c->flags |= GEV__CONN_FIN_SENT;
+    }
+  }
+  if (buf_len(c->out) >= half && half > 0) {
+    c->flags |= GEV__CONN_PAUSED;
+  } else if (c->flags & GEV__CONN_PAUSED) {
+    c->flags &= ~GEV__CONN_PAUSED;
+    if (buf_len(c->in) > 0) {
+      c->flags |= GEV__CONN_REDELIVER;
+      schedule(c);
+    }
+  }
+  update_interest(c);
+}
+
+/* ---- the read path ---------------------------------------------------- */
+
+/* Moves the contents of a loop-shared buffer to c by swapping in a spare.
+ * false on ENOMEM (the caller closes c). */
+static bool adopt(gev_conn *c, ringbuffer **shared, ringbuffer **own)
+{
+  ringbuffer *spare = pool_get(c);
+
+  if (!spare)
+    return false;
+  *own = *shared;
+  *shared = spare;
+  return true;
+}
+
+/* Shows `in` to the handler and sends what it replied. */
+static void deliver(gev_conn *c, ringbuffer *in)
+{
+  gev_loop *l = c->loop;
+  gev__conn_state *cs = &l->cs;
+  bool shared_out = c->out == NULL;
+  ringbuffer *out = shared_out ? cs->shared_out : c->out;
+  size_t max = max_buffer(c), reserved = reserved_now(c);
+  int err = 0;
+
+  if (ringbuffer_len(out) + reserved < max) {
+    /* Sends already accepted from other threads keep their room. */
+    ringbuffer_set_limit(out, max - reserved);
+    c->cur_in = in;
+    c->cur_out = out;
+    if (c->server->h.on_message)
+      c->server->h.on_message(c, in, out);
+    else
+      ringbuffer_retrieve_all(in);
+    c->cur_in = c->cur_out = NULL;
+    ringbuffer_set_limit(out, max);
+  } else {
+    c->flags |= GEV__CONN_PAUSED; /* no room: wait until output drains */
+  }
+  if (in == cs->shared_in && !ringbuffer_empty(in) && !adopt(c, &cs->shared_in, &c->in))
+    err = -ENOMEM;
+  if (!err && !ringbuffer_empty(out) && !(c->io.interest & GEV__EV_WRITE))
+    err = write_out(c, out);
+  if (!err && shared_out && !ringbuffer_empty(out) &&
+      !adopt(c, &cs->shared_out, &c->out))
+    err = -ENOMEM;
+  if (err) {
+    if (shared_out)
+      ringbuffer_retrieve_all(cs->shared_out);
+    ringbuffer_retrieve_all(cs->shared_in);
+    close_now(c);
+    return;
+  }
+  settle(c);
+}
+
+/* The peer sent FIN. The state stays as it is, so replies and sends still
+ * work until the output has drained; settle() then closes. */
+static void on_peer_eof(gev_conn *c)
+{
+  c->flags |= GEV__CONN_PEER_EOF;
+  /* What the handler held back is shown once more, now that no more
+   * bytes will come. */
+  if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING)
+    deliver(c, c->in);
+  else
+    settle(c);
+}
+
+static void handle_read(gev_conn *c, unsigned events)
+{
+  gev__conn_state *cs = &c->loop->cs;
+  ringbuffer *in = c->in ? c->in : cs->shared_in;
+  int err = 0;
+  ssize_t n = ringbuffer_read_fd(in, c->io.fd, &err);
+
+  if (n > 0) {
+    touch(c);
+    if (atomic_load(&c->state) == GEV__CONN_CLOSING) {
+      ringbuffer_retrieve_all(in); /* closing: input is discarded */
+      settle(c);
+    } else {
+      deliver(c, in);
+    }
+  } else if (n == 0) {
+    on_peer_eof(c);
+  } else if (err == EAGAIN || err == EINTR) {
+    if (events & GEV__EV_ERROR)
+      close_now(c); /* an error readiness that read cannot explain */
+  } else {
+    /* ENOBUFS: the input reached max_buffer and the handler consumed
+     * nothing; by policy such a connection is closed. Else a reset. */
+    close_now(c);
+  }
+}
+
+static void handle_write(gev_conn *c)
+{
+  int err;
+
+  if (!c->out) {
+    update_interest(c);
+    return;
+  }
+  err = write_out(c, c->out);
+  if (err < 0) {
+    close_now(c);
+    return;
+  }
+  settle(c);
+}
+
+static void io_cb(gev__io *io, unsigned events)
+{
+  gev_conn *c = (gev_conn *)io;
+
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return; /* closed earlier in this pass */
+  if (events & GEV__EV_WRITE) {
+    handle_write(c);
+    if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+      return;
+  }
+  if (io->interest & GEV__EV_READ) {
+    if (events & (GEV__EV_READ | GEV__EV_ERROR))
+      handle_read(c, events);
+  } else if (events & GEV__EV_ERROR) {
+    /* Not reading (paused or after EOF) and the socket reports an error or
+     * a hang-up in both directions: nothing more can be delivered. */
+    close_now(c);
+  }
+}
+
+/* ---- the loop's per-pass work ----------------------------------------- */
+
+static void process_scheduled(gev_conn *c)
+{
+  int err;
+
+  c->flags &= ~GEV__CONN_SCHEDULED;
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return;
+  if (c->flags & GEV__CONN_REDELIVER) {
+    c->flags &= ~GEV__CONN_REDELIVER;
+    if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING) {
+      deliver(c, c->in);
+      return;
+    }
+  }
+  if (c->out && !(c->io.interest & GEV__EV_WRITE)) {
+    err = write_out(c, c->out);
+    if (err < 0) {
+      close_now(c);
+      return;
+    }
+  }
+  settle(c);
+}
+
+void gev__conn_after_pass(gev_loop *l)
+{
+  gev__conn_state *cs = &l->cs;
+  gev_conn *c, *next;
+
+  /* A snapshot: work scheduled while processing waits for the next pass
+   * (which then polls without sleeping). */
+  c = cs->flush;
+  cs->flush = NULL;
+  for (; c; c = next) {
+    next = c->next_flush;
+    process_scheduled(c);
+  }
+  c = cs->zombies;
+  cs->zombies = NULL;
+  for (; c; c = next) {
+    next = c->next_zombie;
+    gev_conn_unref(c);
+  }
+}
+
+void gev__conn_close_all(gev_loop *l)
+{
+  gev_conn *c;
+
+  /* Stopping: one last write attempt each, then close. */
+  while ((c = l->cs.head)) {
+    if (c->out)
+      write_out(c, c->out);
+    close_now(c);
+  }
+  gev__conn_after_pass(l);
+}
+
+void gev__conn_idle_sweep(void *arg)
+{
+  gev_loop *l = arg;
+  uint64_t idle = (uint64_t)l->server->opt.idle_timeout_ms;
+  gev_conn *c;
+
+  while ((c = l->cs.head) && l->now_ms - c->last_active >= idle)
+    close_now(c);
+}
+
+int gev__conn_state_init(gev_loop *l)
+{
+  gev__conn_state *cs = &l->cs;
+
+  cs->shared_in = ringbuffer_new(SHARED_IN_CAP);
+  cs->shared_out = ringbuffer_new(0);
+  if (!cs->shared_in || !cs->shared_out) {
+    ringbuffer_free(cs->shared_in);
+    ringbuffer_free(cs->shared_out);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+void gev__conn_state_free(gev_loop *l)
+{
+  gev__conn_state *cs = &l->cs;
+
+  ringbuffer_free(cs->shared_in);
+  ringbuffer_free(cs->shared_out);
+  for (int i = 0; i < cs->npool; i++)
+    ringbuffer_free(cs->pool[i]);
+  cs->npool = 0;
+}
+
+/* ---- creation --------------------------------------------------------- */
+
+gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
+                        const struct sockaddr *sa, socklen_t len)
+{
+  char peer[GEV__ADDR_STRLEN];
+  size_t plen;
+  gev_conn *c;
+
+  gev__addr_format(sa, len, peer, sizeof(peer));
+  plen = strlen(peer) + 1;
+  c = calloc(1, sizeof(*c) + plen);
+  if (!c)
+    return NULL;
+  memcpy(c->peer, peer, plen);
+  c->io = (gev__io){.fd = fd, .cb = io_cb};
+  c->loop = l;
+  c->server = s;
+  atomic_init(&c->refs, 1); /* the loop's */
+  atomic_init(&c->state, GEV__CONN_OPEN);
+  atomic_init(&c->fd, fd);
+  atomic_init(&c->out_seen, 0);
+  atomic_init(&c->reserved, 0);
+  return c;
+}
+
+void gev__conn_discard(gev_conn *c)
+{
+  close(c->io.fd);
+  atomic_fetch_sub(&c->loop->nconns, 1);
+  atomic_fetch_sub(&c->server->nconns, 1);
+  free(c);
+}
+
+void gev__conn_attach(gev_conn *c)
+{
+  gev_loop *l = c->loop;
+
+  gev__assert_in_loop(l);
+  if (l->finishing || gev__loop_io_add(l, &c->io, GEV__EV_READ) < 0) {
+    gev__conn_discard(c);
+    return;
+  }
+  c->last_active = l->now_ms;
+  list_append(&l->cs, c);
+  c->flags |= GEV__CONN_CONNECTED;
+  if (c->server->h.on_connect)
+    c->server->h.on_connect(c);
+  if (atomic_load(&c->state) != GEV__CONN_OPEN || c->out)
+    schedule(c);
+}
+
+/* ---- the public API --------------------------------------------------- */
+
+static int send_in_loop(gev_conn *c, const void *p, size_t n)
+{
+  size_t used;
+  int r;
+
+  if (atomic_load(&c->state) != GEV__CONN_OPEN)
+    return -ENOTCONN;
+  if (c->cur_out) /* inside this connection's on_message: after its replies */
+    return ringbuffer_write(c->cur_out, p, n);
+  used = buf_len(c->out) + reserved_now(c);
+  if (n > max_buffer(c) || used > max_buffer(c) - n)
+    return -ENOBUFS;
+  if (!c->out && !(c->out = pool_get(c)))
+    return -ENOMEM;
+  r = ringbuffer_write(c->out, p, n);
+  if (r == 0) {
+    publish_out(c);
+    schedule(c);
+  }
+  return r;
+}
+
+typedef struct send_task {
+  gev_conn *c;
+  size_t n;
+  char data[];
+} send_task;
+
+static void send_task_run(void *arg)
+{
+  send_task *t = arg;
+  gev_conn *c = t->c;
+  int r = 0;
+
+  if (atomic_load(&c->state) != GEV__CONN_CLOSED) {
+    if (!c->out && !(c->out = pool_get(c)))
+      r = -ENOMEM;
+    if (r == 0) {
+      /* Accepted against the cap when it was sent; it must fit now. */
+      ringbuffer_set_limit(c->out, 0);
+      r = ringbuffer_write(c->out, t->data, t->n);
+      ringbuffer_set_limit(c->out, max_buffer(c));
+    }
+    if (r < 0) {
+      close_now(c); /* out of memory: better closed than silently short */
+    } else {
+      publish_out(c);
+      schedule(c);
+    }
+    size_t rv = atomic_load(&c->reserved);
+    while (rv != RESERVE_CLOSED &&
+           !atomic_compare_exchange_weak(&c->reserved, &rv, rv - t->n))
+      ;
+  }
+  free(t);
+  gev_conn_unref(c);
+}
+
+static int reserve(gev_conn *c, size_t n)
+{
+  size_t max = max_buffer(c), r = atomic_load(&c->reserved);
+
+  do {
+    size_t seen = atomic_load_explicit(&c->out_seen, memory_order_relaxed);
+    if (r == RESERVE_CLOSED)
+      return -ENOTCONN;
+    if (n > max || seen > max - n || r > max - n - seen)
+      return -ENOBUFS;
+  } while (!atomic_compare_exchange_weak(&c->reserved, &r, r + n));
+  return 0;
+}
+
+static void unreserve(gev_conn *c, size_t n)
+{
+  size_t r = atomic_load(&c->reserved);
+
+  while (r != RESERVE_CLOSED &&
+         !atomic_compare_exchange_weak(&c->reserved, &r, r - n))
+    ;
+}
+
+int gev_conn_send(gev_conn *c, const void *p, size_t n)
+{
+  send_task *t;
+  int r;
+
+  if (!c || (!p && n))
+    return -EINVAL;
+  if (gev_loop_in_thread(c->loop))
+    return send_in_loop(c, p, n);
+  if (atomic_load(&c->state) != GEV__CONN_OPEN)
+    return -ENOTCONN;
+  if (n == 0)
+    return 0;
+  if ((r = reserve(c, n)) < 0)
+    return r;
+  t = malloc(sizeof(*t) + n);
+  if (!t) {
+    unreserve(c, n);
+    return -ENOMEM;
+  }
+  t->c = c;
+  t->n = n;
+  memcpy(t->data, p, n);
+  gev_conn_ref(c);
+  if (gev_loop_post(c->loop, send_task_run, t) < 0) {
+    unreserve(c, n);
+    free(t);
+    gev_conn_unref(c);
+    return -ENOTCONN;
+  }
+  return 0;
+}
+
+static void schedule_task_run(void *arg)
+{
+  gev_conn *c = arg;
+
+  if (atomic_load(&c->state) != GEV__CONN_CLOSED)
+    schedule(c);
+  gev_conn_unref(c);
+}
+
+/* Moves c from OPEN (or SHUTWR) to `to` and lets the loop act on it. */
+static int transition(gev_conn *c, int to)
+{
+  int st = atomic_load(&c->state);
+
+  do {
+    if (st != GEV__CONN_OPEN && !(st == GEV__CONN_SHUTWR && to == GEV__CONN_CLOSING))
+      return -ENOTCONN;
+  } while (!atomic_compare_exchange_weak(&c->state, &st, to));
+  if (gev_loop_in_thread(c->loop)) {
+    schedule(c);
+    return 0;
+  }
+  gev_conn_ref(c);
+  if (gev_loop_post(c->loop, schedule_task_run, c) < 0)
+    gev_conn_unref(c); /* the loop is stopping and closes c itself */
+  return 0;
+}
+
+int gev_conn_close(gev_conn *c)
+{
+  if (!c)
+    return -EINVAL;
+  return transition(c, GEV__CONN_CLOSING);
+}
+
+int gev_conn_shutdown_write(gev_conn *c)
+{
+  if (!c)
+    return -EINVAL;
+  return transition(c, GEV__CONN_SHUTWR);
+}
+
+void gev_conn_ref(gev_conn *c)
+{
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void gev_conn_unref(gev_conn *c)
+{
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+    free(c); /* buffers and fd went at close */
+}
+
+bool gev_conn_connected(const gev_conn *c)
+{
+  int st = atomic_load(&((gev_conn *)c)->state);
+  return st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR;
+}
+
+void gev_conn_set_context(gev_conn *c, void *ctx)
+{
+  c->ctx = ctx;
+}
+
+void *gev_conn_context(const gev_conn *c)
+{
+  return c->ctx;
+}
+
+const char *gev_conn_peer_addr(const gev_conn *c)
+{
+  return c->peer;
+}
+
+int gev_conn_fd(const gev_conn *c)
+{
+  return atomic_load_explicit(&((gev_conn *)c)->fd, memory_order_relaxed);
+}
+
+gev_loop *gev_conn_loop(gev_conn *c)
+{
+  return c->loop;
+}
+
+gev_server *gev_conn_server(gev_conn *c)
+{
+  return c->server;
+}
+
+size_t gev_conn_read_buffer_len(const gev_conn *c)
+{
+  return buf_len(c->cur_in ? c->cur_in : c->in);
+}
+
+size_t gev_conn_write_buffer_len(const gev_conn *c)
+{
+  return buf_len(c->cur_out ? c->cur_out : c->out);
+}

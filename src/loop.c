@@ -1,0 +1,338 @@
+/* loop.c - the event loop: poll, run due timers, run posted tasks.
+ *
+ * Other threads reach a loop only through its task queue and timer heap,
+ * both behind one mutex held for a few instructions, and wake it through its
+ * eventfd. A pass is: wait for events (the timeout comes from the earliest
+ * timer), dispatch them, run the timers that were due when the pass began,
+ * run the tasks that were queued when the pass began, then let the
+ * connection layer flush and free what the pass touched. */
+#include "loop-internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+static _Thread_local gev_loop *tls_loop;
+
+uint64_t gev__now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void wake_io_cb(gev__io *io, unsigned events)
+{
+  uint64_t v;
+
+  (void)events;
+  /* The counter only says "look at the queue"; its value is irrelevant. */
+  while (read(io->fd, &v, sizeof(v)) < 0 && errno == EINTR)
+    ;
+}
+
+int gev__loop_new(gev_loop **out, gev_server *s, int index)
+{
+  gev_loop *l = calloc(1, sizeof(*l));
+  int err = -ENOMEM;
+
+  if (!l)
+    return -ENOMEM;
+  l->server = s;
+  l->index = index;
+  l->wakefd = -1;
+  l->poller.epfd = -1;
+  atomic_init(&l->stop, false);
+  atomic_init(&l->nconns, 0);
+  gev__timers_init(&l->timers);
+  l->fired = calloc(MAX_EVENTS, sizeof(*l->fired));
+  if (!l->fired)
+    goto out_free;
+  if ((err = pthread_mutex_init(&l->mu, NULL)) != 0) {
+    err = -err;
+    goto out_free;
+  }
+  if ((err = gev__poller_init(&l->poller, MAX_EVENTS)) < 0)
+    goto out_mutex;
+  l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (l->wakefd < 0) {
+    err = -errno;
+    goto out_poller;
+  }
+  l->wake_io = (gev__io){.fd = l->wakefd, .cb = wake_io_cb};
+  if ((err = gev__loop_io_add(l, &l->wake_io, GEV__EV_READ)) < 0)
+    goto out_wakefd;
+  if ((err = gev__conn_state_init(l)) < 0)
+    goto out_wakefd;
+  *out = l;
+  return 0;
+
+out_wakefd:
+  close(l->wakefd);
+out_poller:
+  gev__poller_close(&l->poller);
+out_mutex:
+  pthread_mutex_destroy(&l->mu);
+out_free:
+  free(l->fired);
+  free(l);
+  return err;
+}
+
+void gev__loop_free(gev_loop *l)
+{
+  if (!l)
+    return;
+  gev__conn_state_free(l);
+  close(l->wakefd);
+  gev__poller_close(&l->poller);
+  pthread_mutex_destroy(&l->mu);
+  gev__timers_free(&l->timers);
+  free(l->pending.v);
+  free(l->running.v);
+  free(l->fired);
+  free(l);
+}
+
+bool gev_loop_in_thread(const gev_loop *l)
+{
+  return l && tls_loop == l;
+}
+
+void gev__loop_wake(gev_loop *l)
+{
+  uint64_t one = 1;
+  ssize_t r;
+
+  /* EAGAIN means the counter is saturated: the loop will wake anyway. */
+  do
+    r = write(l->wakefd, &one, sizeof(one));
+  while (r < 0 && errno == EINTR);
+}
+
+void gev__loop_stop(gev_loop *l)
+{
+  atomic_store(&l->stop, true);
+  gev__loop_wake(l);
+}
+
+int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events)
+{
+  int r = gev__poller_add(&l->poller, io->fd, events, io);
+
+  if (r == 0)
+    io->interest = events;
+  return r;
+}
+
+int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events)
+{
+  if (io->interest == events)
+    return 0;
+  int r = gev__poller_mod(&l->poller, io->fd, events, io);
+  if (r == 0)
+    io->interest = events;
+  return r;
+}
+
+int gev__loop_io_del(gev_loop *l, gev__io *io)
+{
+  io->interest = 0;
+  return gev__poller_del(&l->poller, io->fd);
+}
+
+static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg)
+{
+  if (q->n == q->cap) {
+    size_t ncap = q->cap ? q->cap * 2 : 64;
+    gev__task *nv = realloc(q->v, ncap * sizeof(*nv));
+    if (!nv)
+      return -ENOMEM;
+    q->v = nv;
+    q->cap = ncap;
+  }
+  q->v[q->n++] = (gev__task){fn, arg};
+  return 0;
+}
+
+int gev_loop_post(gev_loop *l, gev_task_fn fn, void *arg)
+{
+  bool in_loop, need_wake = false;
+  int r;
+
+  if (!l || !fn)
+    return -EINVAL;
+  in_loop = gev_loop_in_thread(l);
+  pthread_mutex_lock(&l->mu);
+  if (l->closed) {
+    r = -ESHUTDOWN;
+  } else if ((r = taskvec_push(&l->pending, fn, arg)) == 0 && !in_loop &&
+             !l->wake_pending) {
+    l->wake_pending = true;
+    need_wake = true;
+  }
+  pthread_mutex_unlock(&l->mu);
+  if (r == 0 && in_loop)
+    l->local_tasks = true;
+  if (need_wake)
+    gev__loop_wake(l);
+  return r;
+}
+
+static gev_timer_id add_timer(gev_loop *l, uint64_t delay, uint64_t interval,
+                              gev_task_fn fn, void *arg)
+{
+  gev_timer_id id = 0;
+  bool earliest = false;
+  uint64_t now = gev__now_ms(), deadline, first;
+
+  if (!l || !fn)
+    return 0;
+  deadline = now + delay < now ? UINT64_MAX : now + delay;
+  pthread_mutex_lock(&l->mu);
+  if (!l->closed) {
+    earliest = !gev__timers_next(&l->timers, &first) || deadline < first;
+    id = gev__timers_add(&l->timers, deadline, interval, fn, arg);
+  }
+  pthread_mutex_unlock(&l->mu);
+  /* A sleeping loop computed its timeout from the old earliest timer. */
+  if (id && earliest && !gev_loop_in_thread(l))
+    gev__loop_wake(l);
+  return id;
+}
+
+gev_timer_id gev_loop_run_after(gev_loop *l, uint64_t delay_ms,
+                                gev_task_fn fn, void *arg)
+{
+  return add_timer(l, delay_ms, 0, fn, arg);
+}
+
+gev_timer_id gev_loop_run_every(gev_loop *l, uint64_t interval_ms,
+                                gev_task_fn fn, void *arg)
+{
+  if (interval_ms == 0)
+    return 0;
+  return add_timer(l, interval_ms, interval_ms, fn, arg);
+}
+
+int gev_loop_cancel(gev_loop *l, gev_timer_id id)
+{
+  int r;
+
+  if (!l)
+    return -EINVAL;
+  pthread_mutex_lock(&l->mu);
+  r = gev__timers_cancel(&l->timers, id);
+  pthread_mutex_unlock(&l->mu);
+  return r;
+}
+
+static int next_timeout(gev_loop *l)
+{
+  uint64_t deadline, now;
+  bool any;
+
+  if (l->local_tasks || l->cs.flush || atomic_load(&l->stop))
+    return 0;
+  pthread_mutex_lock(&l->mu);
+  any = gev__timers_next(&l->timers, &deadline);
+  pthread_mutex_unlock(&l->mu);
+  if (!any)
+    return -1;
+  now = gev__now_ms();
+  if (deadline <= now)
+    return 0;
+  return deadline - now > INT_MAX ? INT_MAX : (int)(deadline - now);
+}
+
+/* Runs the timers due at the start of the pass. A timer added or re-armed by
+ * a callback waits for the next pass, so a zero-delay timer that re-adds
+ * itself cannot starve I/O. */
+static void run_timers(gev_loop *l)
+{
+  gev__timer_fire f;
+  uint64_t cutoff;
+
+  pthread_mutex_lock(&l->mu);
+  cutoff = l->timers.seq;
+  for (;;) {
+    if (!gev__timers_pop_due(&l->timers, l->now_ms, cutoff, &f))
+      break;
+    pthread_mutex_unlock(&l->mu);
+    f.fn(f.arg);
+    pthread_mutex_lock(&l->mu);
+    gev__timers_done(&l->timers, f.id, l->now_ms);
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Runs the tasks queued when the pass began: one swap, so tasks that post
+ * tasks cannot keep the loop from polling. */
+static void run_tasks(gev_loop *l)
+{
+  gev__taskvec q;
+
+  pthread_mutex_lock(&l->mu);
+  q = l->pending;
+  l->pending = l->running;
+  l->running = q;
+  l->pending.n = 0;
+  l->wake_pending = false;
+  pthread_mutex_unlock(&l->mu);
+  l->local_tasks = false;
+  for (size_t i = 0; i < q.n; i++)
+    q.v[i].fn(q.v[i].arg);
+  l->running.n = 0;
+}
+
+static void run_pass(gev_loop *l)
+{
+  bool woke = false;
+  int n = gev__poller_wait(&l->poller, l->fired, next_timeout(l));
+
+  l->now_ms = gev__now_ms();
+  for (int i = 0; i < n; i++) {
+    gev__io *io = l->fired[i].data;
+    if (io == &l->wake_io)
+      woke = true;
+    io->cb(io, l->fired[i].events);
+  }
+  run_timers(l);
+  if (woke || l->local_tasks)
+    run_tasks(l);
+  gev__conn_after_pass(l);
+}
+
+void gev__loop_run(gev_loop *l)
+{
+  gev_loop *prev = tls_loop;
+
+  tls_loop = l;
+  l->now_ms = gev__now_ms();
+  do
+    run_pass(l);
+  while (!atomic_load(&l->stop));
+  tls_loop = prev;
+}
+
+void gev__loop_finish(gev_loop *l)
+{
+  gev_loop *prev = tls_loop;
+
+  tls_loop = l;
+  l->finishing = true;
+  gev__conn_close_all(l);
+  pthread_mutex_lock(&l->mu);
+  l->closed = true;
+  pthread_mutex_unlock(&l->mu);
+  /* Tasks queued before the close may hold connection references. */
+  run_tasks(l);
+  gev__conn_after_pass(l);
+  tls_loop = prev;
+}

@@ -1,0 +1,67 @@
+/* server-internal.h - internal: not installed. */
+#ifndef GEV_SRC_SERVER_INTERNAL_H
+#define GEV_SRC_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "addr.h"
+#include "loop-internal.h"
+
+/* A listening socket and what it needs to survive fd exhaustion. */
+typedef struct gev__listener {
+  gev__io io;
+  gev_server *server;
+  gev_loop *loop;       /* the loop it is registered with */
+  bool hand_off;        /* acceptor listener: deal fds to worker loops */
+  int reserve_fd;       /* spent on EMFILE to accept-and-close, then reopened */
+  gev_timer_id retry;   /* re-enables accepting after exhaustion */
+} gev__listener;
+
+typedef struct gev__worker {
+  gev_loop *loop;
+  pthread_t thread;
+  bool running;
+  gev__listener listener; /* reuse_port only; io.fd < 0 otherwise */
+} gev__worker;
+
+struct gev_server {
+  /* Fixed after gev_server_new; read from any thread. */
+  gev_handler h;
+  gev_options opt; /* address points into addr_text */
+  char *addr_text;
+  gev__addr addr;
+  size_t max_buffer;
+  int nloops;
+  int port;
+  bool own_path; /* we created the unix socket file: remove it at free */
+  gev_loop *acceptor;
+  gev__worker *workers;
+
+  /* Any thread. */
+  atomic_int nconns;   /* accepted and not yet closed */
+  atomic_bool started;
+
+  /* Acceptor thread only. */
+  gev__listener listener; /* io.fd < 0 with reuse_port over TCP */
+  unsigned rr_next;
+};
+
+/* Counts an accepted fd against max_connections and gives it to a loop
+ * (hand-off through a task, or directly when already in the owner loop).
+ * Takes ownership of fd in every case. */
+void gev__server_accepted(gev__listener *ls, int fd,
+                          const struct sockaddr *sa, socklen_t len);
+
+/* conn.c: creates a connection for fd owned by loop l (any thread; fd is
+ * owned by the connection from here on). NULL on ENOMEM, fd untouched. */
+gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
+                        const struct sockaddr *sa, socklen_t len);
+/* conn.c: in l's thread: registers c and calls on_connect. */
+void gev__conn_attach(gev_conn *c);
+/* conn.c: closes the fd of a connection that never attached and frees it. */
+void gev__conn_discard(gev_conn *c);
+/* conn.c: the idle-timeout sweep, a periodic timer of each worker loop. */
+void gev__conn_idle_sweep(void *loop);
+
+#endif

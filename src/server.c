@@ -1,0 +1,454 @@
+/* server.c - listeners, the acceptor loop, worker threads, start and stop.
+ *
+ * Threads: the caller of gev_server_start runs the acceptor loop; each
+ * worker loop runs in its own thread. The acceptor accepts until EAGAIN and
+ * posts each new connection to a worker (one eventfd write per batch at
+ * most). With reuse_port each worker accepts on its own listener and keeps
+ * what it accepts. */
+#include "conn-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_BUFFER ((size_t)64 * 1024 * 1024)
+/* Accepts per readiness event: bounded so timers and tasks keep running
+ * under a connection storm. */
+#define ACCEPT_BATCH 256
+/* How long accepting pauses when fds are exhausted and the reserve fd could
+ * not be reopened. */
+#define EXHAUSTED_RETRY_MS 100
+
+/* ---- accepting -------------------------------------------------------- */
+
+static gev_loop *pick_loop(gev_server *s)
+{
+  if (s->opt.load_balance == GEV_LB_LEAST_CONNECTIONS) {
+    int best = 0, best_n = atomic_load(&s->workers[0].loop->nconns);
+    for (int i = 1; i < s->nloops; i++) {
+      int n = atomic_load(&s->workers[i].loop->nconns);
+      if (n < best_n) {
+        best = i;
+        best_n = n;
+      }
+    }
+    return s->workers[best].loop;
+  }
+  return s->workers[s->rr_next++ % (unsigned)s->nloops].loop;
+}
+
+/* Counts a connection against max_connections. */
+static bool admit(gev_server *s)
+{
+  int max = s->opt.max_connections, n = atomic_load(&s->nconns);
+
+  do {
+    if (max > 0 && n >= max)
+      return false;
+  } while (!atomic_compare_exchange_weak(&s->nconns, &n, n + 1));
+  return true;
+}
+
+static void attach_task(void *arg)
+{
+  gev__conn_attach(arg);
+}
+
+void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
+                          socklen_t len)
+{
+  gev_server *s = ls->server;
+  gev_loop *l;
+  gev_conn *c;
+  int one = 1;
+
+  if (!admit(s)) {
+    close(fd); /* past max_connections: refused */
+    return;
+  }
+  if (sa->sa_family != AF_UNIX)
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  l = ls->hand_off ? pick_loop(s) : ls->loop;
+  atomic_fetch_add(&l->nconns, 1);
+  c = gev__conn_new(s, l, fd, sa, len);
+  if (!c) {
+    close(fd);
+    atomic_fetch_sub(&l->nconns, 1);
+    atomic_fetch_sub(&s->nconns, 1);
+    return;
+  }
+  if (!ls->hand_off)
+    gev__conn_attach(c);
+  else if (gev_loop_post(l, attach_task, c) < 0)
+    gev__conn_discard(c);
+}
+
+static void resume_accepting(void *arg)
+{
+  gev__listener *ls = arg;
+
+  ls->retry = 0;
+  if (ls->reserve_fd < 0)
+    ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  gev__loop_io_set(ls->loop, &ls->io, GEV__EV_READ);
+}
+
+/* Out of fds, the pending connection cannot be taken and the listener stays
+ * readable: without care the loop would spin. Spend the reserve fd to
+ * accept and close one connection (the peer sees a close, not a hang), then
+ * take the reserve back. If even that fails, stop listening for a while. */
+static void on_exhausted(gev__listener *ls)
+{
+  int fd;
+
+  if (ls->reserve_fd >= 0) {
+    close(ls->reserve_fd);
+    fd = accept4(ls->io.fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0)
+      close(fd);
+    ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (ls->reserve_fd >= 0)
+      return;
+  }
+  if (ls->retry)
+    return;
+  gev__loop_io_set(ls->loop, &ls->io, 0);
+  ls->retry =
+      gev_loop_run_after(ls->loop, EXHAUSTED_RETRY_MS, resume_accepting, ls);
+  if (!ls->retry)
+    gev__loop_io_set(ls->loop, &ls->io, GEV__EV_READ);
+}
+
+static void listener_cb(gev__io *io, unsigned events)
+{
+  gev__listener *ls = (gev__listener *)io;
+
+  (void)events;
+  for (int i = 0; i < ACCEPT_BATCH; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = accept4(io->fd, (struct sockaddr *)&ss, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd >= 0) {
+      gev__server_accepted(ls, fd, (struct sockaddr *)&ss, len);
+      continue;
+    }
+    switch (errno) {
+    case EINTR:
+    case ECONNABORTED: /* the peer gave up while queued */
+    case EPROTO:
+    case EPERM: /* firewall */
+      continue;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+      on_exhausted(ls);
+      return;
+    default: /* EAGAIN and anything unexpected: wait for readiness */
+      return;
+    }
+  }
+}
+
+static int listener_open(gev_server *s, gev__listener *ls, gev_loop *l,
+                         bool hand_off, bool reuse_port)
+{
+  int err;
+
+  ls->server = s;
+  ls->loop = l;
+  ls->hand_off = hand_off;
+  ls->io = (gev__io){.fd = -1, .cb = listener_cb};
+  ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  err = gev__addr_listen(&s->addr, s->opt.backlog, reuse_port, &ls->io.fd);
+  if (!err)
+    err = gev__loop_io_add(l, &ls->io, GEV__EV_READ);
+  return err;
+}
+
+/* Closes the listening socket; the loop it was registered with may be gone
+ * already, so it does not touch the loop. */
+static void listener_close(gev__listener *ls)
+{
+  if (ls->io.fd >= 0)
+    close(ls->io.fd);
+  if (ls->reserve_fd >= 0)
+    close(ls->reserve_fd);
+  ls->io.fd = ls->reserve_fd = -1;
+}
+
+/* ---- creation --------------------------------------------------------- */
+
+static int online_cpus(void)
+{
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static int check_options(const gev_handler *h, const gev_options *opt)
+{
+  if (!h || !opt || !opt->address)
+    return -EINVAL;
+  if (opt->idle_timeout_ms < 0 || opt->max_connections < 0 ||
+      opt->backlog < 0 || opt->num_loops > 4096)
+    return -EINVAL;
+  if (opt->load_balance != GEV_LB_ROUND_ROBIN &&
+      opt->load_balance != GEV_LB_LEAST_CONNECTIONS)
+    return -EINVAL;
+  return 0;
+}
+
+static int create_loops(gev_server *s)
+{
+  int err = gev__loop_new(&s->acceptor, s, -1);
+
+  if (err)
+    return err;
+  s->workers = calloc((size_t)s->nloops, sizeof(*s->workers));
+  if (!s->workers)
+    return -ENOMEM;
+  for (int i = 0; i < s->nloops; i++) {
+    s->workers[i].listener.io.fd = -1;
+    s->workers[i].listener.reserve_fd = -1;
+  }
+  for (int i = 0; i < s->nloops; i++) {
+    gev_loop *l;
+    if ((err = gev__loop_new(&l, s, i)) < 0)
+      return err;
+    s->workers[i].loop = l;
+    if (s->opt.idle_timeout_ms > 0) {
+      uint64_t every = (uint64_t)s->opt.idle_timeout_ms / 4;
+      if (!gev_loop_run_every(l, every ? every : 1, gev__conn_idle_sweep, l))
+        return -ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Port 0 with reuse_port: the first listener picks the port, the others
+ * bind to the same one. */
+static int open_listeners(gev_server *s)
+{
+  bool per_worker = s->opt.reuse_port && s->addr.ss.ss_family != AF_UNIX;
+  int err;
+
+  s->listener.io.fd = -1;
+  s->listener.reserve_fd = -1;
+  if (!per_worker) {
+    err = listener_open(s, &s->listener, s->acceptor, true, false);
+    if (!err) {
+      s->port = gev__addr_local_port(s->listener.io.fd);
+      s->own_path = s->addr.ss.ss_family == AF_UNIX;
+    }
+    return err;
+  }
+  for (int i = 0; i < s->nloops; i++) {
+    gev__worker *w = &s->workers[i];
+    if ((err = listener_open(s, &w->listener, w->loop, false, true)) < 0)
+      return err;
+    if (i == 0) {
+      s->port = gev__addr_local_port(w->listener.io.fd);
+      if (s->addr.ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&s->addr.ss)->sin_port = htons(s->port);
+      else
+        ((struct sockaddr_in6 *)&s->addr.ss)->sin6_port = htons(s->port);
+    }
+  }
+  return 0;
+}
+
+int gev_server_new(gev_server **out, const gev_handler *h,
+                   const gev_options *opt)
+{
+  gev_server *s;
+  int err;
+
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  if ((err = check_options(h, opt)) < 0)
+    return err;
+  s = calloc(1, sizeof(*s));
+  if (!s)
+    return -ENOMEM;
+  s->h = *h;
+  s->opt = *opt;
+  s->addr_text = strdup(opt->address);
+  if (!s->addr_text) {
+    free(s);
+    return -ENOMEM;
+  }
+  s->opt.address = s->addr_text;
+  s->max_buffer = opt->max_buffer ? opt->max_buffer : DEFAULT_MAX_BUFFER;
+  s->nloops = opt->num_loops > 0 ? opt->num_loops : online_cpus();
+  if (s->opt.backlog == 0)
+    s->opt.backlog = SOMAXCONN;
+  atomic_init(&s->nconns, 0);
+  atomic_init(&s->started, false);
+  s->listener.io.fd = s->listener.reserve_fd = -1;
+  if ((err = gev__addr_parse(opt->address, &s->addr)) < 0 ||
+      (err = create_loops(s)) < 0 || (err = open_listeners(s)) < 0) {
+    gev_server_free(s);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+  gev__worker *w = arg;
+  char name[16];
+
+  snprintf(name, sizeof(name), "gev-loop-%d", w->loop->index);
+  pthread_setname_np(pthread_self(), name);
+  gev__loop_run(w->loop);
+  gev__loop_finish(w->loop);
+  return NULL;
+}
+
+static void stop_workers(gev_server *s)
+{
+  for (int i = 0; i < s->nloops; i++)
+    if (s->workers[i].running)
+      gev__loop_stop(s->workers[i].loop);
+  for (int i = 0; i < s->nloops; i++) {
+    gev__worker *w = &s->workers[i];
+    if (!w->running)
+      continue;
+    pthread_join(w->thread, NULL);
+    w->running = false;
+    listener_close(&w->listener);
+  }
+}
+
+/* Workers start with every signal blocked, so that signals (SIGINT and its
+ * handler calling gev_server_stop, say) go to the application's threads.
+ * This changes masks of the library's own threads only, never dispositions. */
+static int start_workers(gev_server *s)
+{
+  sigset_t all, old;
+  int err = 0;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  for (int i = 0; i < s->nloops && !err; i++) {
+    gev__worker *w = &s->workers[i];
+    err = -pthread_create(&w->thread, NULL, worker_main, w);
+    w->running = err == 0;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return err;
+}
+
+int gev_server_start(gev_server *s)
+{
+  bool expected = false;
+  int err;
+
+  if (!s)
+    return -EINVAL;
+  if (!atomic_compare_exchange_strong(&s->started, &expected, true))
+    return -EALREADY;
+  if ((err = start_workers(s)) < 0) {
+    stop_workers(s);
+    return err;
+  }
+  gev__loop_run(s->acceptor);
+  /* Stop taking connections first, so the port can be bound again at once
+   * and nothing is handed to a worker that is stopping. */
+  listener_close(&s->listener);
+  stop_workers(s);
+  gev__loop_finish(s->acceptor);
+  return 0;
+}
+
+void gev_server_stop(gev_server *s)
+{
+  int saved = errno; /* may run in a signal handler */
+
+  if (s)
+    gev__loop_stop(s->acceptor);
+  errno = saved;
+}
+
+void gev_server_free(gev_server *s)
+{
+  if (!s)
+    return;
+  listener_close(&s->listener);
+  if (s->workers) {
+    for (int i = 0; i < s->nloops; i++) {
+      listener_close(&s->workers[i].listener);
+      gev__loop_free(s->workers[i].loop);
+    }
+  }
+  gev__loop_free(s->acceptor);
+  if (s->own_path && ((struct sockaddr_un *)&s->addr.ss)->sun_path[0])
+    unlink(((struct sockaddr_un *)&s->addr.ss)->sun_path);
+  free(s->workers);
+  free(s->addr_text);
+  free(s);
+}
+
+/* ---- accessors -------------------------------------------------------- */
+
+int gev_server_port(const gev_server *s)
+{
+  return s ? s->port : 0;
+}
+
+void *gev_server_user_data(const gev_server *s)
+{
+  return s ? s->opt.user_data : NULL;
+}
+
+gev_loop *gev_server_loop(gev_server *s)
+{
+  return s ? s->acceptor : NULL;
+}
+
+int gev_server_num_loops(const gev_server *s)
+{
+  return s ? s->nloops : 0;
+}
+
+gev_loop *gev_server_worker_loop(gev_server *s, int i)
+{
+  if (!s || i < 0 || i >= s->nloops)
+    return NULL;
+  return s->workers[i].loop;
+}
+
+int gev_server_conn_count(const gev_server *s)
+{
+  return s ? atomic_load(&((gev_server *)s)->nconns) : 0;
+}
+
+gev_timer_id gev_server_run_after(gev_server *s, uint64_t delay_ms,
+                                  gev_task_fn fn, void *arg)
+{
+  return s ? gev_loop_run_after(s->acceptor, delay_ms, fn, arg) : 0;
+}
+
+gev_timer_id gev_server_run_every(gev_server *s, uint64_t interval_ms,
+                                  gev_task_fn fn, void *arg)
+{
+  return s ? gev_loop_run_every(s->acceptor, interval_ms, fn, arg) : 0;
+}
+
+int gev_server_cancel(gev_server *s, gev_timer_id id)
+{
+  return s ? gev_loop_cancel(s->acceptor, id) : -EINVAL;
+}
