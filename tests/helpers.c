@@ -1,0 +1,250 @@
+/* helpers.c - see helpers.h. */
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t th_now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t th_cpu_ms(void)
+{
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000u +
+         (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000u;
+}
+
+static void *server_main(void *arg)
+{
+  th_server *t = arg;
+  t->start_result = gev_server_start(t->s);
+  return NULL;
+}
+
+th_server *th_start(const gev_handler *h, gev_options *opt)
+{
+  th_server *t = calloc(1, sizeof(*t));
+  pthread_t *th = calloc(1, sizeof(*th));
+  int r;
+
+  ck_assert(t && th);
+  if (!opt->address)
+    opt->address = "127.0.0.1:0";
+  r = gev_server_new(&t->s, h, opt);
+  ck_assert_msg(r == 0, "gev_server_new(%s): %s", opt->address,
+                gev_strerror(r));
+  t->port = gev_server_port(t->s);
+  t->thread = th;
+  ck_assert_int_eq(pthread_create(th, NULL, server_main, t), 0);
+  return t;
+}
+
+void th_stop(th_server *t)
+{
+  pthread_t *th = t->thread;
+  struct timespec ts;
+
+  gev_server_stop(t->s);
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += 20;
+  ck_assert_msg(pthread_timedjoin_np(*th, NULL, &ts) == 0,
+                "gev_server_start did not return within 20 s of stop");
+  ck_assert_int_eq(t->start_result, 0);
+  gev_server_free(t->s);
+  free(th);
+  free(t);
+}
+
+static void set_timeouts(int fd)
+{
+  struct timeval tv = {10, 0};
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int th_connect_addr(const char *addr)
+{
+  struct sockaddr_storage ss = {0};
+  socklen_t len;
+  char host[128];
+  int fd, port;
+
+  if (strncmp(addr, "unix:", 5) == 0) {
+    struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+    sun->sun_family = AF_UNIX;
+    strncpy(sun->sun_path, addr + 5, sizeof(sun->sun_path) - 1);
+    len = sizeof(*sun);
+  } else if (addr[0] == '[') {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    const char *end = strchr(addr, ']');
+    if (!end || (size_t)(end - addr - 1) >= sizeof(host))
+      return -1;
+    memcpy(host, addr + 1, (size_t)(end - addr - 1));
+    host[end - addr - 1] = '\0';
+    port = atoi(end + 2);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+      return -1;
+    len = sizeof(*s6);
+  } else {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof(host))
+      return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+      return -1;
+    len = sizeof(*s4);
+  }
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+    close(fd);
+    return -1;
+  }
+  set_timeouts(fd);
+  return fd;
+}
+
+int th_connect(int port)
+{
+  char a[64];
+  snprintf(a, sizeof(a), "127.0.0.1:%d", port);
+  return th_connect_addr(a);
+}
+
+bool th_write_all(int fd, const void *p, size_t n)
+{
+  const char *c = p;
+  while (n > 0) {
+    ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return false;
+    c += w;
+    n -= (size_t)w;
+  }
+  return true;
+}
+
+bool th_read_exact(int fd, void *p, size_t n)
+{
+  char *c = p;
+  while (n > 0) {
+    ssize_t r = recv(fd, c, n, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return false;
+    c += r;
+    n -= (size_t)r;
+  }
+  return true;
+}
+
+bool th_wait_eof(int fd, int timeout_ms)
+{
+  uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+  char buf[4096];
+
+  while (th_now_ms() < end) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 50) <= 0)
+      continue;
+    ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno == ECONNRESET))
+      return true;
+  }
+  return false;
+}
+
+bool th_wait_until(bool (*pred)(void *arg), void *arg, int timeout_ms)
+{
+  uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+
+  for (;;) {
+    if (pred(arg))
+      return true;
+    if (th_now_ms() >= end)
+      return false;
+    usleep(1000);
+  }
+}
+
+bool th_wait_int(const volatile int *v, int want, int timeout_ms)
+{
+  uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+
+  for (;;) {
+    if (__atomic_load_n(v, __ATOMIC_SEQ_CST) >= want)
+      return true;
+    if (th_now_ms() >= end)
+      return false;
+    usleep(1000);
+  }
+}
+
+static int count_dir(const char *path)
+{
+  DIR *d = opendir(path);
+  struct dirent *e;
+  int n = 0;
+
+  if (!d)
+    return -1;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+int th_count_fds(void)
+{
+  return count_dir("/proc/self/fd") - 1; /* the DIR's own fd */
+}
+
+int th_count_threads(void)
+{
+  return count_dir("/proc/self/task");
+}
+
+void th_fill(void *p, size_t n, uint32_t seed)
+{
+  unsigned char *c = p;
+  uint32_t x = seed * 2654435761u + 1;
+
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c[i] = (unsigned char)x;
+  }
+}

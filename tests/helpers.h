@@ -1,0 +1,52 @@
+/* helpers.h - shared test helpers: a server on a background thread,
+ * blocking loopback clients with timeouts, bounded waits, and counts of
+ * this process's fds and threads. Every wait is bounded in time. */
+#ifndef GEV_TEST_HELPERS_H
+#define GEV_TEST_HELPERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <gev/gev.h>
+
+/* A gev server running gev_server_start on its own thread. */
+typedef struct th_server {
+  gev_server *s;
+  int port;
+  int start_result;
+  void *thread; /* pthread_t, kept opaque */
+} th_server;
+
+/* Creates and starts a server; fails the current test on error. If
+ * opt->address is NULL, "127.0.0.1:0" is used. */
+th_server *th_start(const gev_handler *h, gev_options *opt);
+/* gev_server_stop, join (bounded: fails the test after 20 s), free. */
+void th_stop(th_server *t);
+
+/* Blocking TCP client to 127.0.0.1:port with 10 s send/recv timeouts and
+ * TCP_NODELAY; -1 on failure. */
+int th_connect(int port);
+/* Same to an address: "unix:/path", "[::1]:port" or "ip:port". */
+int th_connect_addr(const char *addr);
+/* Writes all or returns false. */
+bool th_write_all(int fd, const void *p, size_t n);
+/* Reads exactly n bytes or returns false (EOF, error or timeout). */
+bool th_read_exact(int fd, void *p, size_t n);
+/* True when the peer closed (read returns 0) within timeout_ms. */
+bool th_wait_eof(int fd, int timeout_ms);
+
+/* Polls pred(arg) every millisecond until true or timeout_ms passes. */
+bool th_wait_until(bool (*pred)(void *arg), void *arg, int timeout_ms);
+/* Polls an int until it reaches at least want, or timeout_ms passes. */
+bool th_wait_int(const volatile int *v, int want, int timeout_ms);
+
+int th_count_fds(void);
+int th_count_threads(void);
+uint64_t th_now_ms(void);
+/* Process CPU time (user + system) in milliseconds. */
+uint64_t th_cpu_ms(void);
+/* Fills p with bytes derived from seed (for verifiable random payloads). */
+void th_fill(void *p, size_t n, uint32_t seed);
+
+#endif
