@@ -26,8 +26,13 @@ int main(int argc, char **argv)
 {
   gev_handler h = {.on_message = on_message};
   gev_options opt = {0};
+  const char *max_buffer = "0";
+  ex_opt extra[] = {{"max-buffer", 'b',
+                     "per-connection buffer cap in bytes (0 = 64 MiB)",
+                     &max_buffer}};
   ex_args a;
 
-  ex_parse(argc, argv, &a, NULL, 0);
+  ex_parse(argc, argv, &a, extra, 1);
+  opt.max_buffer = (size_t)ex_int("--max-buffer", max_buffer);
   return ex_run(&h, &opt, &a, NULL);
 }
