@@ -74,6 +74,18 @@ static int parse_host(const char *host, bool v6, uint16_t port,
   }
   if (strchr(host, ':'))
     return -EINVAL; /* IPv6 needs brackets */
+  if (strspn(host, "0123456789.") == strlen(host)) {
+    /* Digits and dots are an IPv4 literal, never a name: the short forms
+     * getaddrinfo would take ("127.1") are accepted, and a malformed one
+     * ("1.2.3.4.5") is refused here rather than sent to DNS, where it
+     * costs resolver timeouts or draws a wildcard answer. */
+    if (inet_aton(host, &sin->sin_addr) == 0)
+      return -EINVAL;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    out->len = sizeof(*sin);
+    return 0;
+  }
   if (getaddrinfo(host, NULL, &hints, &res) != 0)
     return -EINVAL;
   memcpy(&out->ss, res->ai_addr, res->ai_addrlen);

@@ -23,6 +23,10 @@ enum {
   GEV__CONN_SCHEDULED = 1u << 3, /* on the loop's list for after the pass */
   GEV__CONN_REDELIVER = 1u << 4, /* show held input again after the pass */
   GEV__CONN_FIN_SENT = 1u << 5,
+  /* The handler's last look at `in`, with `out` empty, consumed nothing:
+   * after the peer's EOF no more bytes can change its mind, so held input
+   * no longer keeps the connection open. */
+  GEV__CONN_STALLED = 1u << 6,
 };
 
 struct gev_conn {

@@ -191,8 +191,10 @@ static void close_now(gev_conn *c)
   }
   /* The fd leaves epoll with close(): no epoll_ctl needed. Events already
    * fetched for it in this pass see the closed state and are ignored. */
-  close(c->io.fd);
+  /* -1 first: another thread's gev_conn_fd must not see the number once
+   * it is closed (and possibly reused by an unrelated open). */
   atomic_store_explicit(&c->fd, -1, memory_order_relaxed);
+  close(c->io.fd);
   c->io.fd = -1;
   if (c->in)
     pool_put(l, c->in);
@@ -240,7 +242,15 @@ static void settle(gev_conn *c)
   if (!c->out && (st == GEV__CONN_CLOSING || st == GEV__CONN_SHUTWR ||
                   (c->flags & GEV__CONN_PEER_EOF))) {
     if (st != GEV__CONN_SHUTWR || (c->flags & GEV__CONN_PEER_EOF)) {
-      if (sends_drained(c)) {
+      if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0 &&
+          !(c->flags & GEV__CONN_STALLED)) {
+        /* Peer EOF with input held back only for lack of output room (the
+         * output drained within this very pass): closing now would drop
+         * it. Show it again; the close follows once the handler consumed
+         * it, or stopped consuming with an empty output. */
+        c->flags |= GEV__CONN_REDELIVER;
+        schedule(c);
+      } else if (sends_drained(c)) {
         close_now(c);
         return;
       }
@@ -281,12 +291,21 @@ static void deliver(gev_conn *c, ringbuffer *in)
 {
   gev_loop *l = c->loop;
   gev__conn_state *cs = &l->cs;
-  bool shared_out = c->out == NULL;
+  /* After gev_conn_shutdown_write nothing more is sent: sends fail with
+   * -ENOTCONN, and replies a later on_message appends to `out` go to a
+   * scratch buffer and are dropped. Written after the FIN they would fail
+   * with EPIPE and close the connection, whose read side must stay open
+   * until the peer closes. (Replies of the call that shuts down are still
+   * sent: the state is read before the call.) */
+  bool shut = atomic_load(&c->state) == GEV__CONN_SHUTWR;
+  bool shared_out = shut || c->out == NULL;
   ringbuffer *out = shared_out ? cs->shared_out : c->out;
   size_t max = max_buffer(c), reserved = reserved_now(c);
   int err = 0;
 
   if (ringbuffer_len(out) + reserved < max) {
+    size_t before = ringbuffer_len(in);
+    bool empty_out = ringbuffer_empty(out);
     /* Sends already accepted from other threads keep their room. */
     ringbuffer_set_limit(out, max - reserved);
     c->cur_in = in;
@@ -297,6 +316,22 @@ static void deliver(gev_conn *c, ringbuffer *in)
       ringbuffer_retrieve_all(in);
     c->cur_in = c->cur_out = NULL;
     ringbuffer_set_limit(out, max);
+    if (shut)
+      ringbuffer_retrieve_all(out);
+    if (empty_out && ringbuffer_len(in) >= before)
+      c->flags |= GEV__CONN_STALLED;
+    else
+      c->flags &= ~GEV__CONN_STALLED;
+    /* The handler held input back while its output filled up (to at least
+     * half the cap, counting sends in flight): it may be waiting for room.
+     * Mark the connection paused now, from the level the handler left,
+     * not the one after write_out below: when the kernel takes the whole
+     * output at once, settle() would otherwise never see the output above
+     * half, never show the held input again, and a peer that waits for
+     * its replies would wait forever. */
+    if (!shut && !ringbuffer_empty(in) && max / 2 > 0 &&
+        ringbuffer_len(out) + reserved >= max / 2)
+      c->flags |= GEV__CONN_PAUSED;
   } else {
     c->flags |= GEV__CONN_PAUSED; /* no room: wait until output drains */
   }
@@ -350,10 +385,18 @@ static void handle_read(gev_conn *c, unsigned events)
   } else if (err == EAGAIN || err == EINTR) {
     if (events & GEV__EV_ERROR)
       close_now(c); /* an error readiness that read cannot explain */
+  } else if (err == ENOBUFS) {
+    /* The input is at max_buffer. A read can come before the handler was
+     * shown the input again after output drained, so give it that chance
+     * first; if it still consumes nothing while output has room, it never
+     * will (a frame larger than the cap): by policy, close. */
+    size_t before = ringbuffer_len(in);
+    deliver(c, in);
+    if (atomic_load(&c->state) != GEV__CONN_CLOSED &&
+        !(c->flags & GEV__CONN_PAUSED) && buf_len(c->in) >= before)
+      close_now(c);
   } else {
-    /* ENOBUFS: the input reached max_buffer and the handler consumed
-     * nothing; by policy such a connection is closed. Else a reset. */
-    close_now(c);
+    close_now(c); /* reset or another socket error */
   }
 }
 
@@ -474,6 +517,15 @@ int gev__conn_state_init(gev_loop *l)
     ringbuffer_free(cs->shared_in);
     ringbuffer_free(cs->shared_out);
     return -ENOMEM;
+  }
+  /* The shared buffers carry the connections' cap like the pool's spares:
+   * a read into shared_in must not take more than max_buffer, and adopt()
+   * hands these very buffers to connections. Without the limit the first
+   * connection to keep input got an uncapped `in` (unbounded memory for a
+   * frame that never completes, and on_message saw more than the cap). */
+  if (l->server) {
+    ringbuffer_set_limit(cs->shared_in, l->server->max_buffer);
+    ringbuffer_set_limit(cs->shared_out, l->server->max_buffer);
   }
   return 0;
 }
