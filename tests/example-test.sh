@@ -33,6 +33,27 @@ stop() {
 # read_line FD: one line within 5 s into $line, or fail
 read_line() { IFS= read -r -t 5 line <&"$1" || fail "no line on fd $1"; }
 
+# need PROG...: skip (exit 77, meson's skip code) when a client is missing
+need() {
+  for b; do
+    command -v "$b" >/dev/null || { echo "SKIP: $b not installed"; rm -rf "$tmp"; exit 77; }
+  done
+}
+
+# exchange REQUEST: sends REQUEST (printf %b escapes) on a new connection
+# and reads until the server closes it, within 5 s, into $tmp/raw.
+exchange() {
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  printf '%b' "$1" >&3 || fail "server closed before reading '${1:0:60}'"
+  timeout 5 cat <&3 >"$tmp/raw"; local st=$?
+  exec 3<&-
+  [ "$st" -eq 0 ] || fail "no EOF after sending '${1:0:60}'"
+}
+
+# count REGEX: matches in $tmp/raw (CRs removed; a response body without a
+# newline runs into the next status line, so matches, not lines)
+count() { tr -d '\r' <"$tmp/raw" | grep -oE "$1" | wc -l; }
+
 case $name in
 echo)
   start
@@ -73,6 +94,184 @@ maxconn)
   done
   [ -n "$ok" ] || fail "no slot freed after a client left"
   exec 4<&-
+  stop
+  ;;
+http)
+  need curl wrk
+  trap '' PIPE       # a send to a reset connection fails instead of killing us
+  start
+  base=http://127.0.0.1:$port
+  # keep-alive: two URLs over one connection
+  timeout 10 curl -s -v "$base/" "$base/plaintext" >"$tmp/body" 2>"$tmp/curl" || fail "curl: $(cat "$tmp/curl")"
+  [ "$(cat "$tmp/body")" = "Hello, World!Hello, World!" ] || fail "bodies: '$(cat "$tmp/body")'"
+  grep -q 'Re-using existing connection' "$tmp/curl" || fail "connection not reused: $(cat "$tmp/curl")"
+  tr -d '\r' <"$tmp/curl" >"$tmp/hdrs"
+  for h in 'HTTP/1.1 200 OK' 'Server: gev' 'Content-Type: text/plain' 'Content-Length: 13' \
+           'Date: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT'; do
+    [ "$(grep -cE "^< $h\$" "$tmp/hdrs")" -eq 2 ] || fail "header '$h' not in both responses: $(cat "$tmp/hdrs")"
+  done
+  # the Date header follows the clock (a timer per worker loop refreshes it)
+  d1=$(grep -m1 '^< Date:' "$tmp/hdrs")
+  sleep 1.2
+  d2=$(timeout 10 curl -s -D - -o /dev/null "$base/" | tr -d '\r' | grep '^Date:')
+  [ "< $d2" != "$d1" ] || fail "Date not refreshed: '$d1' then '$d2'"
+  [ "$(timeout 10 curl -s -o /dev/null -w '%{http_code}' "$base/nope")" = 404 ] || fail "no 404 for /nope"
+  # malformed request, oversized head, chunked body: answered, then closed
+  exchange 'GARBAGE\r\n\r\n'
+  [ "$(count 'HTTP/1.1 400 Bad Request')" -eq 1 ] || fail "malformed request: $(cat "$tmp/raw")"
+  exchange "GET / HTTP/1.1\r\nHost: x\r\nX-Big: $(head -c 9000 /dev/zero | tr '\0' a)\r\n\r\n"
+  [ "$(count 'HTTP/1.1 431 ')" -eq 1 ] || fail "oversized head: $(cat "$tmp/raw")"
+  exchange 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'
+  [ "$(count 'HTTP/1.1 501 ')" -eq 1 ] || fail "chunked body: $(cat "$tmp/raw")"
+  # two pipelined requests in one write: two responses, then close
+  exchange 'GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+  [ "$(count 'HTTP/1.1 200 OK')" -eq 2 ] && [ "$(count 'Hello, World!')" -eq 2 ] ||
+    fail "pipelined: $(cat "$tmp/raw")"
+  # a body (skipped) followed by a pipelined request; HTTP/1.0 closes
+  exchange 'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n'
+  [ "$(count 'HTTP/1.1 (404 Not Found|200 OK)')" -eq 2 ] || fail "body then request: $(cat "$tmp/raw")"
+  # a body that arrives after its head
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234' >&3
+  sleep 0.2
+  printf '56789GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+  timeout 5 cat <&3 >"$tmp/raw" || fail "no EOF after a late body"
+  exec 3<&-
+  [ "$(count 'HTTP/1.1 (405 Method Not Allowed|200 OK)')" -eq 2 ] || fail "late body: $(cat "$tmp/raw")"
+  # load: many connections, then few; no errors, only 2xx
+  for c in 50 2; do
+    timeout 30 wrk -t1 -c$c -d2s "$base/" >"$tmp/wrk" 2>&1 || fail "wrk -c$c: $(cat "$tmp/wrk")"
+    grep -qE '^ +[1-9][0-9]* requests in' "$tmp/wrk" || fail "wrk -c$c made no requests: $(cat "$tmp/wrk")"
+    grep -qE 'Non-2xx|Socket errors' "$tmp/wrk" && fail "wrk -c$c: $(cat "$tmp/wrk")"
+    echo "wrk -c$c: $(grep -E 'Requests/sec' "$tmp/wrk")"
+  done
+  stop
+  ;;
+redis)
+  need redis-cli redis-benchmark
+  start
+  expect() { # expect WANT ARGS...: redis-cli ARGS prints WANT
+    local want=$1 got; shift
+    got=$(timeout 10 redis-cli -p "$port" "$@" 2>&1)
+    [ "$got" = "$want" ] || fail "redis-cli $*: got '$got', want '$want'"
+  }
+  expect PONG ping
+  expect hello ping hello
+  expect 'a b' echo 'a b'
+  expect OK set k1 v1
+  expect v1 get k1
+  expect '' get nope
+  expect OK set n 10
+  expect 11 incr n
+  expect 10 decr n
+  expect 15 incrby n 5
+  expect -5 decrby n 20
+  expect OK set s abc
+  expect 'ERR value is not an integer or out of range' incr s
+  expect OK set max 9223372036854775807
+  expect 'ERR increment or decrement would overflow' incr max
+  expect 2 exists k1 n nope
+  expect 1 del k1 nope
+  expect 0 exists k1
+  expect OK set t v ex 100
+  [[ $(timeout 10 redis-cli -p "$port" ttl t) =~ ^(99|100)$ ]] || fail "ttl t"
+  expect -1 ttl n
+  expect -2 ttl nope
+  expect 1 expire n 50
+  expect 0 expire nope 50
+  expect OK set p v px 200
+  sleep 0.4
+  expect '' get p
+  expect -2 ttl p
+  expect OK set x y nx
+  expect '' set x z nx
+  expect y get x
+  expect '' set q v xx
+  expect OK flushall
+  for k in key:1 key:2 key:10 other; do expect OK set "$k" v; done
+  [ "$(timeout 10 redis-cli -p "$port" keys 'key:?' | sort | tr '\n' ' ')" = 'key:1 key:2 ' ] || fail "keys key:?"
+  [ "$(timeout 10 redis-cli -p "$port" keys 'key:*' | wc -l)" -eq 3 ] || fail "keys key:*"
+  [ "$(timeout 10 redis-cli -p "$port" keys '*' | wc -l)" -eq 4 ] || fail "keys *"
+  expect 4 dbsize
+  expect "ERR wrong number of arguments for 'get' command" get
+  expect "ERR unknown command 'foo', with args beginning with: 'bar' " foo bar
+  # inline commands and pipelining; QUIT answers, then closes
+  exchange 'PING\r\nECHO hi\r\n*3\r\n$3\r\nSET\r\n$1\r\nz\r\n$1\r\n1\r\n*2\r\n$4\r\nINCR\r\n$1\r\nz\r\nQUIT\r\nPING\r\n'
+  [ "$(tr -d '\r' <"$tmp/raw" | tr '\n' ' ')" = '+PONG $2 hi +OK :2 +OK ' ] || fail "pipeline: '$(cat "$tmp/raw")'"
+  # protocol errors and limits: an error, then closed
+  exchange '*abc\r\nPING\r\n'
+  [ "$(count '^-ERR Protocol error: invalid multibulk length$')" -eq 1 ] || fail "bad multibulk: $(cat "$tmp/raw")"
+  exchange '*1048577\r\n'
+  [ "$(count '^-ERR Protocol error: invalid multibulk length$')" -eq 1 ] || fail "too many args: $(cat "$tmp/raw")"
+  exchange '*1\r\n$536870913\r\n'
+  [ "$(count '^-ERR Protocol error: invalid bulk length$')" -eq 1 ] || fail "bulk too big: $(cat "$tmp/raw")"
+  exchange '*1\r\n+PING\r\n'
+  [ "$(count "^-ERR Protocol error: expected '\\\$', got '\\+'$")" -eq 1 ] || fail "no bulk: $(cat "$tmp/raw")"
+  timeout 60 redis-benchmark -p "$port" -t ping,set,get -P 16 -q -n 20000 >"$tmp/bench" 2>&1 ||
+    fail "redis-benchmark: $(cat "$tmp/bench")"
+  tr '\r' '\n' <"$tmp/bench" | grep -v 'rps=' | grep . >"$tmp/bench2"
+  for t in PING_INLINE PING_MBULK SET GET; do
+    grep -qE "^ *$t: [0-9.]+ requests per second" "$tmp/bench2" || fail "redis-benchmark, no $t: $(cat "$tmp/bench2")"
+  done
+  grep -qiE 'error|warning' "$tmp/bench2" && fail "redis-benchmark: $(cat "$tmp/bench2")"
+  cat "$tmp/bench2"
+  stop
+  ;;
+framing)
+  fc=$2/framing-client
+  start -m 65536
+  "$fc" -p "$port" -c 8 -n 500 -s 65536 -t 30 >"$tmp/fc" 2>&1 || fail "framing-client: $(cat "$tmp/fc")"
+  cat "$tmp/fc"
+  exec 4<>/dev/tcp/127.0.0.1/"$port"                  # opened before the bad client
+  "$fc" -p "$port" -c 4 -n 2000 -s 65536 -S 7 -t 30 >"$tmp/fc2" 2>&1 &
+  fcpid=$!
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  printf '\x00\x01\x00\x01' >&3                       # 65537 bytes: over the maximum
+  timeout 5 cat <&3 >"$tmp/raw" || fail "oversized frame: connection not closed"
+  [ -s "$tmp/raw" ] && fail "oversized frame got a reply"
+  exec 3<&-
+  printf '\x00\x00\x00\x05hello' >&4
+  [ "$(timeout 5 head -c 9 <&4 | tail -c 5)" = olleh ] || fail "client opened before the bad one"
+  printf '\x00\x00' >&4; sleep 0.1; printf '\x00\x03a' >&4; sleep 0.1; printf 'bc' >&4   # split header
+  [ "$(timeout 5 head -c 7 <&4 | tail -c 3)" = cba ] || fail "frame sent in pieces"
+  { printf '\x00\x01\x00\x00'; head -c 65536 /dev/zero; } >&4           # exactly the maximum
+  [ "$(timeout 5 head -c 65540 <&4 | wc -c)" -eq 65540 ] || fail "frame of the maximum size"
+  exec 4<&-
+  wait "$fcpid" || fail "framing-client during the bad one: $(cat "$tmp/fc2")"
+  stop
+  ;;
+timer)
+  start -i 100 -k 600 -b 100
+  # an idle client: pings 1, 2, 3... then the goodbye, then EOF
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  n=0
+  while read_line 3 && [ "$line" != "goodbye: idle" ]; do
+    [ "$line" = "ping $((n + 1))" ] || fail "idle client got '$line' after ping $n"
+    n=$((n + 1))
+    [ "$n" -lt 50 ] || fail "no goodbye after $n pings"
+  done
+  [ "$n" -ge 3 ] && [ "$n" -le 8 ] || fail "$n pings within the 600 ms idle time"
+  IFS= read -r -t 5 line <&3; st=$?
+  [ "$st" -eq 1 ] || fail "no EOF after the goodbye (read status $st, '$line')"
+  exec 3<&-
+  # a client that keeps talking is echoed, pinged and not kicked
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  for i in $(seq 8); do                  # 8 x 150 ms: twice the idle time
+    printf 'hi %s\n' "$i" >&3
+    while read_line 3 && [ "$line" != "hi $i" ]; do
+      [[ $line == ping* ]] || fail "active client got '$line'"
+    done
+    sleep 0.15
+  done
+  exec 3<&-
+  # clients that leave early: their timers must be cancelled in on_close
+  for i in $(seq 20); do exec 3<>/dev/tcp/127.0.0.1/"$port"; exec 3<&-; done
+  exec 3<>/dev/tcp/127.0.0.1/"$port"; read_line 3; exec 3<&-
+  sleep 0.8                              # past the pings and the idle kick
+  exec 3<>/dev/tcp/127.0.0.1/"$port"; read_line 3
+  [ "$line" = "ping 1" ] || fail "new client after early leavers got '$line'"
+  exec 3<&-
+  [ "$(grep -cE '^heartbeat [0-9]+: [0-9]+ clients$' "$tmp/out")" -ge 5 ] || fail "heartbeats: $(cat "$tmp/out")"
   stop
   ;;
 *) fail "unknown example" ;;

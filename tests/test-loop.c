@@ -150,8 +150,9 @@ typedef struct tick {
   gev_loop *loop;
   atomic_int count;
   atomic_int wrong_thread;
-  uint64_t start, first_at;
-  gev_timer_id self;
+  uint64_t start;
+  _Atomic uint64_t first_at;
+  _Atomic gev_timer_id self; /* written after run_every returns */
   int stop_after;
 } tick;
 

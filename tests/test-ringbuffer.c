@@ -37,6 +37,23 @@ const char *__asan_default_options(void)
 }
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define RB_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RB_TEST_TSAN 1
+#endif
+#endif
+
+#ifdef RB_TEST_TSAN
+/* The same for ThreadSanitizer's allocator. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+  return "allocator_may_return_null=1";
+}
+#endif
+
 /* Below SSIZE_MAX, yet more than any 64-bit address space holds. */
 #define HUGE_SIZE (SIZE_MAX / 4)
 

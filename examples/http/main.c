@@ -1,0 +1,277 @@
+/* http - an HTTP/1.1 server answering "Hello, World!", in the style of the
+ * TechEmpower plaintext test.
+ *
+ * on_message parses every complete request at the front of `in` (so
+ * pipelined requests are all answered in one call) and leaves a partial one
+ * for later. Request bodies with a Content-Length are skipped, also when
+ * they arrive later than their head; chunked bodies are refused (501).
+ * Malformed requests get 400, heads over 8 KiB 431. Those, like
+ * "Connection: close" and HTTP/1.0 without keep-alive, close the
+ * connection after the reply, gently (see linger()).
+ *
+ * The fast path allocates nothing: the head is parsed where it lies in the
+ * ring buffer (linearized only when it straddles the wrap) and the common
+ * response is one prebuilt block, copied into `out` with one write. */
+#include "../common/example.h"
+#include "http-parser.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BODY "Hello, World!"
+
+/* The Date header. Every worker loop keeps its own copy in thread-local
+ * storage, refreshed once a second by a timer on that same loop
+ * (gev_loop_run_every on gev_server_worker_loop), so the only thread that
+ * ever reads or writes a copy is its owner: no lock, no atomics, no torn
+ * reads on the request path. A global refreshed by the acceptor loop would
+ * need a seqlock or a pointer swap between two buffers for the same
+ * guarantee; the price here is one timer per worker loop. The copy also
+ * holds the complete common response, so the fast path is one memcpy. */
+static _Thread_local char date[32];
+static _Thread_local char ok_resp[160];
+static _Thread_local size_t ok_len;
+
+/* Only connections that skip a body or close get one, so plain keep-alive
+ * GETs allocate nothing per connection either. */
+typedef struct http_conn {
+  uint64_t skip;       /* body bytes still to discard */
+  bool close_after;    /* linger once they are discarded */
+  bool lingering;      /* answered and half-closed: discard all input */
+  gev_timer_id linger; /* ends the lingering */
+} http_conn;
+
+/* How long a half-closed connection waits for the peer to close. */
+#define LINGER_MS 2000
+
+static void refresh_date(void *arg)
+{
+  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
+                                  "Thu", "Fri", "Sat"};
+  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t t = time(NULL);
+  struct tm tm;
+  int n;
+
+  (void)arg;
+  gmtime_r(&t, &tm);
+  /* IMF-fixdate (RFC 7231, 7.1.1.1); names by hand, not by locale. */
+  snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+           days[tm.tm_wday % 7], tm.tm_mday % 100, months[tm.tm_mon % 12],
+           (tm.tm_year + 1900) % 10000, tm.tm_hour % 100, tm.tm_min % 100,
+           tm.tm_sec % 100);
+  n = snprintf(ok_resp, sizeof(ok_resp),
+               "HTTP/1.1 200 OK\r\nServer: gev\r\nContent-Type: text/plain"
+               "\r\nContent-Length: %zu\r\nDate: %s\r\n\r\n" BODY,
+               strlen(BODY), date);
+  ok_len = n > 0 && (size_t)n < sizeof(ok_resp) ? (size_t)n : 0;
+}
+
+static const char *reason(int status)
+{
+  switch (status) {
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 431: return "Request Header Fields Too Large";
+  case 501: return "Not Implemented";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Internal Server Error";
+  }
+}
+
+/* Any response, with its own status, body and connection header. */
+static int respond(ringbuffer *out, int status, bool head, bool keep, int minor)
+{
+  char buf[512], body[64];
+  const char *conn = "";
+  int n;
+
+  if (!ok_len)
+    refresh_date(NULL); /* a request before this loop's first tick */
+  if (status == 200)
+    snprintf(body, sizeof(body), "%s", BODY);
+  else
+    snprintf(body, sizeof(body), "%s\n", reason(status));
+  if (!keep)
+    conn = "Connection: close\r\n";
+  else if (minor == 0)
+    conn = "Connection: keep-alive\r\n"; /* 1.0 closes unless told */
+  n = snprintf(buf, sizeof(buf),
+               "HTTP/1.1 %d %s\r\nServer: gev\r\nContent-Type: text/plain\r\n"
+               "Content-Length: %zu\r\nDate: %s\r\n%s%s\r\n%s",
+               status, reason(status), strlen(body), date,
+               status == 405 ? "Allow: GET, HEAD\r\n" : "", conn,
+               head ? "" : body);
+  return ringbuffer_write(out, buf, (size_t)n);
+}
+
+static bool is(const char *p, size_t n, const char *lit)
+{
+  return strlen(lit) == n && memcmp(p, lit, n) == 0;
+}
+
+static int route(const http_request *r)
+{
+  if (!is(r->path, r->path_len, "/") && !is(r->path, r->path_len, "/plaintext"))
+    return 404;
+  if (!is(r->method, r->method_len, "GET") &&
+      !is(r->method, r->method_len, "HEAD"))
+    return 405;
+  return 200;
+}
+
+static http_conn *state(gev_conn *c)
+{
+  http_conn *hc = gev_conn_context(c);
+
+  if (!hc && (hc = calloc(1, sizeof(*hc))))
+    gev_conn_set_context(c, hc);
+  return hc;
+}
+
+static void linger_end(void *arg)
+{
+  gev_conn *c = arg; /* valid: on_close cancels this timer */
+  http_conn *hc = gev_conn_context(c);
+
+  hc->linger = 0;
+  gev_conn_close(c);
+}
+
+/* Closes after the replies in `out`. Not with gev_conn_close at once: a
+ * socket closed while the peer's bytes are still arriving (the rest of an
+ * oversized head, a body, pipelined requests) makes the kernel send RST,
+ * and the peer may then lose the reply we just queued. So we half-close
+ * (FIN after the reply), keep reading and discarding until the peer
+ * closes, and give up after LINGER_MS. */
+static void linger(gev_conn *c, ringbuffer *in)
+{
+  http_conn *hc = state(c);
+
+  ringbuffer_retrieve_all(in);
+  if (hc && gev_conn_shutdown_write(c) == 0) {
+    hc->lingering = true;
+    hc->skip = 0;
+    hc->linger = gev_loop_run_after(gev_conn_loop(c), LINGER_MS, linger_end, c);
+    if (hc->linger)
+      return;
+  }
+  gev_conn_close(c);
+}
+
+/* Answers a request we will not read further, then closes. */
+static void refuse(gev_conn *c, ringbuffer *in, ringbuffer *out, int status)
+{
+  respond(out, status, false, false, 1); /* best effort: we close anyway */
+  linger(c, in);
+}
+
+/* Discards body bytes; false while more of the body is still to come. */
+static bool skip_body(gev_conn *c, ringbuffer *in, uint64_t len)
+{
+  size_t have = ringbuffer_len(in);
+  http_conn *hc;
+
+  if (len <= have) {
+    ringbuffer_retrieve(in, (size_t)len);
+    return true;
+  }
+  ringbuffer_retrieve_all(in);
+  if (!(hc = state(c)))
+    gev_conn_close(c);
+  else
+    hc->skip = len - have;
+  return false;
+}
+
+static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  http_conn *hc = gev_conn_context(c);
+
+  if (hc && hc->lingering) {
+    ringbuffer_retrieve_all(in);
+    return;
+  }
+  if (hc && hc->skip) {
+    size_t have = ringbuffer_len(in);
+    size_t k = hc->skip < have ? (size_t)hc->skip : have;
+    ringbuffer_retrieve(in, k);
+    if ((hc->skip -= k) > 0)
+      return;
+    if (hc->close_after) {
+      linger(c, in);
+      return;
+    }
+  }
+  while (!ringbuffer_empty(in)) {
+    size_t n = ringbuffer_len(in);
+    struct iovec seg[2];
+    http_request r;
+    const char *p;
+    int status, err;
+    bool head;
+
+    if (n > HTTP_MAX_HEAD)
+      n = HTTP_MAX_HEAD;
+    ringbuffer_peek(in, n, seg);
+    p = seg[1].iov_len ? ringbuffer_linearize(in, n) : seg[0].iov_base;
+    switch (http_parse(p, n, &r)) {
+    case HTTP_INCOMPLETE: return;
+    case HTTP_ERROR: refuse(c, in, out, r.error); return;
+    case HTTP_OK: break;
+    }
+    if (r.transfer_encoding) {
+      refuse(c, in, out, 501); /* we do not decode chunked bodies */
+      return;
+    }
+    status = route(&r);
+    head = is(r.method, r.method_len, "HEAD");
+    if (status == 200 && !head && r.keep_alive && r.minor == 1 && ok_len)
+      err = ringbuffer_write(out, ok_resp, ok_len);
+    else
+      err = respond(out, status, head, r.keep_alive, r.minor);
+    if (err < 0)
+      return; /* `out` is full: the request waits in `in` until it drains */
+    ringbuffer_retrieve(in, r.head_len);
+    if (!skip_body(c, in, r.content_length)) {
+      if ((hc = gev_conn_context(c)))
+        hc->close_after = !r.keep_alive;
+      return;
+    }
+    if (!r.keep_alive) {
+      linger(c, in);
+      return;
+    }
+  }
+}
+
+static void on_close(gev_conn *c)
+{
+  http_conn *hc = gev_conn_context(c);
+
+  if (hc && hc->linger)
+    gev_loop_cancel(gev_conn_loop(c), hc->linger);
+  free(hc);
+}
+
+static void ready(gev_server *s)
+{
+  for (int i = 0; i < gev_server_num_loops(s); i++)
+    gev_loop_run_every(gev_server_worker_loop(s, i), 1000, refresh_date, NULL);
+}
+
+int main(int argc, char **argv)
+{
+  gev_handler h = {.on_message = on_message, .on_close = on_close};
+  gev_options opt = {0};
+  ex_args a;
+
+  ex_parse(argc, argv, &a, NULL, 0);
+  opt.idle_timeout_ms = 60000; /* the keep-alive timeout */
+  return ex_run(&h, &opt, &a, ready);
+}
