@@ -46,7 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static unsigned char scratch[1 << 16], fill[1 << 16];
-  model m = {.v = malloc(MODEL_MAX)};
+  static unsigned char *store; /* one model buffer for every run */
+  model m = {.v = store ? store : (store = malloc(MODEL_MAX))};
   ringbuffer *rb = ringbuffer_new(take(&data, &size, 1));
 
   if (!rb || !m.v)
@@ -122,14 +123,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       m.limit = arg % 4 == 0 ? 0 : arg * 4;
       ringbuffer_set_limit(rb, m.limit);
       break;
-    case 7: /* shrink */
-      ringbuffer_shrink(rb, arg);
-      break;
+    case 7: /* shrink */ ringbuffer_shrink(rb, arg); break;
     }
     check_same(rb, &m, cap0);
   }
 out:
   ringbuffer_free(rb);
-  free(m.v);
   return 0;
 }
