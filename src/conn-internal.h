@@ -27,14 +27,20 @@ enum {
    * after the peer's EOF no more bytes can change its mind, so held input
    * no longer keeps the connection open. */
   GEV__CONN_STALLED = 1u << 6,
+  GEV__CONN_OUTGOING = 1u << 7,    /* from gev_loop_connect: not a server's */
+  GEV__CONN_USER_PAUSED = 1u << 8, /* gev_conn_pause_read */
+  GEV__CONN_ABOVE_LOW = 1u << 9,   /* output above the drain low-water mark */
 };
+
 
 struct gev_conn {
   gev__io io; /* first: the poller hands back &io */
 
   /* Fixed at creation. */
   gev_loop *loop;
-  gev_server *server;
+  gev_server *server;    /* the loop's server; NULL on a standalone loop */
+  const gev_handler *h;  /* the server's, or the copy after `peer` */
+  size_t max_buffer;
 
   /* Any thread. */
   atomic_int refs;
@@ -52,7 +58,22 @@ struct gev_conn {
   gev_conn *prev, *next;   /* the loop's open list, by last activity */
   gev_conn *next_flush;
   gev_conn *next_zombie;
+  gev__connecting *connecting; /* while an outgoing connect is under way */
+  void (*drain_fn)(gev_conn *c, void *arg);
+  void *drain_arg;
+  size_t low_water;
   char peer[];             /* formatted peer address */
 };
+
+/* conn.c, for connect.c: a connection for fd on loop l with its own copy
+ * of h (outgoing). NULL on ENOMEM. */
+gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
+                                 size_t max_buffer, int fd,
+                                 const struct sockaddr *sa, socklen_t len);
+/* conn.c: in l's thread, for a connection registered with the poller:
+ * joins the loop's list and runs on_connect. */
+void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg);
+/* conn.c: frees a connection that never attached (fd left alone). */
+void gev__conn_free_unattached(gev_conn *c);
 
 #endif

@@ -36,6 +36,15 @@
 static void settle(gev_conn *c);
 static void close_now(gev_conn *c);
 
+/* One-shot: cleared before the call, so the callback may set it again. */
+static void fire_drain(gev_conn *c)
+{
+  void (*fn)(gev_conn *, void *) = c->drain_fn;
+
+  c->drain_fn = NULL;
+  fn(c, c->drain_arg);
+}
+
 /* ---- small helpers ---------------------------------------------------- */
 
 static size_t buf_len(const ringbuffer *rb)
@@ -45,7 +54,7 @@ static size_t buf_len(const ringbuffer *rb)
 
 static size_t max_buffer(const gev_conn *c)
 {
-  return c->server->max_buffer;
+  return c->max_buffer;
 }
 
 /* Bytes promised to other threads' sends; 0 once sending has ended. */
@@ -90,7 +99,7 @@ static void touch(gev_conn *c)
   gev__conn_state *cs = &c->loop->cs;
 
   c->last_active = c->loop->now_ms;
-  if (cs->tail == c || c->server->opt.idle_timeout_ms <= 0)
+  if (cs->tail == c || cs->idle_ms == 0)
     return;
   /* unlink */
   if (c->prev)
@@ -147,7 +156,8 @@ static void update_interest(gev_conn *c)
 {
   unsigned ev = 0;
 
-  if (!(c->flags & (GEV__CONN_PEER_EOF | GEV__CONN_PAUSED)))
+  if (!(c->flags &
+        (GEV__CONN_PEER_EOF | GEV__CONN_PAUSED | GEV__CONN_USER_PAUSED)))
     ev |= GEV__EV_READ;
   if (buf_len(c->out) > 0)
     ev |= GEV__EV_WRITE;
@@ -177,7 +187,6 @@ static int write_out(gev_conn *c, ringbuffer *out)
 static void close_now(gev_conn *c)
 {
   gev_loop *l = c->loop;
-  gev_server *s = c->server;
 
   if (atomic_load(&c->state) == GEV__CONN_CLOSED)
     return;
@@ -186,8 +195,8 @@ static void close_now(gev_conn *c)
   list_remove(&l->cs, c);
   if (c->flags & GEV__CONN_CONNECTED) {
     c->flags &= ~GEV__CONN_CONNECTED;
-    if (s->h.on_close)
-      s->h.on_close(c);
+    if (c->h->on_close)
+      c->h->on_close(c);
   }
   /* The fd leaves epoll with close(): no epoll_ctl needed. Events already
    * fetched for it in this pass see the closed state and are ignored. */
@@ -203,7 +212,8 @@ static void close_now(gev_conn *c)
   c->in = c->out = NULL;
   publish_out(c);
   atomic_fetch_sub(&l->nconns, 1);
-  atomic_fetch_sub(&s->nconns, 1);
+  if (c->server && !(c->flags & GEV__CONN_OUTGOING))
+    atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
   c->next_zombie = l->cs.zombies;
   l->cs.zombies = c;
 }
@@ -269,6 +279,9 @@ static void settle(gev_conn *c)
     }
   }
   update_interest(c);
+  if (c->drain_fn && atomic_load(&c->state) != GEV__CONN_CLOSED &&
+      buf_len(c->out) + reserved_now(c) <= c->low_water)
+    fire_drain(c);
 }
 
 /* ---- the read path ---------------------------------------------------- */
@@ -310,8 +323,8 @@ static void deliver(gev_conn *c, ringbuffer *in)
     ringbuffer_set_limit(out, max - reserved);
     c->cur_in = in;
     c->cur_out = out;
-    if (c->server->h.on_message)
-      c->server->h.on_message(c, in, out);
+    if (c->h->on_message)
+      c->h->on_message(c, in, out);
     else
       ringbuffer_retrieve_all(in);
     c->cur_in = c->cur_out = NULL;
@@ -370,7 +383,11 @@ static void handle_read(gev_conn *c, unsigned events)
   gev__conn_state *cs = &c->loop->cs;
   ringbuffer *in = c->in ? c->in : cs->shared_in;
   int err = 0;
-  ssize_t n = ringbuffer_read_fd(in, c->io.fd, &err);
+  ssize_t n;
+
+  if (in == cs->shared_in) /* outgoing connections may have their own cap */
+    ringbuffer_set_limit(in, c->max_buffer);
+  n = ringbuffer_read_fd(in, c->io.fd, &err);
 
   if (n > 0) {
     touch(c);
@@ -446,7 +463,8 @@ static void process_scheduled(gev_conn *c)
   c->flags &= ~GEV__CONN_SCHEDULED;
   if (atomic_load(&c->state) == GEV__CONN_CLOSED)
     return;
-  if (c->flags & GEV__CONN_REDELIVER) {
+  if ((c->flags & GEV__CONN_REDELIVER) &&
+      !(c->flags & GEV__CONN_USER_PAUSED)) {
     c->flags &= ~GEV__CONN_REDELIVER;
     if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING) {
       deliver(c, c->in);
@@ -488,6 +506,7 @@ void gev__conn_close_all(gev_loop *l)
 {
   gev_conn *c;
 
+  gev__connect_cancel_all(l);
   /* Stopping: one last write attempt each, then close. */
   while ((c = l->cs.head)) {
     if (c->out)
@@ -500,7 +519,7 @@ void gev__conn_close_all(gev_loop *l)
 void gev__conn_idle_sweep(void *arg)
 {
   gev_loop *l = arg;
-  uint64_t idle = (uint64_t)l->server->opt.idle_timeout_ms;
+  uint64_t idle = l->cs.idle_ms;
   gev_conn *c;
 
   while ((c = l->cs.head) && l->now_ms - c->last_active >= idle)
@@ -526,6 +545,7 @@ int gev__conn_state_init(gev_loop *l)
   if (l->server) {
     ringbuffer_set_limit(cs->shared_in, l->server->max_buffer);
     ringbuffer_set_limit(cs->shared_out, l->server->max_buffer);
+    cs->idle_ms = (uint64_t)l->server->opt.idle_timeout_ms;
   }
   return 0;
 }
@@ -543,22 +563,31 @@ void gev__conn_state_free(gev_loop *l)
 
 /* ---- creation --------------------------------------------------------- */
 
-gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
-                        const struct sockaddr *sa, socklen_t len)
+/* One allocation: the struct, the peer address and, for an outgoing
+ * connection, its own copy of the handler table. */
+static gev_conn *alloc_conn(gev_loop *l, int fd, const struct sockaddr *sa,
+                            socklen_t len, const gev_handler *own_h)
 {
   char peer[GEV__ADDR_STRLEN];
-  size_t plen;
+  size_t plen, hoff;
   gev_conn *c;
 
   gev__addr_format(sa, len, peer, sizeof(peer));
   plen = strlen(peer) + 1;
-  c = calloc(1, sizeof(*c) + plen);
+  hoff = (sizeof(*c) + plen + _Alignof(gev_handler) - 1) &
+         ~(_Alignof(gev_handler) - 1);
+  c = calloc(1, own_h ? hoff + sizeof(gev_handler) : sizeof(*c) + plen);
   if (!c)
     return NULL;
   memcpy(c->peer, peer, plen);
+  if (own_h) {
+    gev_handler *h = (gev_handler *)((char *)c + hoff);
+    *h = *own_h;
+    c->h = h;
+  }
   c->io = (gev__io){.fd = fd, .cb = io_cb};
   c->loop = l;
-  c->server = s;
+  c->server = l->server;
   atomic_init(&c->refs, 1); /* the loop's */
   atomic_init(&c->state, GEV__CONN_OPEN);
   atomic_init(&c->fd, fd);
@@ -567,12 +596,61 @@ gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
   return c;
 }
 
+gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
+                        const struct sockaddr *sa, socklen_t len)
+{
+  gev_conn *c = alloc_conn(l, fd, sa, len, NULL);
+
+  if (c) {
+    c->h = &s->h;
+    c->max_buffer = s->max_buffer;
+  }
+  return c;
+}
+
+gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
+                                 size_t max_buffer, int fd,
+                                 const struct sockaddr *sa, socklen_t len)
+{
+  gev_conn *c = alloc_conn(l, fd, sa, len, h);
+
+  if (c) {
+    c->max_buffer = max_buffer;
+    c->flags = GEV__CONN_OUTGOING;
+  }
+  return c;
+}
+
+void gev__conn_free_unattached(gev_conn *c)
+{
+  free(c);
+}
+
 void gev__conn_discard(gev_conn *c)
 {
   close(c->io.fd);
   atomic_fetch_sub(&c->loop->nconns, 1);
   atomic_fetch_sub(&c->server->nconns, 1);
   free(c);
+}
+
+/* The connection is registered with the poller: make it live and tell the
+ * handler. Shared by accepted and outgoing connections (which report their
+ * connect result first, once the connection is a full member of the loop). */
+void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg)
+{
+  gev_loop *l = c->loop;
+
+  c->io.cb = io_cb;
+  c->last_active = l->now_ms;
+  list_append(&l->cs, c);
+  c->flags |= GEV__CONN_CONNECTED;
+  if (result)
+    result(c, 0, arg);
+  if (c->h->on_connect)
+    c->h->on_connect(c);
+  if (atomic_load(&c->state) != GEV__CONN_OPEN || c->out)
+    schedule(c);
 }
 
 void gev__conn_attach(gev_conn *c)
@@ -584,13 +662,7 @@ void gev__conn_attach(gev_conn *c)
     gev__conn_discard(c);
     return;
   }
-  c->last_active = l->now_ms;
-  list_append(&l->cs, c);
-  c->flags |= GEV__CONN_CONNECTED;
-  if (c->server->h.on_connect)
-    c->server->h.on_connect(c);
-  if (atomic_load(&c->state) != GEV__CONN_OPEN || c->out)
-    schedule(c);
+  gev__conn_established(c, NULL, NULL);
 }
 
 /* ---- the public API --------------------------------------------------- */
@@ -806,4 +878,73 @@ size_t gev_conn_read_buffer_len(const gev_conn *c)
 size_t gev_conn_write_buffer_len(const gev_conn *c)
 {
   return buf_len(c->cur_out ? c->cur_out : c->out);
+}
+
+/* ---- flow control ----------------------------------------------------- */
+
+static void pause_in_loop(gev_conn *c, bool pause)
+{
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return;
+  if (pause) {
+    c->flags |= GEV__CONN_USER_PAUSED;
+  } else {
+    c->flags &= ~GEV__CONN_USER_PAUSED;
+    if (buf_len(c->in) > 0)
+      c->flags |= GEV__CONN_REDELIVER; /* held input: show it again */
+  }
+  schedule(c); /* the interest changes after the pass */
+}
+
+static void pause_task_run(void *arg)
+{
+  gev_conn *c = (gev_conn *)((uintptr_t)arg & ~(uintptr_t)1);
+
+  pause_in_loop(c, (uintptr_t)arg & 1);
+  gev_conn_unref(c);
+}
+
+static int set_paused(gev_conn *c, bool pause)
+{
+  if (!c)
+    return -EINVAL;
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return -ENOTCONN;
+  if (gev_loop_in_thread(c->loop)) {
+    pause_in_loop(c, pause);
+    return 0;
+  }
+  /* The flag rides in the pointer's low bit (a gev_conn is aligned). */
+  gev_conn_ref(c);
+  if (gev_loop_post(c->loop, pause_task_run,
+                    (void *)((uintptr_t)c | (uintptr_t)pause)) < 0) {
+    gev_conn_unref(c);
+    return -ENOTCONN;
+  }
+  return 0;
+}
+
+int gev_conn_pause_read(gev_conn *c)
+{
+  return set_paused(c, true);
+}
+
+int gev_conn_resume_read(gev_conn *c)
+{
+  return set_paused(c, false);
+}
+
+int gev_conn_notify_drain(gev_conn *c, size_t low_water,
+                          void (*fn)(gev_conn *c, void *arg), void *arg)
+{
+  if (!c || !gev_loop_in_thread(c->loop))
+    return -EINVAL;
+  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
+    return -ENOTCONN;
+  c->drain_fn = fn;
+  c->drain_arg = arg;
+  c->low_water = low_water;
+  if (fn)
+    schedule(c); /* already below: fires after the pass */
+  return 0;
 }

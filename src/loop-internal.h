@@ -25,6 +25,9 @@ struct gev__io {
   gev__io_cb cb;
 };
 
+/* An outgoing connect under way (connect.c). */
+typedef struct gev__connecting gev__connecting;
+
 typedef struct gev__task {
   gev_task_fn fn;
   void *arg;
@@ -45,7 +48,8 @@ typedef struct gev__conn_state {
   ringbuffer *shared_out; /* reply target for connections without queued output */
   ringbuffer *pool[16];  /* spare buffers for connections that need their own */
   int npool;
-  gev_timer_id idle_timer;
+  uint64_t idle_ms;      /* the server's idle timeout; 0 = none */
+  gev__connecting *connecting; /* outgoing connects under way */
 } gev__conn_state;
 
 struct gev_loop {
@@ -56,6 +60,7 @@ struct gev_loop {
   gev__poller poller;
 
   /* Any thread, lock-free. */
+  atomic_bool started; /* standalone loops: gev_loop_run ran */
   atomic_bool stop;  /* set by gev__loop_stop, also from signal handlers */
   atomic_int nconns; /* open connections, for least-connections */
 
@@ -103,6 +108,8 @@ int gev__conn_state_init(gev_loop *l);
 void gev__conn_state_free(gev_loop *l);
 void gev__conn_after_pass(gev_loop *l);
 void gev__conn_close_all(gev_loop *l);
+/* connect.c: fails the connects under way with -ECANCELED. */
+void gev__connect_cancel_all(gev_loop *l);
 
 #ifdef NDEBUG
 #define gev__assert_in_loop(l) ((void)(l))

@@ -49,6 +49,7 @@ int gev__loop_new(gev_loop **out, gev_server *s, int index)
   l->wakefd = -1;
   l->poller.epfd = -1;
   atomic_init(&l->stop, false);
+  atomic_init(&l->started, false);
   atomic_init(&l->nconns, 0);
   gev__timers_init(&l->timers);
   l->fired = calloc(MAX_EVENTS, sizeof(*l->fired));
@@ -335,4 +336,41 @@ void gev__loop_finish(gev_loop *l)
   run_tasks(l);
   gev__conn_after_pass(l);
   tls_loop = prev;
+}
+
+/* ---- standalone loops ------------------------------------------------- */
+
+int gev_loop_new(gev_loop **out)
+{
+  if (!out)
+    return -EINVAL;
+  return gev__loop_new(out, NULL, -1);
+}
+
+int gev_loop_run(gev_loop *l)
+{
+  bool expected = false;
+
+  if (!l || l->server)
+    return -EINVAL;
+  if (!atomic_compare_exchange_strong(&l->started, &expected, true))
+    return -EALREADY;
+  gev__loop_run(l);
+  gev__loop_finish(l);
+  return 0;
+}
+
+void gev_loop_stop(gev_loop *l)
+{
+  int saved = errno; /* may run in a signal handler */
+
+  if (l)
+    gev__loop_stop(l);
+  errno = saved;
+}
+
+void gev_loop_free(gev_loop *l)
+{
+  if (l && !l->server)
+    gev__loop_free(l);
 }

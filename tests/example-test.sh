@@ -7,7 +7,12 @@ set -u
 name=$1 bin=$2/$1 client=$3
 tmp=$(mktemp -d)
 pid=
-fail() { echo "FAIL [$name]: $*" >&2; [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; exit 1; }
+fail() {
+  echo "FAIL [$name]: $*" >&2
+  for p in $pid ${upid:-}; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+  exit 1
+}
 
 start() {
   "$bin" -p 0 -l 2 "$@" >"$tmp/out" 2>"$tmp/err" &
@@ -19,6 +24,21 @@ start() {
   line=$(head -1 "$tmp/out")
   [[ $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]] || fail "no listening line: '$line' $(cat "$tmp/err")"
   port=${BASH_REMATCH[1]}
+}
+
+# upstream NAME ARGS...: starts another example as an upstream; sets upid
+# and upport. Killed on failure like the main server.
+upid=
+upstream() {
+  local n=$1; shift
+  "$(dirname "$bin")/$n" -p 0 "$@" >"$tmp/up.out" 2>&1 &
+  upid=$!
+  for _ in $(seq 100); do
+    grep -q '^listening on ' "$tmp/up.out" 2>/dev/null && break
+    sleep 0.05
+  done
+  [[ $(head -1 "$tmp/up.out") =~ :([0-9]+)$ ]] || fail "upstream $n did not start"
+  upport=${BASH_REMATCH[1]}
 }
 
 stop() {
@@ -272,6 +292,46 @@ timer)
   [ "$line" = "ping 1" ] || fail "new client after early leavers got '$line'"
   exec 3<&-
   [ "$(grep -cE '^heartbeat [0-9]+: [0-9]+ clients$' "$tmp/out")" -ge 5 ] || fail "heartbeats: $(cat "$tmp/out")"
+  stop
+  ;;
+proxy)
+  # Through the proxy to the echo example, every byte verified: many small
+  # messages, then 1 MB messages that exercise the backpressure path.
+  upstream echo
+  start -u "127.0.0.1:$upport"
+  "$client" -p "$port" -c 20 -P 4 -s 3000 -n 300 -d 30 >"$tmp/client" ||
+    fail "echo-client via proxy: $(cat "$tmp/client")"
+  "$client" -p "$port" -c 2 -P 3 -s 1000000 -n 12 -d 60 >"$tmp/client" ||
+    fail "1 MB messages via proxy: $(cat "$tmp/client")"
+  stop
+  kill -INT "$upid"; wait "$upid"; upid=
+  # Closes propagate. maxconn -m 1 as the upstream serves one connection at
+  # a time, so a second client gets served only if the first client's
+  # upstream connection was closed when that client left.
+  upstream maxconn -m 1
+  start -u "127.0.0.1:$upport"
+  exec 3<>/dev/tcp/127.0.0.1/"$port"; read_line 3
+  [[ $line == welcome:* ]] || fail "first client got '$line'"
+  exec 3<&-
+  ok=
+  for _ in $(seq 50); do
+    exec 4<>/dev/tcp/127.0.0.1/"$port"
+    if IFS= read -r -t 1 line <&4 && [[ $line == welcome:* ]]; then ok=1; break; fi
+    exec 4<&-
+    sleep 0.1
+  done
+  [ -n "$ok" ] || fail "the upstream of a client that left was not closed"
+  # The other way round: the upstream goes away, the client is closed.
+  kill -INT "$upid"; wait "$upid"; upid=
+  IFS= read -r -t 5 line <&4; st=$?
+  [ "$st" -eq 1 ] || fail "client not closed after its upstream closed (read status $st)"
+  exec 4<&-
+  # An upstream that refuses: the client is closed, the proxy lives on.
+  exec 5<>/dev/tcp/127.0.0.1/"$port"
+  IFS= read -r -t 5 line <&5; st=$?
+  [ "$st" -eq 1 ] || fail "client not closed when the upstream refused (read status $st)"
+  exec 5<&-
+  grep -q 'Connection refused' "$tmp/err" || fail "no refusal reported: $(cat "$tmp/err")"
   stop
   ;;
 *) fail "unknown example" ;;

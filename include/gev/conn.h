@@ -77,6 +77,40 @@ GEV_EXPORT size_t gev_conn_read_buffer_len(const gev_conn *c);
 /** @return bytes queued for sending. Owning loop's thread. */
 GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
 
+/* ---- flow control, for handlers that stream (proxies, relays) ---------- */
+
+/**
+ * Stop reading from @p c: no on_message for new input until
+ * gev_conn_resume_read. Output is still written, and a peer reset is still
+ * noticed. Any thread (from another thread it takes effect in the loop
+ * shortly after).
+ * @return 0; -ENOTCONN once closed; -EINVAL for NULL.
+ */
+GEV_EXPORT int gev_conn_pause_read(gev_conn *c);
+
+/**
+ * Read again after gev_conn_pause_read. Input held back meanwhile is shown
+ * to on_message again after the current dispatch pass. Any thread.
+ * @return 0; -ENOTCONN once closed; -EINVAL for NULL.
+ */
+GEV_EXPORT int gev_conn_resume_read(gev_conn *c);
+
+/**
+ * Ask once to be told when @p c's queued output (including sends from other
+ * threads not yet queued) is at most @p low_water bytes: fn(c, arg) runs in
+ * the owning loop's thread, never inside the call that set it; right after
+ * the current dispatch pass when the output is already that low. One-shot:
+ * set it again from fn to keep watching. A later call replaces an earlier
+ * one; fn NULL cancels. fn does not run once the connection has closed.
+ * Typical use: pause reading the connection that feeds @p c while c's output
+ * is high, and resume it from fn (backpressure across two connections).
+ * Owning loop's thread only.
+ * @return 0; -EINVAL for NULL c or another thread; -ENOTCONN once closed.
+ */
+GEV_EXPORT int gev_conn_notify_drain(gev_conn *c, size_t low_water,
+                                     void (*fn)(gev_conn *c, void *arg),
+                                     void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,5 +14,6 @@
 #include <gev/loop.h>
 #include <gev/server.h>
 #include <gev/conn.h>
+#include <gev/client.h>
 
 #endif /* GEV_GEV_H */

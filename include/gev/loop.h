@@ -63,6 +63,35 @@ GEV_EXPORT int gev_loop_cancel(gev_loop *l, gev_timer_id id);
 /** @return true when called from @p l's own thread. */
 GEV_EXPORT bool gev_loop_in_thread(const gev_loop *l);
 
+/* ---- standalone loops (clients without a server) ----------------------- */
+
+/**
+ * Create a loop that belongs to no server, for outgoing connections
+ * (gev_loop_connect), tasks and timers. Run it with gev_loop_run.
+ * @param out receives the loop, owned by the caller (gev_loop_free).
+ * @return 0; -EINVAL for NULL; -ENOMEM; the errno of epoll_create1/eventfd.
+ */
+GEV_EXPORT int gev_loop_new(gev_loop **out);
+
+/**
+ * Run @p l in the calling thread until gev_loop_stop. Before returning it
+ * closes every connection of the loop (on_close runs for each), fails
+ * connects under way with -ECANCELED, and runs the tasks already queued.
+ * A loop runs once.
+ * @return 0; -EINVAL for NULL or a server's loop; -EALREADY when it ran.
+ */
+GEV_EXPORT int gev_loop_run(gev_loop *l);
+
+/** Ask @p l to stop. Async-signal-safe; any thread; also before run. */
+GEV_EXPORT void gev_loop_stop(gev_loop *l);
+
+/**
+ * Free a standalone loop after gev_loop_run returned (or instead of it):
+ * queued tasks are dropped unrun. Server loops are freed by gev_server_free
+ * and are ignored here. NULL is accepted.
+ */
+GEV_EXPORT void gev_loop_free(gev_loop *l);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,145 @@
+/* proxy - a TCP proxy: each accepted client gets its own upstream
+ * connection, opened from the same worker loop (gev_loop_connect on
+ * gev_conn_loop), so both ends of a pair live in one thread and talk to
+ * each other without locks or cross-thread tasks.
+ *
+ * Backpressure: bytes move from one end's input to the other end's output
+ * with gev_conn_send. When the other end's output passes HIGH_WATER (its
+ * peer reads slowly), this end stops reading (gev_conn_pause_read), and a
+ * one-shot drain notification (gev_conn_notify_drain) resumes it once that
+ * output is down to LOW_WATER. Memory per pair stays bounded whatever the
+ * speeds of the two peers.
+ *
+ * Closing: when either end closes, the other is closed after what is queued
+ * for it has been flushed. (gev closes a connection once its peer's EOF has
+ * been handled, so half-closes are not relayed.) */
+#include "../common/example.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define HIGH_WATER (1024 * 1024)
+#define LOW_WATER (256 * 1024)
+#define CHUNK (64 * 1024)
+
+/* One client and its upstream. Both ends run in the same loop thread. */
+typedef struct pair {
+  gev_conn *down, *up; /* NULL once closed (or not connected yet) */
+  bool connecting;
+} pair;
+
+static const char *upstream = "127.0.0.1:7000";
+
+static void maybe_free(pair *p)
+{
+  if (!p->down && !p->up && !p->connecting)
+    free(p);
+}
+
+static gev_conn *other_end(pair *p, gev_conn *c)
+{
+  return c == p->down ? p->up : p->down;
+}
+
+static void resume_other(gev_conn *drained, void *arg)
+{
+  gev_conn *o = other_end(arg, drained);
+
+  if (o)
+    gev_conn_resume_read(o);
+}
+
+/* Moves what `to` can take from `in`; pauses `from` when `to` is full. */
+static void forward(pair *p, gev_conn *from, ringbuffer *in)
+{
+  gev_conn *to = other_end(p, from);
+  struct iovec seg[2];
+
+  if (!to)
+    return; /* upstream not connected yet: the input waits */
+  while (!ringbuffer_empty(in)) {
+    ringbuffer_peek(in, CHUNK, seg);
+    if (gev_conn_send(to, seg[0].iov_base, seg[0].iov_len) < 0)
+      break; /* -ENOBUFS: full; -ENOTCONN: closing, its on_close follows */
+    ringbuffer_retrieve(in, seg[0].iov_len);
+  }
+  if (gev_conn_write_buffer_len(to) >= HIGH_WATER || !ringbuffer_empty(in)) {
+    gev_conn_pause_read(from);
+    gev_conn_notify_drain(to, LOW_WATER, resume_other, p);
+  }
+}
+
+static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  (void)out;
+  forward(gev_conn_context(c), c, in);
+}
+
+static void on_close(gev_conn *c)
+{
+  pair *p = gev_conn_context(c);
+  gev_conn *o = other_end(p, c);
+
+  if (c == p->down)
+    p->down = NULL;
+  else
+    p->up = NULL;
+  if (o)
+    gev_conn_close(o); /* after flushing what it still has to send */
+  maybe_free(p);
+}
+
+static const gev_handler up_handler = {NULL, on_message, on_close};
+
+static void on_upstream(gev_conn *up, int err, void *arg)
+{
+  pair *p = arg;
+
+  p->connecting = false;
+  if (err < 0) {
+    fprintf(stderr, "proxy: upstream %s: %s\n", upstream, gev_strerror(err));
+    if (p->down)
+      gev_conn_close(p->down);
+    maybe_free(p);
+    return;
+  }
+  p->up = up;
+  if (!p->down)
+    gev_conn_close(up); /* the client left while we connected */
+  else
+    gev_conn_resume_read(p->down); /* shows what the client already sent */
+}
+
+static void on_connect(gev_conn *c)
+{
+  pair *p = calloc(1, sizeof(*p));
+  gev_connect_options o = {
+      .address = upstream, .timeout_ms = 5000, .max_buffer = 4 * HIGH_WATER};
+
+  if (!p) {
+    gev_conn_close(c);
+    return;
+  }
+  p->down = c;
+  p->connecting = true;
+  gev_conn_set_context(c, p);
+  gev_conn_pause_read(c); /* until the upstream is there */
+  o.context = p;
+  o.on_result = on_upstream;
+  o.arg = p;
+  if (gev_loop_connect(gev_conn_loop(c), &up_handler, &o) < 0) {
+    p->connecting = false;
+    gev_conn_close(c);
+  }
+}
+
+int main(int argc, char **argv)
+{
+  gev_handler h = {on_connect, on_message, on_close};
+  gev_options opt = {.max_buffer = 4 * HIGH_WATER};
+  ex_opt extra[] = {{"upstream", 'u', "HOST:PORT to forward to", &upstream}};
+  ex_args a;
+
+  ex_parse(argc, argv, &a, extra, 1);
+  return ex_run(&h, &opt, &a, NULL);
+}
