@@ -15,6 +15,9 @@ fail() {
 }
 
 start() {
+  # The redirection truncates in the child, asynchronously: remove the file
+  # first, or the wait below could see an earlier server's line.
+  rm -f "$tmp/out"
   "$bin" -p 0 -l 2 "$@" >"$tmp/out" 2>"$tmp/err" &
   pid=$!
   for _ in $(seq 100); do
@@ -31,6 +34,7 @@ start() {
 upid=
 upstream() {
   local n=$1; shift
+  rm -f "$tmp/up.out" # see start()
   "$(dirname "$bin")/$n" -p 0 "$@" >"$tmp/up.out" 2>&1 &
   upid=$!
   for _ in $(seq 100); do
