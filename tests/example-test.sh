@@ -45,12 +45,14 @@ upstream() {
   upport=${BASH_REMATCH[1]}
 }
 
+# stop [SIGNAL]: SIGINT by default; the server must exit 0 within 10 s.
 stop() {
-  kill -INT "$pid"
+  local sig=${1:-INT}
+  kill -"$sig" "$pid"
   for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-  kill -0 "$pid" 2>/dev/null && fail "did not exit within 10 s of SIGINT"
+  kill -0 "$pid" 2>/dev/null && fail "did not exit within 10 s of SIG$sig"
   wait "$pid"; st=$?
-  [ "$st" -eq 0 ] || fail "exit status $st after SIGINT"
+  [ "$st" -eq 0 ] || fail "exit status $st after SIG$sig"
   pid=
 }
 
@@ -87,7 +89,7 @@ echo)
   [ "$line" = "hello gev" ] || fail "echoed '$line'"
   exec 3<&-
   "$client" -p "$port" -c 20 -P 4 -s 1000 -n 200 -d 30 >"$tmp/client" || fail "echo-client: $(cat "$tmp/client")"
-  stop
+  stop TERM
   ;;
 push)
   start -i 50

@@ -28,15 +28,20 @@ GEV_EXPORT int gev_conn_send(gev_conn *c, const void *p, size_t n);
 
 /**
  * Close after flushing what is queued (also what the current on_message
- * appended to `out`); on_close follows. Input that arrives meanwhile is
- * discarded. Idempotent. Any thread.
+ * appended to `out`, and sends from other threads that were accepted
+ * before); on_close follows. Input that arrives meanwhile is discarded.
+ * The flush waits as long as the peer does not read: combine with
+ * idle_timeout_ms to bound it. Any thread.
  * @return 0; -ENOTCONN when already closing or closed; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_conn_close(gev_conn *c);
 
 /**
  * Send FIN after the queued output; the read side stays open and on_close
- * runs when the peer closes. Further sends fail with -ENOTCONN. Any thread.
+ * runs when the peer closes. Further sends fail with -ENOTCONN, and what a
+ * later on_message appends to `out` is discarded (it could not be sent
+ * after the FIN); the replies of the on_message that calls this are still
+ * sent. Any thread.
  * @return 0; -ENOTCONN when closing, closed or already shut down; -EINVAL.
  */
 GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
