@@ -50,8 +50,7 @@ static int parse_unix(const char *path, gev__addr *out)
 }
 
 /* A numeric address first; a name only through the resolver. */
-static int parse_host(const char *host, bool v6, uint16_t port,
-                      gev__addr *out)
+static int parse_host(const char *host, bool v6, uint16_t port, gev__addr *out)
 {
   struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
   struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
@@ -164,8 +163,7 @@ static int bind_listen(int fd, const gev__addr *a, int backlog)
 
   if (bind(fd, sa, a->len) < 0) {
     int err = errno;
-    if (err != EADDRINUSE || sa->sa_family != AF_UNIX ||
-        !unix_path_is_stale(a))
+    if (err != EADDRINUSE || sa->sa_family != AF_UNIX || !unix_path_is_stale(a))
       return -err;
     unlink(((const struct sockaddr_un *)sa)->sun_path);
     if (bind(fd, sa, a->len) < 0)

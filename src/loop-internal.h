@@ -45,10 +45,11 @@ typedef struct gev__conn_state {
   gev_conn *flush;       /* connections with work left for after the pass */
   gev_conn *zombies;     /* closed; the loop's reference drops after the pass */
   ringbuffer *shared_in; /* read target for connections without pending input */
-  ringbuffer *shared_out; /* reply target for connections without queued output */
-  ringbuffer *pool[16];  /* spare buffers for connections that need their own */
+  ringbuffer
+      *shared_out;      /* reply target for connections without queued output */
+  ringbuffer *pool[16]; /* spare buffers for connections that need their own */
   int npool;
-  uint64_t idle_ms;      /* the server's idle timeout; 0 = none */
+  uint64_t idle_ms;            /* the server's idle timeout; 0 = none */
   gev__connecting *connecting; /* outgoing connects under way */
 } gev__conn_state;
 
@@ -61,8 +62,8 @@ struct gev_loop {
 
   /* Any thread, lock-free. */
   atomic_bool started; /* standalone loops: gev_loop_run ran */
-  atomic_bool stop;  /* set by gev__loop_stop, also from signal handlers */
-  atomic_int nconns; /* open connections, for least-connections */
+  atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
+  atomic_int nconns;   /* open connections, for least-connections */
 
   /* Guarded by mu, which is only ever held for a few instructions. */
   pthread_mutex_t mu;

@@ -208,8 +208,8 @@ static gev_timer_id add_timer(gev_loop *l, uint64_t delay, uint64_t interval,
   return id;
 }
 
-gev_timer_id gev_loop_run_after(gev_loop *l, uint64_t delay_ms,
-                                gev_task_fn fn, void *arg)
+gev_timer_id gev_loop_run_after(gev_loop *l, uint64_t delay_ms, gev_task_fn fn,
+                                void *arg)
 {
   return add_timer(l, delay_ms, 0, fn, arg);
 }

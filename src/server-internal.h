@@ -12,10 +12,10 @@
 typedef struct gev__listener {
   gev__io io;
   gev_server *server;
-  gev_loop *loop;       /* the loop it is registered with */
-  bool hand_off;        /* acceptor listener: deal fds to worker loops */
-  int reserve_fd;       /* spent on EMFILE to accept-and-close, then reopened */
-  gev_timer_id retry;   /* re-enables accepting after exhaustion */
+  gev_loop *loop;     /* the loop it is registered with */
+  bool hand_off;      /* acceptor listener: deal fds to worker loops */
+  int reserve_fd;     /* spent on EMFILE to accept-and-close, then reopened */
+  gev_timer_id retry; /* re-enables accepting after exhaustion */
 } gev__listener;
 
 typedef struct gev__worker {
@@ -39,7 +39,7 @@ struct gev_server {
   gev__worker *workers;
 
   /* Any thread. */
-  atomic_int nconns;   /* accepted and not yet closed */
+  atomic_int nconns; /* accepted and not yet closed */
   atomic_bool started;
 
   /* Acceptor thread only. */
@@ -50,8 +50,8 @@ struct gev_server {
 /* Counts an accepted fd against max_connections and gives it to a loop
  * (hand-off through a task, or directly when already in the owner loop).
  * Takes ownership of fd in every case. */
-void gev__server_accepted(gev__listener *ls, int fd,
-                          const struct sockaddr *sa, socklen_t len);
+void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
+                          socklen_t len);
 
 /* conn.c: creates a connection for fd owned by loop l (any thread; fd is
  * owned by the connection from here on). NULL on ENOMEM, fd untouched. */

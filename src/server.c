@@ -145,16 +145,12 @@ static void listener_cb(gev__io *io, unsigned events)
     case EINTR:
     case ECONNABORTED: /* the peer gave up while queued */
     case EPROTO:
-    case EPERM: /* firewall */
-      continue;
+    case EPERM: /* firewall */ continue;
     case EMFILE:
     case ENFILE:
     case ENOBUFS:
-    case ENOMEM:
-      on_exhausted(ls);
-      return;
-    default: /* EAGAIN and anything unexpected: wait for readiness */
-      return;
+    case ENOMEM: on_exhausted(ls); return;
+    default: /* EAGAIN and anything unexpected: wait for readiness */ return;
     }
   }
 }

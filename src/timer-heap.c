@@ -201,8 +201,7 @@ int gev__timers_cancel(gev__timers *t, gev_timer_id id)
       return -ENOENT; /* a one-shot that is firing has fired */
     s->state = SLOT_CANCELLED;
     return 0;
-  default:
-    return -ENOENT;
+  default: return -ENOENT;
   }
 }
 

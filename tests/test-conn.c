@@ -127,8 +127,8 @@ static bool echo_roundtrip(int fd, size_t n, uint32_t seed)
   ck_assert(b && r);
   pat_init(&p, seed);
   pat_fill(&p, b, n);
-  ok = th_write_all(fd, b, n) && th_read_exact(fd, r, n) &&
-       memcmp(b, r, n) == 0;
+  ok =
+      th_write_all(fd, b, n) && th_read_exact(fd, r, n) && memcmp(b, r, n) == 0;
   free(b);
   free(r);
   return ok;
@@ -447,12 +447,12 @@ END_TEST
 /* ---- 3. a line protocol that keeps partial frames in `in` -------------- */
 
 typedef struct lp_ctx {
-  size_t retained;         /* bytes left in `in` at the end of the last call */
-  unsigned char head[64];  /* their first bytes */
+  size_t retained;        /* bytes left in `in` at the end of the last call */
+  unsigned char head[64]; /* their first bytes */
   size_t consumed;
 } lp_ctx;
 
-static int lp_partial_seen; /* calls that found retained bytes again */
+static int lp_partial_seen;  /* calls that found retained bytes again */
 static size_t lp_seen_total; /* consumed + held, as the handler saw it */
 
 static void lp_connect(gev_conn *c)
@@ -524,8 +524,7 @@ static void lp_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
     if (seg[1].iov_len)
       memcpy(x->head + seg[0].iov_len, seg[1].iov_base, seg[1].iov_len);
   }
-  __atomic_store_n(&lp_seen_total, x->consumed + x->retained,
-                   __ATOMIC_SEQ_CST);
+  __atomic_store_n(&lp_seen_total, x->consumed + x->retained, __ATOMIC_SEQ_CST);
 }
 
 static const gev_handler lp_handler = {
@@ -750,8 +749,8 @@ START_TEST(send_from_thread_while_closing)
   wait_rounds(&snd, 3); /* sends to connections known to be closed */
   __atomic_store_n(&snd.stop, 1, __ATOMIC_SEQ_CST);
   join_bounded(t, 20);
-  ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)",
-                snd.other_val, gev_strerror(snd.other_val));
+  ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)", snd.other_val,
+                gev_strerror(snd.other_val));
   ck_assert_int_gt(snd.ok, 0);
   ck_assert_int_gt(snd.notconn, 0);
   ck_assert_int_gt(snd.nobufs, 0);
@@ -789,8 +788,8 @@ static void *start_main(void *arg)
  * free of the server by the caller). */
 START_TEST(send_from_thread_during_stop)
 {
-  gev_options opt = {.num_loops = 2, .max_buffer = 64 * 1024,
-                     .address = "127.0.0.1:0"};
+  gev_options opt = {
+      .num_loops = 2, .max_buffer = 64 * 1024, .address = "127.0.0.1:0"};
   xs_sender snd = {0};
   gev_server *s;
   pthread_t st, t;
@@ -812,8 +811,8 @@ START_TEST(send_from_thread_during_stop)
   wait_rounds(&snd, 3); /* and goes on sending to the stopped server */
   __atomic_store_n(&snd.stop, 1, __ATOMIC_SEQ_CST);
   join_bounded(t, 20);
-  ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)",
-                snd.other_val, gev_strerror(snd.other_val));
+  ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)", snd.other_val,
+                gev_strerror(snd.other_val));
   ck_assert_int_gt(snd.ok, 0);
   ck_assert_int_gt(snd.notconn, 0);
   ck_assert_int_eq(ld(&g_closes), 20);
@@ -914,8 +913,8 @@ START_TEST(send_from_threads_fifo)
     ck_assert_uint_eq(n, fi_payload_len(hdr[0], seq));
     ck_assert(th_read_exact(fd, body, n));
     pat_init(&p, (uint32_t)hdr[0] * 1000003u + seq);
-    ck_assert_msg(pat_check(&p, body, n) == n, "record %d/%u corrupted",
-                  hdr[0], seq);
+    ck_assert_msg(pat_check(&p, body, n) == n, "record %d/%u corrupted", hdr[0],
+                  seq);
     next[hdr[0]]++;
     total++;
   }
@@ -1012,8 +1011,7 @@ static const gev_handler ord_handler = {
 static bool all_closed(void *server)
 {
   int n = ld(&g_connects);
-  return n >= 30 && ld(&g_closes) == n &&
-         gev_server_conn_count(server) == 0;
+  return n >= 30 && ld(&g_closes) == n && gev_server_conn_count(server) == 0;
 }
 
 START_TEST(callback_order_and_thread)
@@ -1033,8 +1031,7 @@ START_TEST(callback_order_and_thread)
       for (int k = 0; k < 3; k++)
         ck_assert(echo_roundtrip(fd, 100 + (size_t)k * 1000, (uint32_t)i));
       break;
-    case 1: /* reset at once, maybe before the server accepted */
-      break;
+    case 1: /* reset at once, maybe before the server accepted */ break;
     case 2: /* reset right after on_connect ran (the echo proves it) */
       ck_assert(echo_roundtrip(fd, 1, (uint32_t)i));
       break;
@@ -1344,8 +1341,7 @@ START_TEST(shutdown_write_half_close)
                 ld(&sw_after));
   /* Runs in the connection's loop after the pass that read those bytes. */
   run_in_loop(gev_conn_loop(sw_conn), sw_probe, NULL);
-  ck_assert_msg(sw_closes_seen == 0,
-                "on_close ran before the client closed");
+  ck_assert_msg(sw_closes_seen == 0, "on_close ran before the client closed");
   ck_assert_int_eq(ld(&g_closes), 0);
   close(fd);
   ck_assert(th_wait_int(&g_closes, 1, 10000));
@@ -1559,7 +1555,8 @@ START_TEST(tcp_nodelay_set)
 }
 END_TEST
 
-/* ---- 13. SIGPIPE ---------------------------------------------------------- */
+/* ---- 13. SIGPIPE ----------------------------------------------------------
+ */
 
 START_TEST(no_sigpipe_on_reset_with_pending_write)
 {
@@ -1599,7 +1596,8 @@ START_TEST(no_sigpipe_on_reset_with_pending_write)
 }
 END_TEST
 
-/* ---- the suite ------------------------------------------------------------- */
+/* ---- the suite -------------------------------------------------------------
+ */
 
 static Suite *conn_suite(void)
 {

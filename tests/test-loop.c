@@ -23,7 +23,7 @@ enum { POSTERS = 8, PER_POSTER = 20000 };
 
 typedef struct post_rec {
   gev_loop *loop;
-  int next[POSTERS];   /* next sequence expected from each poster */
+  int next[POSTERS]; /* next sequence expected from each poster */
   atomic_int ran;
   atomic_int errors;
 } post_rec;
@@ -100,8 +100,7 @@ START_TEST(test_post_bad_arguments)
   ck_assert_int_eq(gev_loop_post(NULL, post_task, NULL), -EINVAL);
   ck_assert_int_eq(gev_loop_post(gev_server_loop(t->s), NULL, NULL), -EINVAL);
   ck_assert(gev_loop_run_after(NULL, 1, post_task, NULL) == 0);
-  ck_assert(gev_loop_run_every(gev_server_loop(t->s), 0, post_task, NULL) ==
-            0);
+  ck_assert(gev_loop_run_every(gev_server_loop(t->s), 0, post_task, NULL) == 0);
   ck_assert_int_eq(gev_loop_cancel(NULL, 1), -EINVAL);
   ck_assert(!gev_loop_in_thread(NULL));
   th_stop(t);
@@ -303,8 +302,8 @@ START_TEST(test_hundred_thousand_timers)
   srand(12345);
   for (int i = 0; i < MANY; i++) {
     args[i] = (many_arg){&m, i};
-    ids[i] = gev_loop_run_after(m.loop, (uint64_t)(rand() % 300), many_fn,
-                                &args[i]);
+    ids[i] =
+        gev_loop_run_after(m.loop, (uint64_t)(rand() % 300), many_fn, &args[i]);
     ck_assert(ids[i] != 0);
   }
   /* Cancel every 10th while they fire: each either fired or cancelled. */
@@ -356,9 +355,9 @@ START_TEST(test_posted_before_start_run_at_start)
   /* Stopped: posting fails cleanly, and stop stays harmless. */
   ck_assert_int_eq(gev_loop_post(gev_server_loop(s), count_task, &ran),
                    -ESHUTDOWN);
-  ck_assert_int_eq(gev_loop_post(gev_server_worker_loop(s, 0), count_task,
-                                 &ran),
-                   -ESHUTDOWN);
+  ck_assert_int_eq(
+      gev_loop_post(gev_server_worker_loop(s, 0), count_task, &ran),
+      -ESHUTDOWN);
   ck_assert(gev_server_run_after(s, 1, count_task, &ran) == 0);
   gev_server_stop(s);
   ck_assert_int_eq(gev_server_start(s), -EALREADY);
@@ -375,9 +374,8 @@ START_TEST(test_free_without_start_drops_tasks)
 
   ck_assert_int_eq(gev_server_new(&s, &no_handler, &opt), 0);
   ck_assert_int_eq(gev_server_num_loops(s), 2);
-  ck_assert_int_eq(gev_loop_post(gev_server_worker_loop(s, 1), count_task,
-                                 &ran),
-                   0);
+  ck_assert_int_eq(
+      gev_loop_post(gev_server_worker_loop(s, 1), count_task, &ran), 0);
   ck_assert(gev_server_run_every(s, 1, count_task, &ran) != 0);
   gev_server_free(s);
   ck_assert_int_eq(atomic_load(&ran), 0);

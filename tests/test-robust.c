@@ -354,8 +354,7 @@ static pid_t fork_clients(int port, int n, int *ready_fd, int *go_fd)
     for (int i = 0; i < n && fds; i++)
       if ((fds[i] = th_connect(port)) >= 0)
         ok++;
-    if (write(up[1], &ok, sizeof(ok)) != sizeof(ok) ||
-        read(down[0], &c, 1) < 0)
+    if (write(up[1], &ok, sizeof(ok)) != sizeof(ok) || read(down[0], &c, 1) < 0)
       _exit(2);
     _exit(0); /* closes every client */
   }

@@ -131,8 +131,8 @@ static bool echo_roundtrip(int fd, size_t n, uint32_t seed)
 
   ck_assert(b && r);
   th_fill(b, n, seed);
-  ok = th_write_all(fd, b, n) && th_read_exact(fd, r, n) &&
-       memcmp(b, r, n) == 0;
+  ok =
+      th_write_all(fd, b, n) && th_read_exact(fd, r, n) && memcmp(b, r, n) == 0;
   free(b);
   free(r);
   return ok;
@@ -438,11 +438,24 @@ END_TEST
 START_TEST(bad_addresses)
 {
   static const char *const bad[] = {
-      "",           "nohost",      "127.0.0.1",    "127.0.0.1:99999",
-      "[::1",       "1.2.3.4.5:80", "unix:",        ":",
-      "127.0.0.1:", "127.0.0.1:-1", "127.0.0.1:8x", "[::1]:",
-      "[::1]80",    "[]:80",        "::1:80",       "[127.0.0.1]:80",
-      "[::1]:65536", "1.2.3:80x",
+      "",
+      "nohost",
+      "127.0.0.1",
+      "127.0.0.1:99999",
+      "[::1",
+      "1.2.3.4.5:80",
+      "unix:",
+      ":",
+      "127.0.0.1:",
+      "127.0.0.1:-1",
+      "127.0.0.1:8x",
+      "[::1]:",
+      "[::1]80",
+      "[]:80",
+      "::1:80",
+      "[127.0.0.1]:80",
+      "[::1]:65536",
+      "1.2.3:80x",
   };
   gev_options opt = {.num_loops = 1};
   gev_server *s;
@@ -623,8 +636,7 @@ END_TEST
 START_TEST(round_robin_rotation)
 {
   enum { LOOPS = 3, N = 12 };
-  gev_options opt = {.num_loops = LOOPS,
-                     .load_balance = GEV_LB_ROUND_ROBIN};
+  gev_options opt = {.num_loops = LOOPS, .load_balance = GEV_LB_ROUND_ROBIN};
   th_server *srv;
   int fds[N];
 
@@ -692,14 +704,13 @@ static void wait_conn_count(th_server *srv, int want)
 {
   count_arg a = {srv->s, want};
   ck_assert_msg(th_wait_until(conn_count_is, &a, 10000),
-                "open connections: %d, want %d",
-                gev_server_conn_count(srv->s), want);
+                "open connections: %d, want %d", gev_server_conn_count(srv->s),
+                want);
 }
 
 START_TEST(least_connections_picks_fewest)
 {
-  gev_options opt = {.num_loops = 2,
-                     .load_balance = GEV_LB_LEAST_CONNECTIONS};
+  gev_options opt = {.num_loops = 2, .load_balance = GEV_LB_LEAST_CONNECTIONS};
   int fds[8], loops[8], on0[8], n0 = 0, other = -1;
   th_server *srv;
 
@@ -999,7 +1010,8 @@ START_TEST(stop_from_signal_handler)
 }
 END_TEST
 
-/* ---- the idle timeout ------------------------------------------------------ */
+/* ---- the idle timeout ------------------------------------------------------
+ */
 
 START_TEST(idle_connections_closed)
 {
@@ -1034,8 +1046,8 @@ END_TEST
 START_TEST(accessors)
 {
   int marker;
-  gev_options opt = {.num_loops = 3, .address = "127.0.0.1:0",
-                     .user_data = &marker};
+  gev_options opt = {
+      .num_loops = 3, .address = "127.0.0.1:0", .user_data = &marker};
   gev_server *s;
 
   ck_assert_int_eq(gev_server_new(&s, &echo_handler, &opt), 0);
@@ -1053,7 +1065,8 @@ START_TEST(accessors)
 }
 END_TEST
 
-/* ---- the suite ------------------------------------------------------------- */
+/* ---- the suite -------------------------------------------------------------
+ */
 
 static Suite *server_suite(void)
 {

@@ -64,8 +64,8 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
 
   *a = (ex_args){.port = 0, .loops = 1, .host = "127.0.0.1"};
   for (int i = 0; i < nextra && nlo < 31; i++) {
-    lo[nlo++] = (struct option){extra[i].name, required_argument, 0,
-                                extra[i].key};
+    lo[nlo++] =
+        (struct option){extra[i].name, required_argument, 0, extra[i].key};
     size_t len = strlen(so);
     so[len] = extra[i].key;
     so[len + 1] = ':';

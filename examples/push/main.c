@@ -88,7 +88,8 @@ int main(int argc, char **argv)
   gev_handler h = {on_connect, on_message, on_close};
   gev_options opt = {0};
   const char *interval = "1000";
-  ex_opt extra[] = {{"interval", 'i', "milliseconds between pushes", &interval}};
+  ex_opt extra[] = {
+      {"interval", 'i', "milliseconds between pushes", &interval}};
   ex_args a;
 
   ex_parse(argc, argv, &a, extra, 1);

@@ -127,7 +127,8 @@ GEV_EXPORT ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno);
  * @return the bytes written; 0 when nothing is stored; -1 on error with
  *         *saved_errno set. saved_errno may be NULL.
  */
-GEV_EXPORT ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd, int *saved_errno);
+GEV_EXPORT ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd,
+                                       int *saved_errno);
 
 /**
  * Extension: release the storage when the buffer is empty and its capacity

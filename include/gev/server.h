@@ -34,20 +34,20 @@ typedef struct gev_handler {
 
 /** How the acceptor deals connections to worker loops. */
 typedef enum {
-  GEV_LB_ROUND_ROBIN = 0,    /**< strict rotation */
-  GEV_LB_LEAST_CONNECTIONS   /**< the loop with the fewest open connections */
+  GEV_LB_ROUND_ROBIN = 0,  /**< strict rotation */
+  GEV_LB_LEAST_CONNECTIONS /**< the loop with the fewest open connections */
 } gev_load_balance;
 
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
-  const char *address;      /* "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
-  int  num_loops;           /* worker loops; <= 0: number of online CPUs */
+  const char *address; /* "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
+  int num_loops;       /* worker loops; <= 0: number of online CPUs */
   bool reuse_port;
   gev_load_balance load_balance;
-  int  idle_timeout_ms;     /* close connections idle this long; 0 = never */
-  int  max_connections;     /* refuse (accept then close) past this; 0 = no limit */
-  size_t max_buffer;        /* per-connection cap on in and out buffers; 0 = 64 MiB */
-  int  backlog;             /* 0 = SOMAXCONN */
+  int idle_timeout_ms; /* close connections idle this long; 0 = never */
+  int max_connections; /* refuse (accept then close) past this; 0 = no limit */
+  size_t max_buffer; /* per-connection cap on in and out buffers; 0 = 64 MiB */
+  int backlog;       /* 0 = SOMAXCONN */
   void *user_data;
 } gev_options;
 
