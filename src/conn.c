@@ -253,7 +253,15 @@ static void settle(gev_conn *c)
                   (c->flags & GEV__CONN_PEER_EOF))) {
     if (st != GEV__CONN_SHUTWR || (c->flags & GEV__CONN_PEER_EOF)) {
       if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0 &&
-          !(c->flags & GEV__CONN_STALLED)) {
+          (c->flags & GEV__CONN_USER_PAUSED)) {
+        /* The handler paused reading with input held after the peer's EOF:
+         * gev_conn_resume_read shows it again, so wait for that. Scheduling
+         * a redelivery here found the connection paused and came straight
+         * back here, every pass (a busy loop until resume); and a handler
+         * that paused without consuming counted as STALLED, so the close
+         * dropped the input it had paused to keep. */
+      } else if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0 &&
+                 !(c->flags & GEV__CONN_STALLED)) {
         /* Peer EOF with input held back only for lack of output room (the
          * output drained within this very pass): closing now would drop
          * it. Show it again; the close follows once the handler consumed
@@ -409,8 +417,12 @@ static void handle_read(gev_conn *c, unsigned events)
      * will (a frame larger than the cap): by policy, close. */
     size_t before = ringbuffer_len(in);
     deliver(c, in);
+    /* Not when the handler paused reading in that call: it waits for
+     * something else (room downstream) and sees the input again on
+     * resume, it is not stuck on a frame larger than the cap. */
     if (atomic_load(&c->state) != GEV__CONN_CLOSED &&
-        !(c->flags & GEV__CONN_PAUSED) && buf_len(c->in) >= before)
+        !(c->flags & (GEV__CONN_PAUSED | GEV__CONN_USER_PAUSED)) &&
+        buf_len(c->in) >= before)
       close_now(c);
   } else {
     close_now(c); /* reset or another socket error */
@@ -444,7 +456,11 @@ static void io_cb(gev__io *io, unsigned events)
     if (atomic_load(&c->state) == GEV__CONN_CLOSED)
       return;
   }
-  if (io->interest & GEV__EV_READ) {
+  /* USER_PAUSED is checked besides the interest: gev_conn_pause_read
+   * changes the interest only after the pass, so a pause from another
+   * connection's callback (a proxy pausing its feeder) would otherwise let
+   * a read event already fetched in this pass through to on_message. */
+  if ((io->interest & GEV__EV_READ) && !(c->flags & GEV__CONN_USER_PAUSED)) {
     if (events & (GEV__EV_READ | GEV__EV_ERROR))
       handle_read(c, events);
   } else if (events & GEV__EV_ERROR) {
@@ -498,6 +514,16 @@ void gev__conn_after_pass(gev_loop *l)
   cs->zombies = NULL;
   for (; c; c = next) {
     next = c->next_zombie;
+    if (c->flags & GEV__CONN_SCHEDULED) {
+      /* Scheduled and then closed while the snapshot above was processed
+       * (a redelivery whose on_message paused or closed): c is on the next
+       * pass's flush list, which must still find it. Dropping the loop's
+       * reference now freed it under that list (a use after free in the
+       * next pass). Keep it a zombie until then. */
+      c->next_zombie = cs->zombies;
+      cs->zombies = c;
+      continue;
+    }
     gev_conn_unref(c);
   }
 }
