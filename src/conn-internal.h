@@ -29,7 +29,6 @@ enum {
   GEV__CONN_STALLED = 1u << 6,
   GEV__CONN_OUTGOING = 1u << 7,    /* from gev_loop_connect: not a server's */
   GEV__CONN_USER_PAUSED = 1u << 8, /* gev_conn_pause_read */
-  GEV__CONN_ABOVE_LOW = 1u << 9,   /* output above the drain low-water mark */
 };
 
 

@@ -751,6 +751,14 @@ static void send_task_run(void *arg)
   gev_conn_unref(c);
 }
 
+static void send_task_drop(void *arg)
+{
+  send_task *t = arg;
+
+  gev_conn_unref(t->c);
+  free(t);
+}
+
 static int reserve(gev_conn *c, size_t n)
 {
   size_t max = max_buffer(c), r = atomic_load(&c->reserved);
@@ -798,7 +806,7 @@ int gev_conn_send(gev_conn *c, const void *p, size_t n)
   t->n = n;
   memcpy(t->data, p, n);
   gev_conn_ref(c);
-  if (gev_loop_post(c->loop, send_task_run, t) < 0) {
+  if (gev__loop_post_owned(c->loop, send_task_run, t, send_task_drop) < 0) {
     unreserve(c, n);
     free(t);
     gev_conn_unref(c);

@@ -208,8 +208,9 @@ int gev_loop_connect(gev_loop *l, const gev_handler *h,
   r->on_result = opt->on_result;
   r->arg = opt->arg;
   /* Always through the queue, also from the loop's own thread: on_result
-   * then never runs inside the caller's callback. */
-  if ((err = gev_loop_post(l, start_task, r)) < 0) {
+   * then never runs inside the caller's callback. If the loop is freed
+   * before it ever runs, the request is freed and on_result does not run. */
+  if ((err = gev__loop_post_owned(l, start_task, r, free)) < 0) {
     free(r);
     return err;
   }

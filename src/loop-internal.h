@@ -31,6 +31,7 @@ typedef struct gev__connecting gev__connecting;
 typedef struct gev__task {
   gev_task_fn fn;
   void *arg;
+  gev_task_fn drop; /* releases arg when the task is freed unrun; or NULL */
 } gev__task;
 
 typedef struct gev__taskvec {
@@ -94,6 +95,11 @@ void gev__loop_stop(gev_loop *l);
  * the tasks already queued (so their references are dropped), finish
  * deferred frees. */
 void gev__loop_finish(gev_loop *l);
+/* gev_loop_post for the library's own tasks: drop(arg) runs instead of
+ * fn(arg) if the loop is freed before running the task, so what the task
+ * owns is released (gev_loop_post's user tasks are simply not run). */
+int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
+                         gev_task_fn drop);
 /* Write the eventfd (async-signal-safe). */
 void gev__loop_wake(gev_loop *l);
 

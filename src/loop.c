@@ -90,6 +90,11 @@ void gev__loop_free(gev_loop *l)
 {
   if (!l)
     return;
+  /* A loop that never ran (or tasks queued after its last pass: none can
+   * be, it refuses them once closed) may still hold tasks. */
+  for (size_t i = 0; i < l->pending.n; i++)
+    if (l->pending.v[i].drop)
+      l->pending.v[i].drop(l->pending.v[i].arg);
   gev__conn_state_free(l);
   close(l->wakefd);
   gev__poller_close(&l->poller);
@@ -148,7 +153,8 @@ int gev__loop_io_del(gev_loop *l, gev__io *io)
   return gev__poller_del(&l->poller, io->fd);
 }
 
-static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg)
+static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg,
+                        gev_task_fn drop)
 {
   if (q->n == q->cap) {
     size_t ncap = q->cap ? q->cap * 2 : 64;
@@ -158,11 +164,17 @@ static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg)
     q->v = nv;
     q->cap = ncap;
   }
-  q->v[q->n++] = (gev__task){fn, arg};
+  q->v[q->n++] = (gev__task){fn, arg, drop};
   return 0;
 }
 
 int gev_loop_post(gev_loop *l, gev_task_fn fn, void *arg)
+{
+  return gev__loop_post_owned(l, fn, arg, NULL);
+}
+
+int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
+                         gev_task_fn drop)
 {
   bool in_loop, need_wake = false;
   int r;
@@ -173,7 +185,7 @@ int gev_loop_post(gev_loop *l, gev_task_fn fn, void *arg)
   pthread_mutex_lock(&l->mu);
   if (l->closed) {
     r = -ESHUTDOWN;
-  } else if ((r = taskvec_push(&l->pending, fn, arg)) == 0 && !in_loop &&
+  } else if ((r = taskvec_push(&l->pending, fn, arg, drop)) == 0 && !in_loop &&
              !l->wake_pending) {
     l->wake_pending = true;
     need_wake = true;

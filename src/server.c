@@ -61,6 +61,11 @@ static void attach_task(void *arg)
   gev__conn_attach(arg);
 }
 
+static void discard_task(void *arg)
+{
+  gev__conn_discard(arg);
+}
+
 void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
                           socklen_t len)
 {
@@ -86,7 +91,7 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   }
   if (!ls->hand_off)
     gev__conn_attach(c);
-  else if (gev_loop_post(l, attach_task, c) < 0)
+  else if (gev__loop_post_owned(l, attach_task, c, discard_task) < 0)
     gev__conn_discard(c);
 }
 

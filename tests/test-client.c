@@ -541,6 +541,21 @@ START_TEST(connect_refused)
 }
 END_TEST
 
+/* A loop freed without ever running drops the queued connect: on_result
+ * never runs, and nothing leaks (the ASan and valgrind runs check that). */
+START_TEST(connect_on_unrun_loop_freed)
+{
+  gev_loop *l;
+  probe p;
+
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  probe_init(&p, l);
+  probe_connect(&p, l, "127.0.0.1:9", 0, 0);
+  gev_loop_free(l);
+  ck_assert_int_eq(p.results, 0);
+}
+END_TEST
+
 /* ---- 3. timeout ------------------------------------------------------- */
 
 START_TEST(connect_timeout)
@@ -1732,6 +1747,7 @@ static Suite *client_suite(void)
   } tests[] = {
       {"standalone_loop_echo", standalone_loop_echo, 60},
       {"connect_refused", connect_refused, 60},
+      {"connect_on_unrun_loop_freed", connect_on_unrun_loop_freed, 60},
       {"connect_timeout", connect_timeout, 60},
       {"connect_bad_arguments", connect_bad_arguments, 60},
       {"connect_unix", connect_unix, 60},

@@ -44,7 +44,8 @@ typedef struct gev_connect_options {
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
- *         (unless NULL). -EINVAL for NULL arguments or a malformed address,
+ *         (unless NULL), provided the loop runs (a loop freed without ever
+ *         running drops the request). -EINVAL for NULL arguments or a malformed address,
  *         -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */

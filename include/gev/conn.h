@@ -106,7 +106,8 @@ GEV_EXPORT int gev_conn_resume_read(gev_conn *c);
  * the owning loop's thread, never inside the call that set it; right after
  * the current dispatch pass when the output is already that low. One-shot:
  * set it again from fn to keep watching. A later call replaces an earlier
- * one; fn NULL cancels. fn does not run once the connection has closed.
+ * one; fn NULL cancels. fn does not run once on_close has run (it may run
+ * while a gev_conn_close is still flushing).
  * Typical use: pause reading the connection that feeds @p c while c's output
  * is high, and resume it from fn (backpressure across two connections).
  * Owning loop's thread only.
