@@ -229,6 +229,40 @@ static bool sends_drained(gev_conn *c)
   return atomic_compare_exchange_strong(&c->reserved, &zero, RESERVE_CLOSED);
 }
 
+/* The output has drained and a close, a FIN or the peer's EOF was waiting
+ * for that: carry it out. true when c is closed now. */
+static bool act_on_drained(gev_conn *c, int st)
+{
+  if (st == GEV__CONN_SHUTWR && !(c->flags & GEV__CONN_PEER_EOF)) {
+    if (!(c->flags & GEV__CONN_FIN_SENT) && sends_drained(c)) {
+      shutdown(c->io.fd, SHUT_WR);
+      c->flags |= GEV__CONN_FIN_SENT;
+    }
+    return false;
+  }
+  if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0) {
+    /* The handler paused reading with input held after the peer's EOF:
+     * gev_conn_resume_read shows it again, so wait for that. Redelivering
+     * now would find it paused and come straight back here every pass (a
+     * busy loop), and closing would drop the input it paused to keep. */
+    if (c->flags & GEV__CONN_USER_PAUSED)
+      return false;
+    /* Input held back only for lack of output room (the output drained
+     * within this very pass): closing now would drop it. Show it again;
+     * the close follows once the handler consumed it, or stopped consuming
+     * with an empty output (STALLED). */
+    if (!(c->flags & GEV__CONN_STALLED)) {
+      c->flags |= GEV__CONN_REDELIVER;
+      schedule(c);
+      return false;
+    }
+  }
+  if (!sends_drained(c))
+    return false; /* a send accepted from another thread is on its way */
+  close_now(c);
+  return true;
+}
+
 /* After anything happened to c: release empty buffers, carry out a pending
  * close or FIN once output has drained, apply backpressure, and register
  * the interest that follows. */
@@ -249,34 +283,11 @@ static void settle(gev_conn *c)
     c->in = NULL;
   }
   publish_out(c);
-  if (!c->out && (st == GEV__CONN_CLOSING || st == GEV__CONN_SHUTWR ||
-                  (c->flags & GEV__CONN_PEER_EOF))) {
-    if (st != GEV__CONN_SHUTWR || (c->flags & GEV__CONN_PEER_EOF)) {
-      if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0 &&
-          (c->flags & GEV__CONN_USER_PAUSED)) {
-        /* The handler paused reading with input held after the peer's EOF:
-         * gev_conn_resume_read shows it again, so wait for that. Scheduling
-         * a redelivery here found the connection paused and came straight
-         * back here, every pass (a busy loop until resume); and a handler
-         * that paused without consuming counted as STALLED, so the close
-         * dropped the input it had paused to keep. */
-      } else if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0 &&
-                 !(c->flags & GEV__CONN_STALLED)) {
-        /* Peer EOF with input held back only for lack of output room (the
-         * output drained within this very pass): closing now would drop
-         * it. Show it again; the close follows once the handler consumed
-         * it, or stopped consuming with an empty output. */
-        c->flags |= GEV__CONN_REDELIVER;
-        schedule(c);
-      } else if (sends_drained(c)) {
-        close_now(c);
-        return;
-      }
-    } else if (!(c->flags & GEV__CONN_FIN_SENT) && sends_drained(c)) {
-      shutdown(c->io.fd, SHUT_WR);
-      c->flags |= GEV__CONN_FIN_SENT;
-    }
-  }
+  if (!c->out &&
+      (st == GEV__CONN_CLOSING || st == GEV__CONN_SHUTWR ||
+       (c->flags & GEV__CONN_PEER_EOF)) &&
+      act_on_drained(c, st))
+    return;
   if (buf_len(c->out) >= half && half > 0) {
     c->flags |= GEV__CONN_PAUSED;
   } else if (c->flags & GEV__CONN_PAUSED) {
@@ -356,7 +367,8 @@ static void deliver(gev_conn *c, ringbuffer *in)
   } else {
     c->flags |= GEV__CONN_PAUSED; /* no room: wait until output drains */
   }
-  if (in == cs->shared_in && !ringbuffer_empty(in) && !adopt(c, &cs->shared_in, &c->in))
+  if (in == cs->shared_in && !ringbuffer_empty(in) &&
+      !adopt(c, &cs->shared_in, &c->in))
     err = -ENOMEM;
   if (!err && !ringbuffer_empty(out) && !(c->io.interest & GEV__EV_WRITE))
     err = write_out(c, out);
@@ -479,8 +491,7 @@ static void process_scheduled(gev_conn *c)
   c->flags &= ~GEV__CONN_SCHEDULED;
   if (atomic_load(&c->state) == GEV__CONN_CLOSED)
     return;
-  if ((c->flags & GEV__CONN_REDELIVER) &&
-      !(c->flags & GEV__CONN_USER_PAUSED)) {
+  if ((c->flags & GEV__CONN_REDELIVER) && !(c->flags & GEV__CONN_USER_PAUSED)) {
     c->flags &= ~GEV__CONN_REDELIVER;
     if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING) {
       deliver(c, c->in);
@@ -830,7 +841,8 @@ static int transition(gev_conn *c, int to)
   int st = atomic_load(&c->state);
 
   do {
-    if (st != GEV__CONN_OPEN && !(st == GEV__CONN_SHUTWR && to == GEV__CONN_CLOSING))
+    if (st != GEV__CONN_OPEN &&
+        !(st == GEV__CONN_SHUTWR && to == GEV__CONN_CLOSING))
       return -ENOTCONN;
   } while (!atomic_compare_exchange_weak(&c->state, &st, to));
   if (gev_loop_in_thread(c->loop)) {

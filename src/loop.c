@@ -50,6 +50,7 @@ int gev__loop_new(gev_loop **out, gev_server *s, int index)
   l->poller.epfd = -1;
   atomic_init(&l->stop, false);
   atomic_init(&l->started, false);
+  atomic_init(&l->next_deadline, UINT64_MAX);
   atomic_init(&l->nconns, 0);
   gev__timers_init(&l->timers);
   l->fired = calloc(MAX_EVENTS, sizeof(*l->fired));
@@ -198,6 +199,16 @@ int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
   return r;
 }
 
+/* Under mu, after the heap changed. */
+static void publish_next(gev_loop *l)
+{
+  uint64_t d;
+
+  if (!gev__timers_next(&l->timers, &d))
+    d = UINT64_MAX;
+  atomic_store_explicit(&l->next_deadline, d, memory_order_relaxed);
+}
+
 static gev_timer_id add_timer(gev_loop *l, uint64_t delay, uint64_t interval,
                               gev_task_fn fn, void *arg)
 {
@@ -212,6 +223,7 @@ static gev_timer_id add_timer(gev_loop *l, uint64_t delay, uint64_t interval,
   if (!l->closed) {
     earliest = !gev__timers_next(&l->timers, &first) || deadline < first;
     id = gev__timers_add(&l->timers, deadline, interval, fn, arg);
+    publish_next(l);
   }
   pthread_mutex_unlock(&l->mu);
   /* A sleeping loop computed its timeout from the old earliest timer. */
@@ -242,6 +254,7 @@ int gev_loop_cancel(gev_loop *l, gev_timer_id id)
     return -EINVAL;
   pthread_mutex_lock(&l->mu);
   r = gev__timers_cancel(&l->timers, id);
+  publish_next(l);
   pthread_mutex_unlock(&l->mu);
   return r;
 }
@@ -249,14 +262,12 @@ int gev_loop_cancel(gev_loop *l, gev_timer_id id)
 static int next_timeout(gev_loop *l)
 {
   uint64_t deadline, now;
-  bool any;
 
   if (l->local_tasks || l->cs.flush || atomic_load(&l->stop))
     return 0;
-  pthread_mutex_lock(&l->mu);
-  any = gev__timers_next(&l->timers, &deadline);
-  pthread_mutex_unlock(&l->mu);
-  if (!any)
+  /* A timer added from another thread after this read wakes the loop. */
+  deadline = atomic_load_explicit(&l->next_deadline, memory_order_relaxed);
+  if (deadline == UINT64_MAX)
     return -1;
   now = gev__now_ms();
   if (deadline <= now)
@@ -282,6 +293,7 @@ static void run_timers(gev_loop *l)
     pthread_mutex_lock(&l->mu);
     gev__timers_done(&l->timers, f.id, l->now_ms);
   }
+  publish_next(l);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -316,7 +328,9 @@ static void run_pass(gev_loop *l)
       woke = true;
     io->cb(io, l->fired[i].events);
   }
-  run_timers(l);
+  if (l->now_ms >=
+      atomic_load_explicit(&l->next_deadline, memory_order_relaxed))
+    run_timers(l);
   if (woke || l->local_tasks)
     run_tasks(l);
   gev__conn_after_pass(l);
