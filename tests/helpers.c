@@ -266,3 +266,32 @@ void th_fill(void *p, size_t n, uint32_t seed)
     c[i] = (unsigned char)x;
   }
 }
+
+int th_echo_move(ringbuffer *in, ringbuffer *out)
+{
+  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+  struct iovec seg[2];
+  int refused = 0;
+
+  ringbuffer_peek(in, lim > used ? lim - used : 0, seg);
+  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
+    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) != 0)
+      refused++;
+    ringbuffer_retrieve(in, seg[i].iov_len);
+  }
+  return refused;
+}
+
+bool th_echo_roundtrip(int fd, size_t n, uint32_t seed)
+{
+  char *b = malloc(n), *r = malloc(n);
+  bool ok;
+
+  ck_assert(b && r);
+  th_fill(b, n, seed);
+  ok =
+      th_write_all(fd, b, n) && th_read_exact(fd, r, n) && memcmp(b, r, n) == 0;
+  free(b);
+  free(r);
+  return ok;
+}

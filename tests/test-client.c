@@ -247,17 +247,9 @@ static void srv_close(gev_conn *c)
 /* Moves what fits in `out`, like examples/echo. */
 static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  size_t room = lim > used ? lim - used : 0;
-  struct iovec seg[2];
-
   (void)c;
-  ringbuffer_peek(in, room, seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) != 0)
-      inc(&g_violations);
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
+  if (th_echo_move(in, out))
+    inc(&g_violations);
 }
 
 static const gev_handler echo_handler = {srv_connect, echo_msg, srv_close};

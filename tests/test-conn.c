@@ -98,17 +98,9 @@ static void count_close(gev_conn *c)
 /* The echo handler of examples/echo: move what fits in `out`. */
 static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  size_t room = lim > used ? lim - used : 0;
-  struct iovec seg[2];
-
   (void)c;
-  ringbuffer_peek(in, room, seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) != 0)
-      inc(&g_violations);
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
+  if (th_echo_move(in, out))
+    inc(&g_violations);
 }
 
 static const gev_handler echo_handler = {
@@ -116,23 +108,6 @@ static const gev_handler echo_handler = {
     .on_message = echo_msg,
     .on_close = count_close,
 };
-
-/* One blocking round trip of n pattern bytes. */
-static bool echo_roundtrip(int fd, size_t n, uint32_t seed)
-{
-  unsigned char *b = malloc(n), *r = malloc(n);
-  pat p;
-  bool ok;
-
-  ck_assert(b && r);
-  pat_init(&p, seed);
-  pat_fill(&p, b, n);
-  ok =
-      th_write_all(fd, b, n) && th_read_exact(fd, r, n) && memcmp(b, r, n) == 0;
-  free(b);
-  free(r);
-  return ok;
-}
 
 static void *join_bounded(pthread_t t, int seconds)
 {
@@ -1029,11 +1004,11 @@ START_TEST(callback_order_and_thread)
     switch (i % 4) {
     case 0: /* a few round trips, then a normal close */
       for (int k = 0; k < 3; k++)
-        ck_assert(echo_roundtrip(fd, 100 + (size_t)k * 1000, (uint32_t)i));
+        ck_assert(th_echo_roundtrip(fd, 100 + (size_t)k * 1000, (uint32_t)i));
       break;
     case 1: /* reset at once, maybe before the server accepted */ break;
     case 2: /* reset right after on_connect ran (the echo proves it) */
-      ck_assert(echo_roundtrip(fd, 1, (uint32_t)i));
+      ck_assert(th_echo_roundtrip(fd, 1, (uint32_t)i));
       break;
     case 3: /* data in flight when the reset comes */
       ck_assert(th_write_all(fd, "hello", 5));
@@ -1324,7 +1299,7 @@ START_TEST(shutdown_write_half_close)
   srv = th_start(&sw_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 1000, 1));
+  ck_assert(th_echo_roundtrip(fd, 1000, 1));
   th_fill(msg, sizeof(msg), 3);
   msg[0] = 'S';
   ck_assert(th_write_all(fd, msg, sizeof(msg)));
@@ -1574,7 +1549,7 @@ START_TEST(no_sigpipe_on_reset_with_pending_write)
   srv = th_start(&echo_handler, &opt);
   other = th_connect(srv->port);
   ck_assert_int_ge(other, 0);
-  ck_assert(echo_roundtrip(other, 5000, 1));
+  ck_assert(th_echo_roundtrip(other, 5000, 1));
   for (int i = 0; i < 4; i++) {
     int fd = th_connect(srv->port);
     ck_assert_int_ge(fd, 0);
@@ -1586,7 +1561,7 @@ START_TEST(no_sigpipe_on_reset_with_pending_write)
     set_rst_on_close(fd);
     close(fd);
     ck_assert(th_wait_int(&g_closes, i + 1, 10000));
-    ck_assert(echo_roundtrip(other, 70000, (uint32_t)i));
+    ck_assert(th_echo_roundtrip(other, 70000, (uint32_t)i));
   }
   close(other);
   ck_assert(th_wait_int(&g_closes, 5, 10000));

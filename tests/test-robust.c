@@ -21,15 +21,8 @@
 
 static void echo_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  struct iovec seg[2];
-
   (void)c;
-  ringbuffer_peek(in, lim > used ? lim - used : 0, seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len);
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
+  th_echo_move(in, out);
 }
 
 static atomic_int connects, closes;

@@ -105,17 +105,9 @@ static void on_close(gev_conn *c)
 
 static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  size_t room = lim > used ? lim - used : 0;
-  struct iovec seg[2];
-
   (void)c;
-  ringbuffer_peek(in, room, seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) != 0)
-      inc(&g_violations);
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
+  if (th_echo_move(in, out))
+    inc(&g_violations);
 }
 
 static const gev_handler echo_handler = {
@@ -123,20 +115,6 @@ static const gev_handler echo_handler = {
     .on_message = echo_msg,
     .on_close = on_close,
 };
-
-static bool echo_roundtrip(int fd, size_t n, uint32_t seed)
-{
-  char *b = malloc(n), *r = malloc(n);
-  bool ok;
-
-  ck_assert(b && r);
-  th_fill(b, n, seed);
-  ok =
-      th_write_all(fd, b, n) && th_read_exact(fd, r, n) && memcmp(b, r, n) == 0;
-  free(b);
-  free(r);
-  return ok;
-}
 
 /* A server started by hand (tasks can be posted between new and start). */
 typedef struct runner {
@@ -295,9 +273,9 @@ START_TEST(unix_socket_echo)
 
   a = th_connect_addr(addr); /* unnamed client */
   ck_assert_int_ge(a, 0);
-  ck_assert(echo_roundtrip(a, 200000, 1));
+  ck_assert(th_echo_roundtrip(a, 200000, 1));
   b = unix_connect(path, cpath); /* a client bound to a path */
-  ck_assert(echo_roundtrip(b, 1000, 2));
+  ck_assert(th_echo_roundtrip(b, 1000, 2));
   ck_assert_int_eq(ld(&g_connects), 2);
   ck_assert_str_eq(lb.peer[0], "");
   ck_assert_str_eq(lb.peer[1], cpath);
@@ -343,7 +321,7 @@ START_TEST(unix_socket_stale_file)
   srv = th_start(&echo_handler, &opt);
   fd = th_connect_addr(addr);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 5000, 3));
+  ck_assert(th_echo_roundtrip(fd, 5000, 3));
   close(fd);
   th_stop(srv);
   ck_assert_int_ne(stat(path, &st), 0);
@@ -373,7 +351,7 @@ START_TEST(unix_abstract_socket)
   len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
   ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, len), 0);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ck_assert(echo_roundtrip(fd, 50000, 11));
+  ck_assert(th_echo_roundtrip(fd, 50000, 11));
   ck_assert_str_eq(lb.peer[0], "");
   close(fd);
   th_stop(srv);
@@ -401,7 +379,7 @@ START_TEST(ipv6_echo)
   snprintf(addr, sizeof(addr), "[::1]:%d", srv->port);
   fd = th_connect_addr(addr);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 300000, 4));
+  ck_assert(th_echo_roundtrip(fd, 300000, 4));
   ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&local, &len), 0);
   snprintf(want, sizeof(want), "[::1]:%u", ntohs(local.sin6_port));
   ck_assert_str_eq(lb.peer[0], want);
@@ -426,7 +404,7 @@ START_TEST(ipv4_peer_addr)
   srv = th_start(&echo_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 10, 5));
+  ck_assert(th_echo_roundtrip(fd, 10, 5));
   ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&local, &len), 0);
   snprintf(want, sizeof(want), "127.0.0.1:%u", ntohs(local.sin_port));
   ck_assert_str_eq(lb.peer[0], want);
@@ -547,7 +525,7 @@ START_TEST(rebind_after_free)
   port = srv->port;
   fd = th_connect(port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 1000, 6));
+  ck_assert(th_echo_roundtrip(fd, 1000, 6));
   th_stop(srv); /* the server closes first: its side goes to TIME_WAIT */
   ck_assert(th_wait_eof(fd, 5000));
   close(fd);
@@ -558,7 +536,7 @@ START_TEST(rebind_after_free)
   ck_assert_int_eq(srv->port, port);
   fd = th_connect(port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 1000, 7));
+  ck_assert(th_echo_roundtrip(fd, 1000, 7));
   close(fd);
   th_stop(srv);
 }
@@ -583,7 +561,7 @@ START_TEST(port_zero_picks_a_port)
     ck_assert_int_eq(srv->port, gev_server_port(srv->s));
     fd = th_connect(srv->port);
     ck_assert_int_ge(fd, 0);
-    ck_assert(echo_roundtrip(fd, 100, 8));
+    ck_assert(th_echo_roundtrip(fd, 100, 8));
     close(fd);
     th_stop(srv);
   }
@@ -614,7 +592,7 @@ START_TEST(reuse_port_echo)
   for (int i = 0; i < N; i++) {
     fds[i] = th_connect(srv->port);
     ck_assert_int_ge(fds[i], 0);
-    ck_assert(echo_roundtrip(fds[i], 1 + (size_t)i * 997, (uint32_t)i));
+    ck_assert(th_echo_roundtrip(fds[i], 1 + (size_t)i * 997, (uint32_t)i));
   }
   ck_assert_int_eq(ld(&g_connects), N);
   for (int i = 0; i < N; i++) {
@@ -647,7 +625,7 @@ START_TEST(round_robin_rotation)
     fds[i] = th_connect(srv->port);
     ck_assert_int_ge(fds[i], 0);
     /* The echo proves on_connect ran before the next connection. */
-    ck_assert(echo_roundtrip(fds[i], 10, (uint32_t)i));
+    ck_assert(th_echo_roundtrip(fds[i], 10, (uint32_t)i));
     if (i == 4)
       close(fds[i]); /* closing does not disturb the rotation */
   }
@@ -690,7 +668,7 @@ static int lc_open(th_server *srv, int *loop_out)
       min = before[i];
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 10, 9));
+  ck_assert(th_echo_roundtrip(fd, 10, 9));
   ck_assert_int_eq(lb.n, n + 1);
   *loop_out = lb.idx[n];
   ck_assert_msg(before[*loop_out] == min,
@@ -767,7 +745,7 @@ START_TEST(max_connections_refuses)
   for (int i = 0; i < 3; i++) {
     fds[i] = th_connect(srv->port);
     ck_assert_int_ge(fds[i], 0);
-    ck_assert(echo_roundtrip(fds[i], 100, (uint32_t)i));
+    ck_assert(th_echo_roundtrip(fds[i], 100, (uint32_t)i));
   }
   /* Past the limit: accepted and closed at once, no callbacks. */
   extra = th_connect(srv->port);
@@ -778,14 +756,14 @@ START_TEST(max_connections_refuses)
   ck_assert_int_eq(ld(&g_closes), 0);
   /* The others keep working. */
   for (int i = 0; i < 3; i++)
-    ck_assert(echo_roundtrip(fds[i], 70000, (uint32_t)i + 10));
+    ck_assert(th_echo_roundtrip(fds[i], 70000, (uint32_t)i + 10));
   /* A slot frees after on_close. */
   close(fds[0]);
   ck_assert(th_wait_int(&g_closes, 1, 10000));
   wait_conn_count(srv, 2);
   again = th_connect(srv->port);
   ck_assert_int_ge(again, 0);
-  ck_assert(echo_roundtrip(again, 100, 20));
+  ck_assert(th_echo_roundtrip(again, 100, 20));
   ck_assert_int_eq(ld(&g_connects), 4);
   /* Full again. */
   extra = th_connect(srv->port);
@@ -900,7 +878,7 @@ START_TEST(post_after_stop_fails_cleanly)
   runner_start(&r, s);
   fd = th_connect(gev_server_port(s));
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 10, 1));
+  ck_assert(th_echo_roundtrip(fd, 10, 1));
   gev_server_stop(s);
   runner_join(&r);
   /* Stopped, not freed: every loop refuses work, nothing crashes. */
@@ -963,7 +941,7 @@ START_TEST(stop_twice_is_harmless)
   runner_start(&r, s);
   fd = th_connect(gev_server_port(s));
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 10, 1));
+  ck_assert(th_echo_roundtrip(fd, 10, 1));
   gev_server_stop(s);
   gev_server_stop(s);
   runner_join(&r);
@@ -999,7 +977,7 @@ START_TEST(stop_from_signal_handler)
   runner_start(&r, sig_server);
   fd = th_connect(gev_server_port(sig_server));
   ck_assert_int_ge(fd, 0);
-  ck_assert(echo_roundtrip(fd, 10, 1));
+  ck_assert(th_echo_roundtrip(fd, 10, 1));
   /* Delivered to the thread running the acceptor loop. */
   ck_assert_int_eq(pthread_kill(r.thread, SIGUSR1), 0);
   runner_join(&r);
@@ -1030,7 +1008,7 @@ START_TEST(idle_connections_closed)
   /* Activity in shifting order reorders the loops' idle lists. */
   for (int round = 0; round < 3; round++)
     for (int i = 0; i < N; i++)
-      ck_assert(echo_roundtrip(fds[(i * 3 + round) % N], 10, (uint32_t)i));
+      ck_assert(th_echo_roundtrip(fds[(i * 3 + round) % N], 10, (uint32_t)i));
   /* Then silence: every connection is closed by the server. */
   for (int i = 0; i < N; i++) {
     ck_assert_msg(th_wait_eof(fds[i], 10000), "connection %d not closed", i);
