@@ -30,8 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HIST_US 100000 /* 1 us buckets up to 100 ms, then one overflow bucket  \
-                        */
+#define HIST_US                                                                \
+  100000 /* 1 us buckets up to 100 ms, then one overflow bucket                \
+          */
 #define PATTERN_SPAN 251
 #define STOP_IDLE_WAITS 10 /* 100 ms epoll_waits without events */
 

@@ -31,37 +31,36 @@ enum {
   GEV__CONN_USER_PAUSED = 1u << 8, /* gev_conn_pause_read */
 };
 
-
 struct gev_conn {
   gev__io io; /* first: the poller hands back &io */
 
   /* Fixed at creation. */
   gev_loop *loop;
-  gev_server *server;    /* the loop's server; NULL on a standalone loop */
-  const gev_handler *h;  /* the server's, or the copy after `peer` */
+  gev_server *server;   /* the loop's server; NULL on a standalone loop */
+  const gev_handler *h; /* the server's, or the copy after `peer` */
   size_t max_buffer;
 
   /* Any thread. */
   atomic_int refs;
   atomic_int state;
-  atomic_int fd;           /* io.fd as other threads may read it */
-  atomic_size_t out_seen;  /* write buffer length as last published */
-  atomic_size_t reserved;  /* accepted cross-thread sends not yet queued */
+  atomic_int fd;          /* io.fd as other threads may read it */
+  atomic_size_t out_seen; /* write buffer length as last published */
+  atomic_size_t reserved; /* accepted cross-thread sends not yet queued */
 
   /* The loop's thread only. */
   unsigned flags;
-  ringbuffer *in, *out;    /* own buffers; NULL while empty */
+  ringbuffer *in, *out;         /* own buffers; NULL while empty */
   ringbuffer *cur_in, *cur_out; /* the buffers on_message is looking at */
   void *ctx;
   uint64_t last_active;
-  gev_conn *prev, *next;   /* the loop's open list, by last activity */
+  gev_conn *prev, *next; /* the loop's open list, by last activity */
   gev_conn *next_flush;
   gev_conn *next_zombie;
   gev__connecting *connecting; /* while an outgoing connect is under way */
   void (*drain_fn)(gev_conn *c, void *arg);
   void *drain_arg;
   size_t low_water;
-  char peer[];             /* formatted peer address */
+  char peer[]; /* formatted peer address */
 };
 
 /* conn.c, for connect.c: a connection for fd on loop l with its own copy

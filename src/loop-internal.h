@@ -64,7 +64,7 @@ struct gev_loop {
   /* Any thread, lock-free. */
   atomic_bool started; /* standalone loops: gev_loop_run ran */
   atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
-  atomic_int nconns; /* open connections, for least-connections */
+  atomic_int nconns;   /* open connections, for least-connections */
   /* The earliest timer deadline (UINT64_MAX: none), written under mu
    * whenever the heap changes, so that a pass with no timer due reads one
    * atomic instead of taking the lock. */

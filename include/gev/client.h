@@ -45,8 +45,8 @@ typedef struct gev_connect_options {
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
  *         (unless NULL), provided the loop runs (a loop freed without ever
- *         running drops the request). -EINVAL for NULL arguments or a malformed address,
- *         -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
+ *         running drops the request). -EINVAL for NULL arguments or a malformed
+ * address, -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
