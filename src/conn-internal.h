@@ -74,4 +74,35 @@ void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg);
 /* conn.c: frees a connection that never attached (fd left alone). */
 void gev__conn_free_unattached(gev_conn *c);
 
+/* `reserved` once sending has ended for good (close or FIN decided). */
+#define GEV__RESERVE_CLOSED SIZE_MAX
+
+static inline size_t gev__buf_len(const ringbuffer *rb)
+{
+  return rb ? ringbuffer_len(rb) : 0;
+}
+
+/* Bytes promised to other threads' sends; 0 once sending has ended. */
+static inline size_t gev__conn_reserved(gev_conn *c)
+{
+  size_t r = atomic_load(&c->reserved);
+  return r == GEV__RESERVE_CLOSED ? 0 : r;
+}
+
+/* Lets other threads see the write buffer's length for their cap check. */
+static inline void gev__conn_publish_out(gev_conn *c)
+{
+  atomic_store_explicit(&c->out_seen, gev__buf_len(c->out),
+                        memory_order_relaxed);
+}
+
+/* conn.c, the loop's thread only: */
+/* A spare buffer capped at c's max_buffer; NULL on ENOMEM. */
+ringbuffer *gev__conn_pool_get(gev_conn *c);
+/* Queues c for the end of the pass (output, pending close or FIN, held
+ * input); the loop's reference keeps c alive until then. */
+void gev__conn_schedule(gev_conn *c);
+/* Closes at once, dropping what is queued; on_close runs. Idempotent. */
+void gev__conn_close_now(gev_conn *c);
+
 #endif

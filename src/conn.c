@@ -16,7 +16,7 @@
  *
  * Cross-thread sends. A send from another thread reserves its size in
  * `reserved` before it is queued, so the cap applies at once. A graceful
- * close or FIN swaps `reserved` from 0 to RESERVE_CLOSED, which makes the
+ * close or FIN swaps `reserved` from 0 to GEV__RESERVE_CLOSED, which makes the
  * decision to stop accepting sends atomic with the sends themselves: every
  * send that got 0 is delivered, every later one gets -ENOTCONN.
  */
@@ -28,13 +28,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RESERVE_CLOSED SIZE_MAX
 /* Spare buffers keep at most this much storage in the pool. */
 #define POOL_KEEP_CAP (64 * 1024)
 #define SHARED_IN_CAP (64 * 1024)
 
 static void settle(gev_conn *c);
-static void close_now(gev_conn *c);
 
 /* One-shot: cleared before the call, so the callback may set it again. */
 static void fire_drain(gev_conn *c)
@@ -47,35 +45,13 @@ static void fire_drain(gev_conn *c)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static size_t buf_len(const ringbuffer *rb)
-{
-  return rb ? ringbuffer_len(rb) : 0;
-}
-
-static size_t max_buffer(const gev_conn *c)
-{
-  return c->max_buffer;
-}
-
-/* Bytes promised to other threads' sends; 0 once sending has ended. */
-static size_t reserved_now(gev_conn *c)
-{
-  size_t r = atomic_load(&c->reserved);
-  return r == RESERVE_CLOSED ? 0 : r;
-}
-
-static void publish_out(gev_conn *c)
-{
-  atomic_store_explicit(&c->out_seen, buf_len(c->out), memory_order_relaxed);
-}
-
-static ringbuffer *pool_get(gev_conn *c)
+ringbuffer *gev__conn_pool_get(gev_conn *c)
 {
   gev__conn_state *cs = &c->loop->cs;
   ringbuffer *rb = cs->npool ? cs->pool[--cs->npool] : ringbuffer_new(0);
 
   if (rb)
-    ringbuffer_set_limit(rb, max_buffer(c));
+    ringbuffer_set_limit(rb, c->max_buffer);
   return rb;
 }
 
@@ -141,7 +117,7 @@ static void list_remove(gev__conn_state *cs, gev_conn *c)
 /* Queues c for the end of the pass, where its output is written, a pending
  * close or FIN is carried out, or held input is shown to the handler again.
  * The loop's own reference keeps c alive until then. */
-static void schedule(gev_conn *c)
+void gev__conn_schedule(gev_conn *c)
 {
   gev__conn_state *cs = &c->loop->cs;
 
@@ -159,10 +135,10 @@ static void update_interest(gev_conn *c)
   if (!(c->flags &
         (GEV__CONN_PEER_EOF | GEV__CONN_PAUSED | GEV__CONN_USER_PAUSED)))
     ev |= GEV__EV_READ;
-  if (buf_len(c->out) > 0)
+  if (gev__buf_len(c->out) > 0)
     ev |= GEV__EV_WRITE;
   if (gev__loop_io_set(c->loop, &c->io, ev) < 0)
-    close_now(c);
+    gev__conn_close_now(c);
 }
 
 /* One write attempt. 0, or -errno for a broken connection. */
@@ -184,14 +160,14 @@ static int write_out(gev_conn *c, ringbuffer *out)
 
 /* Closes at once, dropping what is queued. Runs on_close, then closes the
  * fd. Safe to call twice. The memory stays until the end of the pass. */
-static void close_now(gev_conn *c)
+void gev__conn_close_now(gev_conn *c)
 {
   gev_loop *l = c->loop;
 
   if (atomic_load(&c->state) == GEV__CONN_CLOSED)
     return;
   atomic_store(&c->state, GEV__CONN_CLOSED);
-  atomic_store(&c->reserved, RESERVE_CLOSED);
+  atomic_store(&c->reserved, GEV__RESERVE_CLOSED);
   list_remove(&l->cs, c);
   if (c->flags & GEV__CONN_CONNECTED) {
     c->flags &= ~GEV__CONN_CONNECTED;
@@ -210,7 +186,7 @@ static void close_now(gev_conn *c)
   if (c->out)
     pool_put(l, c->out);
   c->in = c->out = NULL;
-  publish_out(c);
+  gev__conn_publish_out(c);
   atomic_fetch_sub(&l->nconns, 1);
   if (c->server && !(c->flags & GEV__CONN_OUTGOING))
     atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
@@ -224,9 +200,10 @@ static bool sends_drained(gev_conn *c)
 {
   size_t zero = 0;
 
-  if (atomic_load(&c->reserved) == RESERVE_CLOSED)
+  if (atomic_load(&c->reserved) == GEV__RESERVE_CLOSED)
     return true;
-  return atomic_compare_exchange_strong(&c->reserved, &zero, RESERVE_CLOSED);
+  return atomic_compare_exchange_strong(&c->reserved, &zero,
+                                        GEV__RESERVE_CLOSED);
 }
 
 /* The output has drained and a close, a FIN or the peer's EOF was waiting
@@ -240,7 +217,7 @@ static bool act_on_drained(gev_conn *c, int st)
     }
     return false;
   }
-  if (st != GEV__CONN_CLOSING && buf_len(c->in) > 0) {
+  if (st != GEV__CONN_CLOSING && gev__buf_len(c->in) > 0) {
     /* The handler paused reading with input held after the peer's EOF:
      * gev_conn_resume_read shows it again, so wait for that. Redelivering
      * now would find it paused and come straight back here every pass (a
@@ -253,13 +230,13 @@ static bool act_on_drained(gev_conn *c, int st)
      * with an empty output (STALLED). */
     if (!(c->flags & GEV__CONN_STALLED)) {
       c->flags |= GEV__CONN_REDELIVER;
-      schedule(c);
+      gev__conn_schedule(c);
       return false;
     }
   }
   if (!sends_drained(c))
     return false; /* a send accepted from another thread is on its way */
-  close_now(c);
+  gev__conn_close_now(c);
   return true;
 }
 
@@ -270,7 +247,7 @@ static void settle(gev_conn *c)
 {
   gev_loop *l = c->loop;
   int st = atomic_load(&c->state);
-  size_t half = max_buffer(c) / 2;
+  size_t half = c->max_buffer / 2;
 
   if (st == GEV__CONN_CLOSED)
     return;
@@ -282,24 +259,24 @@ static void settle(gev_conn *c)
     pool_put(l, c->in);
     c->in = NULL;
   }
-  publish_out(c);
+  gev__conn_publish_out(c);
   if (!c->out &&
       (st == GEV__CONN_CLOSING || st == GEV__CONN_SHUTWR ||
        (c->flags & GEV__CONN_PEER_EOF)) &&
       act_on_drained(c, st))
     return;
-  if (buf_len(c->out) >= half && half > 0) {
+  if (gev__buf_len(c->out) >= half && half > 0) {
     c->flags |= GEV__CONN_PAUSED;
   } else if (c->flags & GEV__CONN_PAUSED) {
     c->flags &= ~GEV__CONN_PAUSED;
-    if (buf_len(c->in) > 0) {
+    if (gev__buf_len(c->in) > 0) {
       c->flags |= GEV__CONN_REDELIVER;
-      schedule(c);
+      gev__conn_schedule(c);
     }
   }
   update_interest(c);
   if (c->drain_fn && atomic_load(&c->state) != GEV__CONN_CLOSED &&
-      buf_len(c->out) + reserved_now(c) <= c->low_water)
+      gev__buf_len(c->out) + gev__conn_reserved(c) <= c->low_water)
     fire_drain(c);
 }
 
@@ -309,7 +286,7 @@ static void settle(gev_conn *c)
  * false on ENOMEM (the caller closes c). */
 static bool adopt(gev_conn *c, ringbuffer **shared, ringbuffer **own)
 {
-  ringbuffer *spare = pool_get(c);
+  ringbuffer *spare = gev__conn_pool_get(c);
 
   if (!spare)
     return false;
@@ -332,7 +309,7 @@ static void deliver(gev_conn *c, ringbuffer *in)
   bool shut = atomic_load(&c->state) == GEV__CONN_SHUTWR;
   bool shared_out = shut || c->out == NULL;
   ringbuffer *out = shared_out ? cs->shared_out : c->out;
-  size_t max = max_buffer(c), reserved = reserved_now(c);
+  size_t max = c->max_buffer, reserved = gev__conn_reserved(c);
   int err = 0;
 
   if (ringbuffer_len(out) + reserved < max) {
@@ -379,7 +356,7 @@ static void deliver(gev_conn *c, ringbuffer *in)
     if (shared_out)
       ringbuffer_retrieve_all(cs->shared_out);
     ringbuffer_retrieve_all(cs->shared_in);
-    close_now(c);
+    gev__conn_close_now(c);
     return;
   }
   settle(c);
@@ -392,7 +369,7 @@ static void on_peer_eof(gev_conn *c)
   c->flags |= GEV__CONN_PEER_EOF;
   /* What the handler held back is shown once more, now that no more
    * bytes will come. */
-  if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING)
+  if (gev__buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING)
     deliver(c, c->in);
   else
     settle(c);
@@ -421,7 +398,7 @@ static void handle_read(gev_conn *c, unsigned events)
     on_peer_eof(c);
   } else if (err == EAGAIN || err == EINTR) {
     if (events & GEV__EV_ERROR)
-      close_now(c); /* an error readiness that read cannot explain */
+      gev__conn_close_now(c); /* an error readiness that read cannot explain */
   } else if (err == ENOBUFS) {
     /* The input is at max_buffer. A read can come before the handler was
      * shown the input again after output drained, so give it that chance
@@ -434,10 +411,10 @@ static void handle_read(gev_conn *c, unsigned events)
      * resume, it is not stuck on a frame larger than the cap. */
     if (atomic_load(&c->state) != GEV__CONN_CLOSED &&
         !(c->flags & (GEV__CONN_PAUSED | GEV__CONN_USER_PAUSED)) &&
-        buf_len(c->in) >= before)
-      close_now(c);
+        gev__buf_len(c->in) >= before)
+      gev__conn_close_now(c);
   } else {
-    close_now(c); /* reset or another socket error */
+    gev__conn_close_now(c); /* reset or another socket error */
   }
 }
 
@@ -451,7 +428,7 @@ static void handle_write(gev_conn *c)
   }
   err = write_out(c, c->out);
   if (err < 0) {
-    close_now(c);
+    gev__conn_close_now(c);
     return;
   }
   settle(c);
@@ -478,7 +455,7 @@ static void io_cb(gev__io *io, unsigned events)
   } else if (events & GEV__EV_ERROR) {
     /* Not reading (paused or after EOF) and the socket reports an error or
      * a hang-up in both directions: nothing more can be delivered. */
-    close_now(c);
+    gev__conn_close_now(c);
   }
 }
 
@@ -493,7 +470,8 @@ static void process_scheduled(gev_conn *c)
     return;
   if ((c->flags & GEV__CONN_REDELIVER) && !(c->flags & GEV__CONN_USER_PAUSED)) {
     c->flags &= ~GEV__CONN_REDELIVER;
-    if (buf_len(c->in) > 0 && atomic_load(&c->state) != GEV__CONN_CLOSING) {
+    if (gev__buf_len(c->in) > 0 &&
+        atomic_load(&c->state) != GEV__CONN_CLOSING) {
       deliver(c, c->in);
       return;
     }
@@ -501,7 +479,7 @@ static void process_scheduled(gev_conn *c)
   if (c->out && !(c->io.interest & GEV__EV_WRITE)) {
     err = write_out(c, c->out);
     if (err < 0) {
-      close_now(c);
+      gev__conn_close_now(c);
       return;
     }
   }
@@ -548,7 +526,7 @@ void gev__conn_close_all(gev_loop *l)
   while ((c = l->cs.head)) {
     if (c->out)
       write_out(c, c->out);
-    close_now(c);
+    gev__conn_close_now(c);
   }
   gev__conn_after_pass(l);
 }
@@ -560,7 +538,7 @@ void gev__conn_idle_sweep(void *arg)
   gev_conn *c;
 
   while ((c = l->cs.head) && l->now_ms - c->last_active >= idle)
-    close_now(c);
+    gev__conn_close_now(c);
 }
 
 int gev__conn_state_init(gev_loop *l)
@@ -687,7 +665,7 @@ void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg)
   if (c->h->on_connect)
     c->h->on_connect(c);
   if (atomic_load(&c->state) != GEV__CONN_OPEN || c->out)
-    schedule(c);
+    gev__conn_schedule(c);
 }
 
 void gev__conn_attach(gev_conn *c)
@@ -700,297 +678,4 @@ void gev__conn_attach(gev_conn *c)
     return;
   }
   gev__conn_established(c, NULL, NULL);
-}
-
-/* ---- the public API --------------------------------------------------- */
-
-static int send_in_loop(gev_conn *c, const void *p, size_t n)
-{
-  size_t used;
-  int r;
-
-  if (atomic_load(&c->state) != GEV__CONN_OPEN)
-    return -ENOTCONN;
-  if (c->cur_out) /* inside this connection's on_message: after its replies */
-    return ringbuffer_write(c->cur_out, p, n);
-  used = buf_len(c->out) + reserved_now(c);
-  if (n > max_buffer(c) || used > max_buffer(c) - n)
-    return -ENOBUFS;
-  if (!c->out && !(c->out = pool_get(c)))
-    return -ENOMEM;
-  r = ringbuffer_write(c->out, p, n);
-  if (r == 0) {
-    publish_out(c);
-    schedule(c);
-  }
-  return r;
-}
-
-typedef struct send_task {
-  gev_conn *c;
-  size_t n;
-  char data[];
-} send_task;
-
-static void send_task_run(void *arg)
-{
-  send_task *t = arg;
-  gev_conn *c = t->c;
-  int r = 0;
-
-  if (atomic_load(&c->state) != GEV__CONN_CLOSED) {
-    if (!c->out && !(c->out = pool_get(c)))
-      r = -ENOMEM;
-    if (r == 0) {
-      /* Accepted against the cap when it was sent; it must fit now. */
-      ringbuffer_set_limit(c->out, 0);
-      r = ringbuffer_write(c->out, t->data, t->n);
-      ringbuffer_set_limit(c->out, max_buffer(c));
-    }
-    if (r < 0) {
-      close_now(c); /* out of memory: better closed than silently short */
-    } else {
-      publish_out(c);
-      schedule(c);
-    }
-    size_t rv = atomic_load(&c->reserved);
-    while (rv != RESERVE_CLOSED &&
-           !atomic_compare_exchange_weak(&c->reserved, &rv, rv - t->n))
-      ;
-  }
-  free(t);
-  gev_conn_unref(c);
-}
-
-static void send_task_drop(void *arg)
-{
-  send_task *t = arg;
-
-  gev_conn_unref(t->c);
-  free(t);
-}
-
-static int reserve(gev_conn *c, size_t n)
-{
-  size_t max = max_buffer(c), r = atomic_load(&c->reserved);
-
-  do {
-    size_t seen = atomic_load_explicit(&c->out_seen, memory_order_relaxed);
-    if (r == RESERVE_CLOSED)
-      return -ENOTCONN;
-    if (n > max || seen > max - n || r > max - n - seen)
-      return -ENOBUFS;
-  } while (!atomic_compare_exchange_weak(&c->reserved, &r, r + n));
-  return 0;
-}
-
-static void unreserve(gev_conn *c, size_t n)
-{
-  size_t r = atomic_load(&c->reserved);
-
-  while (r != RESERVE_CLOSED &&
-         !atomic_compare_exchange_weak(&c->reserved, &r, r - n))
-    ;
-}
-
-int gev_conn_send(gev_conn *c, const void *p, size_t n)
-{
-  send_task *t;
-  int r;
-
-  if (!c || (!p && n))
-    return -EINVAL;
-  if (gev_loop_in_thread(c->loop))
-    return send_in_loop(c, p, n);
-  if (atomic_load(&c->state) != GEV__CONN_OPEN)
-    return -ENOTCONN;
-  if (n == 0)
-    return 0;
-  if ((r = reserve(c, n)) < 0)
-    return r;
-  t = malloc(sizeof(*t) + n);
-  if (!t) {
-    unreserve(c, n);
-    return -ENOMEM;
-  }
-  t->c = c;
-  t->n = n;
-  memcpy(t->data, p, n);
-  gev_conn_ref(c);
-  if (gev__loop_post_owned(c->loop, send_task_run, t, send_task_drop) < 0) {
-    unreserve(c, n);
-    free(t);
-    gev_conn_unref(c);
-    return -ENOTCONN;
-  }
-  return 0;
-}
-
-static void schedule_task_run(void *arg)
-{
-  gev_conn *c = arg;
-
-  if (atomic_load(&c->state) != GEV__CONN_CLOSED)
-    schedule(c);
-  gev_conn_unref(c);
-}
-
-/* Moves c from OPEN (or SHUTWR) to `to` and lets the loop act on it. */
-static int transition(gev_conn *c, int to)
-{
-  int st = atomic_load(&c->state);
-
-  do {
-    if (st != GEV__CONN_OPEN &&
-        !(st == GEV__CONN_SHUTWR && to == GEV__CONN_CLOSING))
-      return -ENOTCONN;
-  } while (!atomic_compare_exchange_weak(&c->state, &st, to));
-  if (gev_loop_in_thread(c->loop)) {
-    schedule(c);
-    return 0;
-  }
-  gev_conn_ref(c);
-  if (gev_loop_post(c->loop, schedule_task_run, c) < 0)
-    gev_conn_unref(c); /* the loop is stopping and closes c itself */
-  return 0;
-}
-
-int gev_conn_close(gev_conn *c)
-{
-  if (!c)
-    return -EINVAL;
-  return transition(c, GEV__CONN_CLOSING);
-}
-
-int gev_conn_shutdown_write(gev_conn *c)
-{
-  if (!c)
-    return -EINVAL;
-  return transition(c, GEV__CONN_SHUTWR);
-}
-
-void gev_conn_ref(gev_conn *c)
-{
-  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-}
-
-void gev_conn_unref(gev_conn *c)
-{
-  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
-    free(c); /* buffers and fd went at close */
-}
-
-bool gev_conn_connected(const gev_conn *c)
-{
-  int st = atomic_load(&((gev_conn *)c)->state);
-  return st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR;
-}
-
-void gev_conn_set_context(gev_conn *c, void *ctx)
-{
-  c->ctx = ctx;
-}
-
-void *gev_conn_context(const gev_conn *c)
-{
-  return c->ctx;
-}
-
-const char *gev_conn_peer_addr(const gev_conn *c)
-{
-  return c->peer;
-}
-
-int gev_conn_fd(const gev_conn *c)
-{
-  return atomic_load_explicit(&((gev_conn *)c)->fd, memory_order_relaxed);
-}
-
-gev_loop *gev_conn_loop(gev_conn *c)
-{
-  return c->loop;
-}
-
-gev_server *gev_conn_server(gev_conn *c)
-{
-  return c->server;
-}
-
-size_t gev_conn_read_buffer_len(const gev_conn *c)
-{
-  return buf_len(c->cur_in ? c->cur_in : c->in);
-}
-
-size_t gev_conn_write_buffer_len(const gev_conn *c)
-{
-  return buf_len(c->cur_out ? c->cur_out : c->out);
-}
-
-/* ---- flow control ----------------------------------------------------- */
-
-static void pause_in_loop(gev_conn *c, bool pause)
-{
-  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
-    return;
-  if (pause) {
-    c->flags |= GEV__CONN_USER_PAUSED;
-  } else {
-    c->flags &= ~GEV__CONN_USER_PAUSED;
-    if (buf_len(c->in) > 0)
-      c->flags |= GEV__CONN_REDELIVER; /* held input: show it again */
-  }
-  schedule(c); /* the interest changes after the pass */
-}
-
-static void pause_task_run(void *arg)
-{
-  gev_conn *c = (gev_conn *)((uintptr_t)arg & ~(uintptr_t)1);
-
-  pause_in_loop(c, (uintptr_t)arg & 1);
-  gev_conn_unref(c);
-}
-
-static int set_paused(gev_conn *c, bool pause)
-{
-  if (!c)
-    return -EINVAL;
-  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
-    return -ENOTCONN;
-  if (gev_loop_in_thread(c->loop)) {
-    pause_in_loop(c, pause);
-    return 0;
-  }
-  /* The flag rides in the pointer's low bit (a gev_conn is aligned). */
-  gev_conn_ref(c);
-  if (gev_loop_post(c->loop, pause_task_run,
-                    (void *)((uintptr_t)c | (uintptr_t)pause)) < 0) {
-    gev_conn_unref(c);
-    return -ENOTCONN;
-  }
-  return 0;
-}
-
-int gev_conn_pause_read(gev_conn *c)
-{
-  return set_paused(c, true);
-}
-
-int gev_conn_resume_read(gev_conn *c)
-{
-  return set_paused(c, false);
-}
-
-int gev_conn_notify_drain(gev_conn *c, size_t low_water,
-                          void (*fn)(gev_conn *c, void *arg), void *arg)
-{
-  if (!c || !gev_loop_in_thread(c->loop))
-    return -EINVAL;
-  if (atomic_load(&c->state) == GEV__CONN_CLOSED)
-    return -ENOTCONN;
-  c->drain_fn = fn;
-  c->drain_arg = arg;
-  c->low_water = low_water;
-  if (fn)
-    schedule(c); /* already below: fires after the pass */
-  return 0;
 }
