@@ -29,8 +29,17 @@ static int send_in_loop(gev_conn *c, const void *p, size_t n)
     return -ENOMEM;
   r = ringbuffer_write(c->out, p, n);
   if (r == 0) {
+    /* Written at once when the kernel is not known to be full: a send from
+     * another connection's callback or a timer (a proxy, a push) then
+     * leaves within this pass instead of after it. Errors are left for the
+     * end of the pass, which writes again and closes; closing here would
+     * run on_close inside the caller's callback. */
+    bool flushed = gev__conn_try_write(c);
     gev__conn_publish_out(c);
-    gev__conn_schedule(c);
+    /* Settle after the pass unless nothing waits on the output: a partial
+     * write, a drain notification, paused reading. */
+    if (!flushed || c->drain_fn || (c->flags & GEV__CONN_PAUSED))
+      gev__conn_schedule(c);
   }
   return r;
 }

@@ -104,5 +104,9 @@ ringbuffer *gev__conn_pool_get(gev_conn *c);
 void gev__conn_schedule(gev_conn *c);
 /* Closes at once, dropping what is queued; on_close runs. Idempotent. */
 void gev__conn_close_now(gev_conn *c);
+/* One write of the queued output unless EPOLLOUT is armed (the kernel was
+ * full). true when everything went (the buffer is released); errors are
+ * not acted on here (the next write meets them again). */
+bool gev__conn_try_write(gev_conn *c);
 
 #endif

@@ -156,6 +156,20 @@ static int write_out(gev_conn *c, ringbuffer *out)
   return -err;
 }
 
+bool gev__conn_try_write(gev_conn *c)
+{
+  if (!c->out || (c->io.interest & GEV__EV_WRITE))
+    return false;
+  if (write_out(c, c->out) < 0 || !ringbuffer_empty(c->out))
+    return false;
+  /* Back to the pool at once: a loop sending to many connections in one
+   * pass (a proxy, a broadcast) then reuses one spare instead of holding
+   * one per connection until the pass ends. */
+  pool_put(c->loop, c->out);
+  c->out = NULL;
+  return true;
+}
+
 /* ---- closing ---------------------------------------------------------- */
 
 /* Closes at once, dropping what is queued. Runs on_close, then closes the

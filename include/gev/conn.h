@@ -15,10 +15,12 @@ extern "C" {
 #endif
 
 /**
- * Queue @p n bytes from @p p for sending; the bytes are copied. From the
- * owning loop's thread they are appended to the output at once (inside
- * on_message, to the same `out` buffer, after what the handler appended);
- * from another thread they travel in a task and count against max_buffer
+ * Queue @p n bytes from @p p for sending; the bytes are copied. Inside this
+ * connection's on_message they are appended to the same `out` buffer,
+ * after what the handler appended. Elsewhere in the owning loop's thread
+ * (another connection's callback, a timer) they are written at once when
+ * nothing is queued ahead of them; what the kernel does not take waits.
+ * From another thread they travel in a task and count against max_buffer
  * at once. Any thread.
  * @return 0; -ENOTCONN once the connection is closing or closed; -ENOBUFS
  *         when the output would exceed max_buffer (nothing is queued);
