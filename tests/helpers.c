@@ -295,3 +295,27 @@ bool th_echo_roundtrip(int fd, size_t n, uint32_t seed)
   free(r);
   return ok;
 }
+
+Suite *th_suite(const char *name, const th_case *cases, size_t n)
+{
+  Suite *s = suite_create(name);
+
+  for (size_t i = 0; i < n; i++) {
+    TCase *tc = tcase_create(cases[i].name);
+    tcase_set_timeout(tc, cases[i].timeout);
+    tcase_add_test(tc, cases[i].fn);
+    suite_add_tcase(s, tc);
+  }
+  return s;
+}
+
+int th_run(Suite *s)
+{
+  SRunner *sr = srunner_create(s);
+  int failed;
+
+  srunner_run_all(sr, CK_ENV);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

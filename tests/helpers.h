@@ -8,7 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <check.h>
 #include <gev/gev.h>
+
+/* One test case: a TCase of its own named after it, with a timeout. */
+typedef struct th_case {
+  const char *name;
+  const TTest *fn;
+  int timeout; /* seconds */
+} th_case;
+
+/* A suite with one TCase per case (fork mode keeps a crash to its case). */
+Suite *th_suite(const char *name, const th_case *cases, size_t n);
+/* Runs the suite with srunner_run_all(CK_ENV) and frees it; returns the
+ * process exit status (1 when any case failed). */
+int th_run(Suite *s);
 
 /* A gev server running gev_server_start on its own thread. */
 typedef struct th_server {

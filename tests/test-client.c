@@ -1746,11 +1746,7 @@ END_TEST
 
 static Suite *client_suite(void)
 {
-  const struct {
-    const char *name;
-    const TTest *fn;
-    int timeout;
-  } tests[] = {
+  const th_case cases[] = {
       {"standalone_loop_echo", standalone_loop_echo, 60},
       {"connect_refused", connect_refused, 60},
       {"connect_on_unrun_loop_freed", connect_on_unrun_loop_freed, 60},
@@ -1771,24 +1767,11 @@ static Suite *client_suite(void)
       {"drain_never_after_close", drain_never_after_close, 60},
       {"outgoing_max_buffer_enobufs", outgoing_max_buffer_enobufs, 60},
   };
-  Suite *s = suite_create("client");
 
-  for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-    TCase *tc = tcase_create(tests[i].name);
-    tcase_set_timeout(tc, tests[i].timeout);
-    tcase_add_test(tc, tests[i].fn);
-    suite_add_tcase(s, tc);
-  }
-  return s;
+  return th_suite("client", cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 int main(void)
 {
-  SRunner *sr = srunner_create(client_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(client_suite());
 }

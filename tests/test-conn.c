@@ -1576,11 +1576,7 @@ END_TEST
 
 static Suite *conn_suite(void)
 {
-  const struct {
-    const char *name;
-    const TTest *fn;
-    int timeout;
-  } tests[] = {
+  const th_case cases[] = {
       {"echo_many_clients", echo_many_clients, 120},
       {"echo_64mib_stream", echo_64mib_stream, 120},
       {"line_protocol_partial_frames", line_protocol_partial_frames, 60},
@@ -1601,24 +1597,11 @@ static Suite *conn_suite(void)
       {"no_sigpipe_on_reset_with_pending_write",
        no_sigpipe_on_reset_with_pending_write, 60},
   };
-  Suite *s = suite_create("conn");
 
-  for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-    TCase *tc = tcase_create(tests[i].name);
-    tcase_set_timeout(tc, tests[i].timeout);
-    tcase_add_test(tc, tests[i].fn);
-    suite_add_tcase(s, tc);
-  }
-  return s;
+  return th_suite("conn", cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 int main(void)
 {
-  SRunner *sr = srunner_create(conn_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(conn_suite());
 }

@@ -449,11 +449,5 @@ static Suite *loop_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(loop_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(loop_suite());
 }

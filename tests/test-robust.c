@@ -474,11 +474,5 @@ static Suite *robust_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(robust_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(robust_suite());
 }

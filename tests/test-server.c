@@ -1048,50 +1048,34 @@ END_TEST
 
 static Suite *server_suite(void)
 {
-  const struct {
-    const char *name;
-    const TTest *fn;
-  } tests[] = {
-      {"stop_with_many_connections", stop_with_many_connections},
-      {"unix_socket_echo", unix_socket_echo},
-      {"unix_socket_stale_file", unix_socket_stale_file},
-      {"unix_abstract_socket", unix_abstract_socket},
-      {"ipv6_echo", ipv6_echo},
-      {"ipv4_peer_addr", ipv4_peer_addr},
-      {"bad_addresses", bad_addresses},
-      {"address_in_use", address_in_use},
-      {"rebind_after_free", rebind_after_free},
-      {"port_zero_picks_a_port", port_zero_picks_a_port},
-      {"reuse_port_echo", reuse_port_echo},
-      {"round_robin_rotation", round_robin_rotation},
-      {"least_connections_picks_fewest", least_connections_picks_fewest},
-      {"max_connections_refuses", max_connections_refuses},
-      {"acceptor_tasks_before_start", acceptor_tasks_before_start},
-      {"post_after_stop_fails_cleanly", post_after_stop_fails_cleanly},
-      {"stop_before_start", stop_before_start},
-      {"stop_twice_is_harmless", stop_twice_is_harmless},
-      {"stop_from_signal_handler", stop_from_signal_handler},
-      {"idle_connections_closed", idle_connections_closed},
-      {"accessors", accessors},
+  const th_case cases[] = {
+      {"stop_with_many_connections", stop_with_many_connections, 60},
+      {"unix_socket_echo", unix_socket_echo, 60},
+      {"unix_socket_stale_file", unix_socket_stale_file, 60},
+      {"unix_abstract_socket", unix_abstract_socket, 60},
+      {"ipv6_echo", ipv6_echo, 60},
+      {"ipv4_peer_addr", ipv4_peer_addr, 60},
+      {"bad_addresses", bad_addresses, 60},
+      {"address_in_use", address_in_use, 60},
+      {"rebind_after_free", rebind_after_free, 60},
+      {"port_zero_picks_a_port", port_zero_picks_a_port, 60},
+      {"reuse_port_echo", reuse_port_echo, 60},
+      {"round_robin_rotation", round_robin_rotation, 60},
+      {"least_connections_picks_fewest", least_connections_picks_fewest, 60},
+      {"max_connections_refuses", max_connections_refuses, 60},
+      {"acceptor_tasks_before_start", acceptor_tasks_before_start, 60},
+      {"post_after_stop_fails_cleanly", post_after_stop_fails_cleanly, 60},
+      {"stop_before_start", stop_before_start, 60},
+      {"stop_twice_is_harmless", stop_twice_is_harmless, 60},
+      {"stop_from_signal_handler", stop_from_signal_handler, 60},
+      {"idle_connections_closed", idle_connections_closed, 60},
+      {"accessors", accessors, 60},
   };
-  Suite *s = suite_create("server");
 
-  for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-    TCase *tc = tcase_create(tests[i].name);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, tests[i].fn);
-    suite_add_tcase(s, tc);
-  }
-  return s;
+  return th_suite("server", cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 int main(void)
 {
-  SRunner *sr = srunner_create(server_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(server_suite());
 }

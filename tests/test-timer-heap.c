@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "helpers.h"
 #include "timer-heap.h"
 
 static void nop(void *arg)
@@ -197,11 +198,5 @@ static Suite *timer_heap_suite(void)
 
 int main(void)
 {
-  SRunner *sr = srunner_create(timer_heap_suite());
-  int failed;
-
-  srunner_run_all(sr, CK_ENV);
-  failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return th_run(timer_heap_suite());
 }
