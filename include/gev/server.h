@@ -54,6 +54,9 @@ typedef struct gev_options {
 /**
  * Create a server and bind its listener(s). The acceptor loop exists from
  * here on: tasks and timers posted to it run once gev_server_start runs.
+ * idle_timeout_ms: bytes received or sent count as activity; the check runs
+ * every quarter of the timeout, so a connection closes after between 1 and
+ * 1.25 times it (on_close runs, queued output is dropped).
  * ":port" binds 0.0.0.0; use "[::]:port" for IPv6. "unix:/path" removes a
  * stale socket file at /path (one nobody accepts on) before binding, and
  * gev_server_free removes the file again. reuse_port does not apply to
