@@ -231,6 +231,16 @@ int th_count_fds(void)
   return count_dir("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
+static bool threads_at_most(void *arg)
+{
+  return th_count_threads() <= *(int *)arg;
+}
+
+bool th_wait_threads(int max, int timeout_ms)
+{
+  return th_wait_until(threads_at_most, &max, timeout_ms);
+}
+
 static void *noop_thread(void *arg)
 {
   return arg;

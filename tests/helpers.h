@@ -57,6 +57,9 @@ bool th_wait_int(const volatile int *v, int want, int timeout_ms);
 
 int th_count_fds(void);
 int th_count_threads(void);
+/* Threads are reaped a moment after pthread_join returns, so a thread
+ * count is awaited: true once it is at most `max`, within timeout_ms. */
+bool th_wait_threads(int max, int timeout_ms);
 uint64_t th_now_ms(void);
 /* Process CPU time (user + system) in milliseconds. */
 uint64_t th_cpu_ms(void);

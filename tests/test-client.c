@@ -506,7 +506,8 @@ START_TEST(standalone_loop_echo)
   th_stop(srv);
   ck_assert_int_eq(ld(&g_violations), 0);
   ck_assert_int_eq(th_count_fds(), fds0);
-  ck_assert_int_eq(th_count_threads(), threads0);
+  ck_assert_msg(th_wait_threads(threads0, 5000), "%d threads, %d before",
+                th_count_threads(), threads0);
 }
 END_TEST
 

@@ -153,11 +153,6 @@ static void runner_join(runner *r)
   ck_assert_int_eq(r->result, 0);
 }
 
-static bool back_to(void *arg)
-{
-  return th_count_threads() <= *(int *)arg;
-}
-
 static void *nothing(void *arg)
 {
   return arg;
@@ -179,8 +174,8 @@ static int thread_baseline(void)
  * after waking the joiner), so thread counts are awaited, bounded. */
 static void assert_threads_back(int baseline)
 {
-  ck_assert_msg(th_wait_until(back_to, &baseline, 5000),
-                "%d threads, %d before", th_count_threads(), baseline);
+  ck_assert_msg(th_wait_threads(baseline, 5000), "%d threads, %d before",
+                th_count_threads(), baseline);
 }
 
 /* ---- 8. stop with 1,000 live connections ------------------------------- */
