@@ -329,3 +329,61 @@ int th_run(Suite *s)
   srunner_free(sr);
   return failed ? 1 : 0;
 }
+
+int th_ld(const int *v)
+{
+  return __atomic_load_n(v, __ATOMIC_SEQ_CST);
+}
+
+void th_st(int *v, int x)
+{
+  __atomic_store_n(v, x, __ATOMIC_SEQ_CST);
+}
+
+void th_inc(int *v)
+{
+  __atomic_fetch_add(v, 1, __ATOMIC_SEQ_CST);
+}
+
+int th_connects, th_closes, th_violations;
+
+void th_count_connect(gev_conn *c)
+{
+  (void)c;
+  th_inc(&th_connects);
+}
+
+void th_count_close(gev_conn *c)
+{
+  (void)c;
+  th_inc(&th_closes);
+}
+
+void th_echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  (void)c;
+  if (th_echo_move(in, out))
+    th_inc(&th_violations);
+}
+
+const gev_handler th_echo_handler = {th_count_connect, th_echo_msg,
+                                     th_count_close};
+
+void th_reset_counters(void)
+{
+  th_st(&th_connects, 0);
+  th_st(&th_closes, 0);
+  th_st(&th_violations, 0);
+}
+
+void *th_join(pthread_t t, int seconds)
+{
+  struct timespec ts;
+  void *ret = NULL;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += seconds;
+  ck_assert_msg(pthread_timedjoin_np(t, &ret, &ts) == 0,
+                "thread did not finish within %d s", seconds);
+  return ret;
+}

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #include <check.h>
+#include <pthread.h>
+
 #include <gev/gev.h>
 
 /* One test case: a TCase of its own named after it, with a timeout. */
@@ -23,6 +25,24 @@ Suite *th_suite(const char *name, const th_case *cases, size_t n);
 /* Runs the suite with srunner_run_all(CK_ENV) and frees it; returns the
  * process exit status (1 when any case failed). */
 int th_run(Suite *s);
+
+/* Counters shared between callbacks and the test thread (seq_cst). */
+int th_ld(const int *v);
+void th_st(int *v, int x);
+void th_inc(int *v);
+
+/* A counting echo handler: th_connects and th_closes count the callbacks,
+ * th_violations counts writes `out` refused (must stay 0). */
+extern int th_connects, th_closes, th_violations;
+extern const gev_handler th_echo_handler;
+/* The handler's pieces, for tables that mix them with others. */
+void th_count_connect(gev_conn *c);
+void th_count_close(gev_conn *c);
+void th_echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out);
+void th_reset_counters(void);
+
+/* pthread_join, failing the test after `seconds`; returns the result. */
+void *th_join(pthread_t t, int seconds);
 
 /* A gev server running gev_server_start on its own thread. */
 typedef struct th_server {

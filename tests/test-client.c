@@ -30,33 +30,6 @@
 
 /* ---- shared scaffolding ----------------------------------------------- */
 
-static int ld(const int *v)
-{
-  return __atomic_load_n(v, __ATOMIC_SEQ_CST);
-}
-
-static void st(int *v, int x)
-{
-  __atomic_store_n(v, x, __ATOMIC_SEQ_CST);
-}
-
-static void inc(int *v)
-{
-  __atomic_fetch_add(v, 1, __ATOMIC_SEQ_CST);
-}
-
-static void *join_bounded(pthread_t t, int seconds)
-{
-  struct timespec ts;
-  void *ret = NULL;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += seconds;
-  ck_assert_msg(pthread_timedjoin_np(t, &ret, &ts) == 0,
-                "thread did not finish within %d s", seconds);
-  return ret;
-}
-
 /* Runs fn(arg) in loop l's thread and waits for it (bounded). Tasks posted
  * from one thread run in order, so this also fences what that thread
  * posted before (gev_loop_connect, cross-thread pause, ...). */
@@ -70,7 +43,7 @@ static void in_loop_trampoline(void *arg)
 {
   in_loop_call *k = arg;
   k->fn(k->arg);
-  st(&k->done, 1);
+  th_st(&k->done, 1);
 }
 
 static void noop(void *arg)
@@ -95,7 +68,7 @@ typedef struct blocker {
 static void block_task(void *arg)
 {
   blocker *b = arg;
-  st(&b->entered, 1);
+  th_st(&b->entered, 1);
   usleep((useconds_t)b->ms * 1000);
 }
 
@@ -131,7 +104,7 @@ static void lt_start(loop_thread *x)
 static int lt_stop(loop_thread *x)
 {
   gev_loop_stop(x->l);
-  join_bounded(x->t, 20);
+  th_join(x->t, 20);
   return x->rc;
 }
 
@@ -230,46 +203,16 @@ static void close_all(int *fds, int n)
 
 /* ---- a server-side echo handler --------------------------------------- */
 
-static int g_srv_connects, g_srv_closes, g_violations;
-
-static void srv_connect(gev_conn *c)
-{
-  (void)c;
-  inc(&g_srv_connects);
-}
-
-static void srv_close(gev_conn *c)
-{
-  (void)c;
-  inc(&g_srv_closes);
-}
-
-/* Moves what fits in `out`, like examples/echo. */
-static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
-{
-  (void)c;
-  if (th_echo_move(in, out))
-    inc(&g_violations);
-}
-
-static const gev_handler echo_handler = {srv_connect, echo_msg, srv_close};
-
 /* Greets each client, then echoes. */
 static void greet_connect(gev_conn *c)
 {
   if (gev_conn_send(c, "hi\n", 3) != 0)
-    inc(&g_violations);
-  inc(&g_srv_connects);
+    th_inc(&th_violations);
+  th_inc(&th_connects);
 }
 
-static const gev_handler greet_handler = {greet_connect, echo_msg, srv_close};
-
-static void reset_server_counters(void)
-{
-  st(&g_srv_connects, 0);
-  st(&g_srv_closes, 0);
-  st(&g_violations, 0);
-}
+static const gev_handler greet_handler = {greet_connect, th_echo_msg,
+                                          th_count_close};
 
 /* ---- the client-side probe -------------------------------------------- *
  * One probe per outgoing connection, given as both opt.context and
@@ -304,7 +247,7 @@ static void probe_init(probe *p, gev_loop *l)
   p->magic = PROBE_MAGIC;
   p->loop = l;
   p->send_rc = p->close_rc1 = p->close_rc2 = 1;
-  st(&g_bad_ctx, 0);
+  th_st(&g_bad_ctx, 0);
 }
 
 static probe *probe_of(gev_conn *c)
@@ -312,11 +255,11 @@ static probe *probe_of(gev_conn *c)
   probe *p = gev_conn_context(c);
 
   if (!p || p->magic != PROBE_MAGIC) {
-    inc(&g_bad_ctx);
+    th_inc(&g_bad_ctx);
     return NULL;
   }
   if (!gev_loop_in_thread(gev_conn_loop(c)) || gev_conn_loop(c) != p->loop)
-    inc(&p->bad_thread);
+    th_inc(&p->bad_thread);
   return p;
 }
 
@@ -325,21 +268,21 @@ static void p_result(gev_conn *c, int err, void *arg)
   probe *p = arg;
 
   if (!p || p->magic != PROBE_MAGIC) {
-    inc(&g_bad_ctx);
+    th_inc(&g_bad_ctx);
     return;
   }
   if (!gev_loop_in_thread(p->loop))
-    inc(&p->bad_thread);
-  if (ld(&p->results) != 0 || ld(&p->connects) != 0 ||
+    th_inc(&p->bad_thread);
+  if (th_ld(&p->results) != 0 || th_ld(&p->connects) != 0 ||
       (c == NULL) != (err != 0))
-    inc(&p->bad_order);
+    th_inc(&p->bad_order);
   p->result_err = err;
   p->result_conn = c != NULL;
   if (c) {
     gev_conn_ref(c); /* for the test thread */
     p->c = c;
   }
-  inc(&p->results); /* last: publishes the fields above */
+  th_inc(&p->results); /* last: publishes the fields above */
 }
 
 static void p_connect(gev_conn *c)
@@ -348,14 +291,14 @@ static void p_connect(gev_conn *c)
 
   if (!p)
     return;
-  if (ld(&p->results) != 1 || p->c != c || ld(&p->connects) != 0)
-    inc(&p->bad_order);
+  if (th_ld(&p->results) != 1 || p->c != c || th_ld(&p->connects) != 0)
+    th_inc(&p->bad_order);
   if (gev_conn_server(c) != p->want_server)
-    inc(&p->bad_server);
+    th_inc(&p->bad_server);
   snprintf(p->peer, sizeof(p->peer), "%s", gev_conn_peer_addr(c));
   if (p->hello_len)
     p->send_rc = gev_conn_send(c, p->hello, p->hello_len);
-  inc(&p->connects);
+  th_inc(&p->connects);
 }
 
 static void p_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -368,19 +311,19 @@ static void p_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     ringbuffer_retrieve_all(in);
     return;
   }
-  if (ld(&p->connects) != 1 || ld(&p->closes) != 0)
-    inc(&p->bad_order);
-  got = (size_t)ld(&p->got);
+  if (th_ld(&p->connects) != 1 || th_ld(&p->closes) != 0)
+    th_inc(&p->bad_order);
+  got = (size_t)th_ld(&p->got);
   if (n > sizeof(p->rx) - got)
     n = sizeof(p->rx) - got; /* more than expected: the test sees the count */
   ringbuffer_read(in, p->rx + got, n);
   ringbuffer_retrieve_all(in);
-  inc(&p->msgs);
+  th_inc(&p->msgs);
   if (p->close_at && got < p->close_at && got + n >= p->close_at) {
     p->close_rc1 = gev_conn_close(c);
     p->close_rc2 = gev_conn_close(c);
   }
-  st(&p->got, (int)(got + n)); /* last: publishes rx */
+  th_st(&p->got, (int)(got + n)); /* last: publishes rx */
 }
 
 static void p_close(gev_conn *c)
@@ -389,9 +332,9 @@ static void p_close(gev_conn *c)
 
   if (!p)
     return;
-  if (ld(&p->connects) != 1 || ld(&p->closes) != 0)
-    inc(&p->bad_order);
-  inc(&p->closes);
+  if (th_ld(&p->connects) != 1 || th_ld(&p->closes) != 0)
+    th_inc(&p->bad_order);
+  th_inc(&p->closes);
 }
 
 static const gev_handler probe_handler = {p_connect, p_message, p_close};
@@ -413,16 +356,16 @@ static void probe_connect(probe *p, gev_loop *l, const char *addr,
 /* No on_connect, no stray on_result, no order or thread violation. */
 static void assert_failed_once(probe *p, int want_err)
 {
-  ck_assert_int_eq(ld(&p->results), 1);
+  ck_assert_int_eq(th_ld(&p->results), 1);
   ck_assert_msg(p->result_err == want_err, "on_result got %d (%s), want %s",
                 p->result_err, gev_strerror(p->result_err),
                 gev_strerror(want_err));
   ck_assert_int_eq(p->result_conn, 0);
-  ck_assert_int_eq(ld(&p->connects), 0);
-  ck_assert_int_eq(ld(&p->closes), 0);
-  ck_assert_int_eq(ld(&p->bad_order), 0);
-  ck_assert_int_eq(ld(&p->bad_thread), 0);
-  ck_assert_int_eq(ld(&g_bad_ctx), 0);
+  ck_assert_int_eq(th_ld(&p->connects), 0);
+  ck_assert_int_eq(th_ld(&p->closes), 0);
+  ck_assert_int_eq(th_ld(&p->bad_order), 0);
+  ck_assert_int_eq(th_ld(&p->bad_thread), 0);
+  ck_assert_int_eq(th_ld(&g_bad_ctx), 0);
 }
 
 /* ---- 1. a standalone loop connects, echoes, closes, stops ------------- */
@@ -440,10 +383,10 @@ START_TEST(standalone_loop_echo)
   th_server *srv;
   probe p, q;
 
-  reset_server_counters();
+  th_reset_counters();
   fds0 = th_count_fds();
   threads0 = th_count_threads();
-  srv = th_start(&echo_handler, &so);
+  srv = th_start(&th_echo_handler, &so);
   lt_start(&lt);
   probe_init(&p, lt.l);
   p.hello = hello;
@@ -460,27 +403,27 @@ START_TEST(standalone_loop_echo)
   memset(&o, 0, sizeof(o));
 
   ck_assert_msg(th_wait_int(&p.closes, 1, 10000),
-                "no on_close: results %d connects %d got %d", ld(&p.results),
-                ld(&p.connects), ld(&p.got));
-  ck_assert_int_eq(ld(&p.results), 1);
+                "no on_close: results %d connects %d got %d", th_ld(&p.results),
+                th_ld(&p.connects), th_ld(&p.got));
+  ck_assert_int_eq(th_ld(&p.results), 1);
   ck_assert_int_eq(p.result_err, 0);
   ck_assert_int_eq(p.result_conn, 1);
-  ck_assert_int_eq(ld(&p.connects), 1);
+  ck_assert_int_eq(th_ld(&p.connects), 1);
   ck_assert_int_eq(p.send_rc, 0);
-  ck_assert_int_eq(ld(&p.got), (int)n);
+  ck_assert_int_eq(th_ld(&p.got), (int)n);
   ck_assert(memcmp(p.rx, hello, n) == 0);
   ck_assert_int_eq(p.close_rc1, 0);
   ck_assert_int_eq(p.close_rc2, -ENOTCONN);
   ck_assert_str_eq(p.peer, want_peer);
-  ck_assert_int_eq(ld(&p.bad_server), 0); /* gev_conn_server: NULL */
-  ck_assert_int_eq(ld(&p.bad_order), 0);
-  ck_assert_int_eq(ld(&p.bad_thread), 0);
-  ck_assert_int_eq(ld(&g_bad_ctx), 0);
+  ck_assert_int_eq(th_ld(&p.bad_server), 0); /* gev_conn_server: NULL */
+  ck_assert_int_eq(th_ld(&p.bad_order), 0);
+  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
+  ck_assert_int_eq(th_ld(&g_bad_ctx), 0);
   ck_assert(!gev_conn_connected(p.c));
   ck_assert_int_eq(gev_conn_fd(p.c), -1);
-  ck_assert(th_wait_int(&g_srv_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   usleep(50000);
-  ck_assert_int_eq(ld(&p.closes), 1); /* once */
+  ck_assert_int_eq(th_ld(&p.closes), 1); /* once */
 
   /* A second one with a connect timeout, left open: the timer went with
    * the connect (no late on_result, no close), and the stop closes it. */
@@ -489,22 +432,22 @@ START_TEST(standalone_loop_echo)
   probe_connect(&q, lt.l, addr, 100, 0);
   ck_assert(th_wait_int(&q.connects, 1, 10000));
   usleep(300000);
-  ck_assert_int_eq(ld(&q.results), 1);
-  ck_assert_int_eq(ld(&q.closes), 0);
+  ck_assert_int_eq(th_ld(&q.results), 1);
+  ck_assert_int_eq(th_ld(&q.closes), 0);
   ck_assert(gev_conn_connected(q.c));
 
   ck_assert_int_eq(lt_stop(&lt), 0);
   ck_assert_int_eq(gev_loop_run(lt.l), -EALREADY);
-  ck_assert_int_eq(ld(&p.closes), 1);
-  ck_assert_int_eq(ld(&q.closes), 1);
-  ck_assert_int_eq(ld(&q.bad_order), 0);
-  ck_assert_int_eq(ld(&q.bad_thread), 0);
-  ck_assert_int_eq(ld(&g_bad_ctx), 0);
+  ck_assert_int_eq(th_ld(&p.closes), 1);
+  ck_assert_int_eq(th_ld(&q.closes), 1);
+  ck_assert_int_eq(th_ld(&q.bad_order), 0);
+  ck_assert_int_eq(th_ld(&q.bad_thread), 0);
+  ck_assert_int_eq(th_ld(&g_bad_ctx), 0);
   gev_conn_unref(p.c);
   gev_conn_unref(q.c);
   gev_loop_free(lt.l);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
   ck_assert_int_eq(th_count_fds(), fds0);
   ck_assert_msg(th_wait_threads(threads0, 5000), "%d threads, %d before",
                 th_count_threads(), threads0);
@@ -628,13 +571,13 @@ START_TEST(connect_bad_arguments)
   /* Anything posted by the calls above has run once this has. */
   run_in_loop(lt.l, noop, NULL);
   usleep(50000);
-  ck_assert_int_eq(ld(&p.results), 0);
+  ck_assert_int_eq(th_ld(&p.results), 0);
 
   ck_assert_int_eq(lt_stop(&lt), 0);
   o.address = "127.0.0.1:9";
   ck_assert_int_eq(gev_loop_connect(lt.l, &probe_handler, &o), -ESHUTDOWN);
-  ck_assert_int_eq(ld(&p.results), 0);
-  ck_assert_int_eq(ld(&g_bad_ctx), 0);
+  ck_assert_int_eq(th_ld(&p.results), 0);
+  ck_assert_int_eq(th_ld(&g_bad_ctx), 0);
   gev_loop_free(lt.l);
 }
 END_TEST
@@ -653,7 +596,7 @@ START_TEST(connect_unix)
   th_server *srv;
   probe p;
 
-  reset_server_counters();
+  th_reset_counters();
   snprintf(path, sizeof(path), "/tmp/gev-client-%d.sock", (int)getpid());
   snprintf(addr, sizeof(addr), "unix:%s", path);
   unlink(path);
@@ -668,13 +611,13 @@ START_TEST(connect_unix)
   probe_connect(&p, lt.l, addr, 1000, 0);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
   ck_assert_int_eq(p.result_err, 0);
-  ck_assert_int_eq(ld(&p.got), (int)(3 + n));
+  ck_assert_int_eq(th_ld(&p.got), (int)(3 + n));
   ck_assert(memcmp(p.rx, "hi\n", 3) == 0);
   ck_assert(memcmp(p.rx + 3, ping, n) == 0);
   ck_assert_str_eq(p.peer, path);
-  ck_assert_int_eq(ld(&p.bad_order), 0);
-  ck_assert_int_eq(ld(&p.bad_thread), 0);
-  ck_assert(th_wait_int(&g_srv_closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&p.bad_order), 0);
+  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   gev_conn_unref(p.c);
 
   /* No socket file at all: connect(2) says ENOENT at once. */
@@ -704,7 +647,7 @@ START_TEST(connect_unix)
   gev_loop_free(lt.l);
   th_stop(srv);
   ck_assert_int_eq(access(path, F_OK), -1); /* gev_server_free removed it */
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
   ck_assert_int_eq(th_count_fds(), fds0);
 }
 END_TEST
@@ -728,7 +671,7 @@ START_TEST(stop_cancels_connect)
   probe_connect(&p, lt.l, addr, 0, 0);
   run_in_loop(lt.l, noop, NULL); /* the connect has started */
   usleep(50000);
-  ck_assert_int_eq(ld(&p.results), 0);
+  ck_assert_int_eq(th_ld(&p.results), 0);
   ck_assert_int_eq(lt_stop(&lt), 0);
   assert_failed_once(&p, -ECANCELED);
   gev_loop_free(lt.l);
@@ -756,16 +699,16 @@ static int g_s1_connects, g_s1_closes;
 static void s1_connect(gev_conn *c)
 {
   (void)c;
-  inc(&g_s1_connects);
+  th_inc(&g_s1_connects);
 }
 
 static void s1_close(gev_conn *c)
 {
   (void)c;
-  inc(&g_s1_closes);
+  th_inc(&g_s1_closes);
 }
 
-static const gev_handler s1_handler = {s1_connect, echo_msg, s1_close};
+static const gev_handler s1_handler = {s1_connect, th_echo_msg, s1_close};
 
 static bool roundtrip(int fd, const char *msg)
 {
@@ -787,10 +730,10 @@ START_TEST(connect_on_server_worker_loop)
   probe p, q;
   int in1, in2, in3;
 
-  reset_server_counters();
-  st(&g_s1_connects, 0);
-  st(&g_s1_closes, 0);
-  target = th_start(&echo_handler, &to);
+  th_reset_counters();
+  th_st(&g_s1_connects, 0);
+  th_st(&g_s1_closes, 0);
+  target = th_start(&th_echo_handler, &to);
   s1 = th_start(&s1_handler, &so);
   wl = gev_server_worker_loop(s1->s, 0);
   ck_assert_ptr_nonnull(wl);
@@ -811,13 +754,13 @@ START_TEST(connect_on_server_worker_loop)
   in1 = th_connect(s1->port);
   ck_assert_int_ge(in1, 0);
   ck_assert(roundtrip(in1, "inbound one"));
-  ck_assert_int_eq(ld(&g_s1_connects), 1);
+  ck_assert_int_eq(th_ld(&g_s1_connects), 1);
   ck_assert_int_eq(gev_server_conn_count(s1->s), 1);
   /* ...and only one. */
   in2 = th_connect(s1->port);
   ck_assert_int_ge(in2, 0);
   ck_assert(th_wait_eof(in2, 10000));
-  ck_assert_int_eq(ld(&g_s1_connects), 1);
+  ck_assert_int_eq(th_ld(&g_s1_connects), 1);
 
   /* Closing the outgoing one frees no inbound slot. */
   ck_assert_int_eq(gev_conn_close(p.c), 0);
@@ -826,7 +769,7 @@ START_TEST(connect_on_server_worker_loop)
   in3 = th_connect(s1->port);
   ck_assert_int_ge(in3, 0);
   ck_assert(th_wait_eof(in3, 10000));
-  ck_assert_int_eq(ld(&g_s1_connects), 1);
+  ck_assert_int_eq(th_ld(&g_s1_connects), 1);
   ck_assert(roundtrip(in1, "inbound one, still"));
 
   /* A second outgoing connection, left open: the stop closes it. */
@@ -836,21 +779,21 @@ START_TEST(connect_on_server_worker_loop)
   ck_assert(th_wait_int(&q.connects, 1, 10000));
   ck_assert_int_eq(gev_server_conn_count(s1->s), 1);
   th_stop(s1);
-  ck_assert_int_eq(ld(&q.closes), 1);
-  ck_assert_int_eq(ld(&g_s1_closes), 1);
+  ck_assert_int_eq(th_ld(&q.closes), 1);
+  ck_assert_int_eq(th_ld(&g_s1_closes), 1);
   ck_assert(th_wait_eof(in1, 10000));
-  ck_assert(th_wait_int(&g_srv_closes, 2, 10000)); /* the target saw both */
+  ck_assert(th_wait_int(&th_closes, 2, 10000)); /* the target saw both */
 
   for (probe *x = &p; x; x = x == &p ? &q : NULL) {
-    ck_assert_int_eq(ld(&x->results), 1);
-    ck_assert_int_eq(ld(&x->connects), 1);
-    ck_assert_int_eq(ld(&x->closes), 1);
-    ck_assert_int_eq(ld(&x->bad_order), 0);
-    ck_assert_int_eq(ld(&x->bad_thread), 0);
-    ck_assert_int_eq(ld(&x->bad_server), 0); /* gev_conn_server: s1 */
+    ck_assert_int_eq(th_ld(&x->results), 1);
+    ck_assert_int_eq(th_ld(&x->connects), 1);
+    ck_assert_int_eq(th_ld(&x->closes), 1);
+    ck_assert_int_eq(th_ld(&x->bad_order), 0);
+    ck_assert_int_eq(th_ld(&x->bad_thread), 0);
+    ck_assert_int_eq(th_ld(&x->bad_server), 0); /* gev_conn_server: s1 */
     gev_conn_unref(x->c);
   }
-  ck_assert_int_eq(ld(&g_bad_ctx), 0);
+  ck_assert_int_eq(th_ld(&g_bad_ctx), 0);
   th_stop(target);
   close(in1);
   close(in2);
@@ -870,47 +813,47 @@ static char g_pz_rx[4096];
 static void pz_reset(void)
 {
   g_pz = NULL;
-  st(&g_pz_connects, 0);
-  st(&g_pz_closes, 0);
-  st(&g_pz_msgs, 0);
-  st(&g_pz_pauses, 0);
-  st(&g_pz_got, 0);
-  st(&g_pz_bad, 0);
+  th_st(&g_pz_connects, 0);
+  th_st(&g_pz_closes, 0);
+  th_st(&g_pz_msgs, 0);
+  th_st(&g_pz_pauses, 0);
+  th_st(&g_pz_got, 0);
+  th_st(&g_pz_bad, 0);
 }
 
 static void pz_connect(gev_conn *c)
 {
   if (gev_conn_pause_read(c) != 0)
-    inc(&g_pz_bad);
+    th_inc(&g_pz_bad);
   gev_conn_ref(c);
   g_pz = c;
-  inc(&g_pz_connects);
+  th_inc(&g_pz_connects);
 }
 
 static void pz_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  int got = ld(&g_pz_got);
+  int got = th_ld(&g_pz_got);
   char ch;
 
   (void)out;
-  inc(&g_pz_msgs);
+  th_inc(&g_pz_msgs);
   while (ringbuffer_read(in, &ch, 1) == 1) {
     if (ch == '|') {
       if (gev_conn_pause_read(c) != 0)
-        inc(&g_pz_bad);
-      inc(&g_pz_pauses);
+        th_inc(&g_pz_bad);
+      th_inc(&g_pz_pauses);
       break;
     }
     if (got < (int)sizeof(g_pz_rx))
       g_pz_rx[got++] = ch;
   }
-  st(&g_pz_got, got);
+  th_st(&g_pz_got, got);
 }
 
 static void pz_close(gev_conn *c)
 {
   (void)c;
-  inc(&g_pz_closes);
+  th_inc(&g_pz_closes);
 }
 
 static const gev_handler pz_handler = {pz_connect, pz_message, pz_close};
@@ -919,8 +862,8 @@ static const gev_handler pz_handler = {pz_connect, pz_message, pz_close};
 static void assert_no_message(int msgs, int got)
 {
   usleep(200000);
-  ck_assert_int_eq(ld(&g_pz_msgs), msgs);
-  ck_assert_int_eq(ld(&g_pz_got), got);
+  ck_assert_int_eq(th_ld(&g_pz_msgs), msgs);
+  ck_assert_int_eq(th_ld(&g_pz_got), got);
 }
 
 START_TEST(pause_resume_read)
@@ -947,9 +890,9 @@ START_TEST(pause_resume_read)
   /* Paused mid-stream, input held back; more arrives while paused. */
   ck_assert(th_write_all(fd, "xxxx|yyyy", 9));
   ck_assert(th_wait_int(&g_pz_pauses, 1, 10000));
-  ck_assert_int_eq(ld(&g_pz_got), 1004);
+  ck_assert_int_eq(th_ld(&g_pz_got), 1004);
   ck_assert(th_write_all(fd, "zzzz", 4));
-  msgs = ld(&g_pz_msgs);
+  msgs = th_ld(&g_pz_msgs);
   assert_no_message(msgs, 1004);
   ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
   ck_assert(th_wait_int(&g_pz_got, 1012, 10000));
@@ -958,7 +901,7 @@ START_TEST(pause_resume_read)
   /* Held input is shown again after resume without any new bytes. */
   ck_assert(th_write_all(fd, "1111|2222", 9));
   ck_assert(th_wait_int(&g_pz_pauses, 2, 10000));
-  msgs = ld(&g_pz_msgs);
+  msgs = th_ld(&g_pz_msgs);
   assert_no_message(msgs, 1016);
   ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
   ck_assert(th_wait_int(&g_pz_got, 1020, 10000));
@@ -968,7 +911,7 @@ START_TEST(pause_resume_read)
   ck_assert_int_eq(gev_conn_pause_read(g_pz), 0);
   run_in_loop(gev_server_worker_loop(srv->s, 0), noop, NULL);
   ck_assert(th_write_all(fd, "5555", 4));
-  msgs = ld(&g_pz_msgs);
+  msgs = th_ld(&g_pz_msgs);
   assert_no_message(msgs, 1020);
   ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
   ck_assert(th_wait_int(&g_pz_got, 1024, 10000));
@@ -981,7 +924,7 @@ START_TEST(pause_resume_read)
   ck_assert_int_eq(gev_conn_resume_read(g_pz), -ENOTCONN);
   ck_assert_int_eq(gev_conn_pause_read(NULL), -EINVAL);
   ck_assert_int_eq(gev_conn_resume_read(NULL), -EINVAL);
-  ck_assert_int_eq(ld(&g_pz_bad), 0);
+  ck_assert_int_eq(th_ld(&g_pz_bad), 0);
   gev_conn_unref(g_pz);
   th_stop(srv);
 }
@@ -996,13 +939,13 @@ static int g_xp_n, g_xp_a_msgs, g_xp_b_msgs, g_xp_b_got, g_xp_bad;
 
 static void xp_connect(gev_conn *c)
 {
-  int i = ld(&g_xp_n);
+  int i = th_ld(&g_xp_n);
 
   if (i < 2) {
     gev_conn_ref(c);
     g_xp[i] = c;
   }
-  inc(&g_xp_n);
+  th_inc(&g_xp_n);
 }
 
 static void xp_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -1010,13 +953,13 @@ static void xp_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   (void)out;
   if (c == g_xp[0]) {
     if (ringbuffer_find(in, "p", 1) >= 0 && gev_conn_pause_read(g_xp[1]) != 0)
-      inc(&g_xp_bad);
+      th_inc(&g_xp_bad);
     ringbuffer_retrieve_all(in);
-    inc(&g_xp_a_msgs);
+    th_inc(&g_xp_a_msgs);
   } else {
     int n = (int)ringbuffer_len(in);
     ringbuffer_retrieve_all(in);
-    inc(&g_xp_b_msgs);
+    th_inc(&g_xp_b_msgs);
     __atomic_fetch_add(&g_xp_b_got, n, __ATOMIC_SEQ_CST);
   }
 }
@@ -1031,11 +974,11 @@ START_TEST(pause_from_other_connection)
   int fa, fb;
 
   g_xp[0] = g_xp[1] = NULL;
-  st(&g_xp_n, 0);
-  st(&g_xp_a_msgs, 0);
-  st(&g_xp_b_msgs, 0);
-  st(&g_xp_b_got, 0);
-  st(&g_xp_bad, 0);
+  th_st(&g_xp_n, 0);
+  th_st(&g_xp_a_msgs, 0);
+  th_st(&g_xp_b_msgs, 0);
+  th_st(&g_xp_b_got, 0);
+  th_st(&g_xp_bad, 0);
   srv = th_start(&xp_handler, &so);
   fa = th_connect(srv->port);
   ck_assert_int_ge(fa, 0);
@@ -1051,11 +994,11 @@ START_TEST(pause_from_other_connection)
   ck_assert(th_write_all(fb, "data", 4));
   ck_assert(th_wait_int(&g_xp_a_msgs, 1, 10000));
   usleep(200000);
-  ck_assert_msg(ld(&g_xp_b_msgs) == 0,
+  ck_assert_msg(th_ld(&g_xp_b_msgs) == 0,
                 "B got on_message after A paused it in the same pass");
   ck_assert_int_eq(gev_conn_resume_read(g_xp[1]), 0);
   ck_assert(th_wait_int(&g_xp_b_got, 4, 10000));
-  ck_assert_int_eq(ld(&g_xp_bad), 0);
+  ck_assert_int_eq(th_ld(&g_xp_bad), 0);
   close(fa);
   close(fb);
   th_stop(srv);
@@ -1077,42 +1020,42 @@ static char g_ep_rx[16];
 static void ep_reset(int keep)
 {
   g_ep = NULL;
-  st(&g_ep_connects, 0);
-  st(&g_ep_closes, 0);
-  st(&g_ep_calls, 0);
-  st(&g_ep_got, 0);
-  st(&g_ep_bad, 0);
-  st(&g_ep_keep, keep);
+  th_st(&g_ep_connects, 0);
+  th_st(&g_ep_closes, 0);
+  th_st(&g_ep_calls, 0);
+  th_st(&g_ep_got, 0);
+  th_st(&g_ep_bad, 0);
+  th_st(&g_ep_keep, keep);
 }
 
 static void ep_connect(gev_conn *c)
 {
   if (gev_conn_pause_read(c) != 0)
-    inc(&g_ep_bad);
+    th_inc(&g_ep_bad);
   gev_conn_ref(c);
   g_ep = c;
-  inc(&g_ep_connects);
+  th_inc(&g_ep_connects);
 }
 
 static void ep_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  int got = ld(&g_ep_got);
+  int got = th_ld(&g_ep_got);
 
   (void)out;
-  if (ld(&g_ep_keep) && ld(&g_ep_calls) == 1)
+  if (th_ld(&g_ep_keep) && th_ld(&g_ep_calls) == 1)
     ; /* takes nothing this time */
   else if (got < (int)sizeof(g_ep_rx) &&
            ringbuffer_read(in, g_ep_rx + got, 1) == 1)
-    st(&g_ep_got, got + 1);
-  if (ld(&g_ep_calls) >= 1 && gev_conn_pause_read(c) != 0)
-    inc(&g_ep_bad);
-  inc(&g_ep_calls);
+    th_st(&g_ep_got, got + 1);
+  if (th_ld(&g_ep_calls) >= 1 && gev_conn_pause_read(c) != 0)
+    th_inc(&g_ep_bad);
+  th_inc(&g_ep_calls);
 }
 
 static void ep_close(gev_conn *c)
 {
   (void)c;
-  inc(&g_ep_closes);
+  th_inc(&g_ep_closes);
 }
 
 static const gev_handler ep_handler = {ep_connect, ep_message, ep_close};
@@ -1142,18 +1085,19 @@ static th_server *ep_begin(int keep, int *fd)
  * of it is in; then the connection closes. */
 static void ep_finish(th_server *srv, int fd)
 {
-  for (int i = 0; i < 10 && ld(&g_ep_closes) == 0; i++) {
-    int calls = ld(&g_ep_calls);
+  for (int i = 0; i < 10 && th_ld(&g_ep_closes) == 0; i++) {
+    int calls = th_ld(&g_ep_calls);
     ck_assert_int_eq(gev_conn_resume_read(g_ep), 0);
     for (int w = 0;
-         w < 10000 && ld(&g_ep_calls) == calls && ld(&g_ep_closes) == 0; w++)
+         w < 10000 && th_ld(&g_ep_calls) == calls && th_ld(&g_ep_closes) == 0;
+         w++)
       usleep(1000);
   }
   ck_assert(th_wait_int(&g_ep_closes, 1, 10000));
-  ck_assert_int_eq(ld(&g_ep_got), 6);
+  ck_assert_int_eq(th_ld(&g_ep_got), 6);
   ck_assert(memcmp(g_ep_rx, "abcdef", 6) == 0);
   ck_assert(th_wait_eof(fd, 10000));
-  ck_assert_int_eq(ld(&g_ep_bad), 0);
+  ck_assert_int_eq(th_ld(&g_ep_bad), 0);
   gev_conn_unref(g_ep);
   close(fd);
   th_stop(srv);
@@ -1169,8 +1113,8 @@ START_TEST(paused_after_peer_eof_no_spin)
   cpu0 = th_cpu_ms();
   usleep(500000);
   cpu1 = th_cpu_ms();
-  ck_assert_int_eq(ld(&g_ep_calls), 2);
-  ck_assert_int_eq(ld(&g_ep_closes), 0);
+  ck_assert_int_eq(th_ld(&g_ep_calls), 2);
+  ck_assert_int_eq(th_ld(&g_ep_closes), 0);
   ck_assert_msg(cpu1 - cpu0 < 100,
                 "%llu ms of CPU in 500 ms while paused: the loop spins",
                 (unsigned long long)(cpu1 - cpu0));
@@ -1187,10 +1131,10 @@ START_TEST(paused_after_peer_eof_keeps_input)
 
   srv = ep_begin(1, &fd);
   usleep(200000);
-  ck_assert_int_eq(ld(&g_ep_calls), 2);
-  ck_assert_msg(ld(&g_ep_closes) == 0,
+  ck_assert_int_eq(th_ld(&g_ep_calls), 2);
+  ck_assert_msg(th_ld(&g_ep_closes) == 0,
                 "closed with input held by a paused handler");
-  ck_assert_int_eq(ld(&g_ep_got), 1);
+  ck_assert_int_eq(th_ld(&g_ep_got), 1);
   ep_finish(srv, fd);
 }
 END_TEST
@@ -1207,27 +1151,27 @@ static int g_rc_connects, g_rc_calls, g_rc_closes, g_rc_bad;
 static void rc_connect(gev_conn *c)
 {
   g_rc = c;
-  inc(&g_rc_connects);
+  th_inc(&g_rc_connects);
 }
 
 static void rc_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   (void)out;
-  if (ld(&g_rc_calls) == 0) {
+  if (th_ld(&g_rc_calls) == 0) {
     if (gev_conn_pause_read(c) != 0) /* keeps the input */
-      inc(&g_rc_bad);
+      th_inc(&g_rc_bad);
   } else {
     ringbuffer_retrieve_all(in);
     if (gev_conn_close(c) != 0)
-      inc(&g_rc_bad);
+      th_inc(&g_rc_bad);
   }
-  inc(&g_rc_calls);
+  th_inc(&g_rc_calls);
 }
 
 static void rc_close(gev_conn *c)
 {
   (void)c;
-  inc(&g_rc_closes);
+  th_inc(&g_rc_closes);
 }
 
 static const gev_handler rc_handler = {rc_connect, rc_message, rc_close};
@@ -1236,7 +1180,7 @@ static void rc_resume(void *arg)
 {
   (void)arg;
   if (gev_conn_resume_read(g_rc) != 0)
-    inc(&g_rc_bad);
+    th_inc(&g_rc_bad);
 }
 
 START_TEST(close_during_redelivery)
@@ -1247,14 +1191,14 @@ START_TEST(close_during_redelivery)
   int fd;
 
   g_rc = NULL;
-  st(&g_rc_connects, 0);
-  st(&g_rc_calls, 0);
-  st(&g_rc_closes, 0);
-  st(&g_rc_bad, 0);
+  th_st(&g_rc_connects, 0);
+  th_st(&g_rc_calls, 0);
+  th_st(&g_rc_closes, 0);
+  th_st(&g_rc_bad, 0);
   srv = th_start(&rc_handler, &so);
   wl = gev_server_worker_loop(srv->s, 0);
   for (int i = 0; i < 20; i++) {
-    int calls = ld(&g_rc_calls), closes = ld(&g_rc_closes);
+    int calls = th_ld(&g_rc_calls), closes = th_ld(&g_rc_closes);
 
     fd = th_connect(srv->port);
     ck_assert_int_ge(fd, 0);
@@ -1265,13 +1209,13 @@ START_TEST(close_during_redelivery)
     run_in_loop(wl, rc_resume, NULL);
     ck_assert(th_wait_int(&g_rc_closes, closes + 1, 10000));
     ck_assert(th_wait_eof(fd, 10000));
-    ck_assert_int_eq(ld(&g_rc_calls), calls + 2);
+    ck_assert_int_eq(th_ld(&g_rc_calls), calls + 2);
     close(fd);
-    st(&g_rc_calls, 0);
+    th_st(&g_rc_calls, 0);
   }
   run_in_loop(wl, noop, NULL); /* a few more passes over the zombies */
   run_in_loop(wl, noop, NULL);
-  ck_assert_int_eq(ld(&g_rc_bad), 0);
+  ck_assert_int_eq(th_ld(&g_rc_bad), 0);
   th_stop(srv);
 }
 END_TEST
@@ -1286,16 +1230,16 @@ static int g_fc_calls, g_fc_got, g_fc_bad;
 
 static void fc_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  int calls = ld(&g_fc_calls);
+  int calls = th_ld(&g_fc_calls);
 
   (void)out;
   if (calls == 1 && gev_conn_pause_read(c) != 0)
-    inc(&g_fc_bad);
+    th_inc(&g_fc_bad);
   if (calls >= 2) {
     __atomic_fetch_add(&g_fc_got, (int)ringbuffer_len(in), __ATOMIC_SEQ_CST);
     ringbuffer_retrieve_all(in);
   }
-  inc(&g_fc_calls);
+  th_inc(&g_fc_calls);
 }
 
 START_TEST(paused_at_input_cap_not_closed)
@@ -1308,9 +1252,9 @@ START_TEST(paused_at_input_cap_not_closed)
   char addr[64];
   probe p;
 
-  st(&g_fc_calls, 0);
-  st(&g_fc_got, 0);
-  st(&g_fc_bad, 0);
+  th_st(&g_fc_calls, 0);
+  th_st(&g_fc_got, 0);
+  th_st(&g_fc_bad, 0);
   memset(data, 'c', sizeof(data));
   lfd = plain_listen(8, &port);
   lt_start(&lt);
@@ -1327,12 +1271,12 @@ START_TEST(paused_at_input_cap_not_closed)
   ck_assert(th_write_all(fd, data, sizeof(data)));
   ck_assert(th_wait_int(&g_fc_calls, 2, 10000));
   usleep(200000);
-  ck_assert_int_eq(ld(&g_fc_calls), 2);
-  ck_assert_msg(ld(&p.closes) == 0, "closed while paused at the input cap");
+  ck_assert_int_eq(th_ld(&g_fc_calls), 2);
+  ck_assert_msg(th_ld(&p.closes) == 0, "closed while paused at the input cap");
   ck_assert_int_eq(gev_conn_resume_read(p.c), 0);
   ck_assert(th_wait_int(&g_fc_got, (int)sizeof(data), 10000));
-  ck_assert_int_eq(ld(&p.closes), 0);
-  ck_assert_int_eq(ld(&g_fc_bad), 0);
+  ck_assert_int_eq(th_ld(&p.closes), 0);
+  ck_assert_int_eq(th_ld(&g_fc_bad), 0);
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
   ck_assert_int_eq(lt_stop(&lt), 0);
@@ -1351,35 +1295,35 @@ static int g_dr_marker;
 
 static void dr_reset(void)
 {
-  st(&g_in_call, 0);
-  st(&g_dr_fired, 0);
-  st(&g_dr_inside, 0);
-  st(&g_dr_bad, 0);
-  st(&g_dr_rearm, 0);
-  st(&g_dr_other, 0);
+  th_st(&g_in_call, 0);
+  th_st(&g_dr_fired, 0);
+  th_st(&g_dr_inside, 0);
+  th_st(&g_dr_bad, 0);
+  th_st(&g_dr_rearm, 0);
+  th_st(&g_dr_other, 0);
   g_dr_wlen = 0;
 }
 
 static void dr_fn(gev_conn *c, void *arg)
 {
-  if (ld(&g_in_call))
-    inc(&g_dr_inside);
+  if (th_ld(&g_in_call))
+    th_inc(&g_dr_inside);
   if (arg != &g_dr_marker || !gev_loop_in_thread(gev_conn_loop(c)))
-    inc(&g_dr_bad);
+    th_inc(&g_dr_bad);
   g_dr_wlen = gev_conn_write_buffer_len(c);
-  if (ld(&g_dr_rearm) > 0) {
+  if (th_ld(&g_dr_rearm) > 0) {
     __atomic_fetch_sub(&g_dr_rearm, 1, __ATOMIC_SEQ_CST);
     if (gev_conn_notify_drain(c, 0, dr_fn, arg) != 0)
-      inc(&g_dr_bad);
+      th_inc(&g_dr_bad);
   }
-  inc(&g_dr_fired); /* last: publishes g_dr_wlen */
+  th_inc(&g_dr_fired); /* last: publishes g_dr_wlen */
 }
 
 static void dr_other_fn(gev_conn *c, void *arg)
 {
   (void)c;
   (void)arg;
-  inc(&g_dr_other); /* must never run */
+  th_inc(&g_dr_other); /* must never run */
 }
 
 /* Sets the notification, flagging the call so dr_fn can tell. */
@@ -1388,9 +1332,9 @@ static int notify(gev_conn *c, size_t low, void (*fn)(gev_conn *, void *),
 {
   int r;
 
-  st(&g_in_call, 1);
+  th_st(&g_in_call, 1);
   r = gev_conn_notify_drain(c, low, fn, arg);
-  st(&g_in_call, 0);
+  th_st(&g_in_call, 0);
   return r;
 }
 
@@ -1415,7 +1359,7 @@ static void dr_step_run(void *arg)
     s->rc2 = notify(s->c, 0, NULL, NULL);
     break;
   case 2: /* re-armed once from fn */
-    st(&g_dr_rearm, 1);
+    th_st(&g_dr_rearm, 1);
     s->rc1 = notify(s->c, 0, dr_fn, &g_dr_marker);
     s->rc2 = 0;
     break;
@@ -1454,10 +1398,10 @@ START_TEST(drain_when_already_low)
   char addr[64];
   probe p;
 
-  reset_server_counters();
+  th_reset_counters();
   dr_reset();
   g_dr_close_rc = 1;
-  srv = th_start(&echo_handler, &so);
+  srv = th_start(&th_echo_handler, &so);
   lt_start(&lt);
   probe_init(&p, lt.l);
   p.hello = hello;
@@ -1472,7 +1416,7 @@ START_TEST(drain_when_already_low)
    * the earlier one. */
   dr_step_do(lt.l, p.c, 0);
   ck_assert(th_wait_int(&g_dr_fired, 1, 10000));
-  ck_assert_int_eq(ld(&g_dr_inside), 0);
+  ck_assert_int_eq(th_ld(&g_dr_inside), 0);
   ck_assert_int_eq(g_dr_wlen, 0);
 
   /* One-shot: more traffic (every write settles the connection again)
@@ -1480,7 +1424,7 @@ START_TEST(drain_when_already_low)
   ck_assert_int_eq(gev_conn_send(p.c, "pong", 4), 0);
   ck_assert(th_wait_int(&p.got, 8, 10000));
   usleep(100000);
-  ck_assert_int_eq(ld(&g_dr_fired), 1);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 1);
 
   /* fn NULL cancels. */
   dr_step_do(lt.l, p.c, 1);
@@ -1493,8 +1437,8 @@ START_TEST(drain_when_already_low)
   dr_step_do(lt.l, p.c, 2);
   ck_assert(th_wait_int(&g_dr_fired, 3, 10000));
   usleep(100000);
-  ck_assert_int_eq(ld(&g_dr_fired), 3);
-  ck_assert_int_eq(ld(&g_dr_inside), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 3);
+  ck_assert_int_eq(th_ld(&g_dr_inside), 0);
 
   /* Owning loop's thread only. */
   ck_assert_int_eq(gev_conn_notify_drain(p.c, 0, dr_fn, &g_dr_marker), -EINVAL);
@@ -1507,11 +1451,11 @@ START_TEST(drain_when_already_low)
   usleep(100000);
   ck_assert_int_eq(g_dr_close_rc, -ENOTCONN);
 
-  ck_assert_int_eq(ld(&g_dr_other), 0);
-  ck_assert_int_eq(ld(&g_dr_fired), 3);
-  ck_assert_int_eq(ld(&g_dr_bad), 0);
-  ck_assert_int_eq(ld(&p.bad_order), 0);
-  ck_assert_int_eq(ld(&p.bad_thread), 0);
+  ck_assert_int_eq(th_ld(&g_dr_other), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 3);
+  ck_assert_int_eq(th_ld(&g_dr_bad), 0);
+  ck_assert_int_eq(th_ld(&p.bad_order), 0);
+  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
   ck_assert_int_eq(lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
@@ -1531,7 +1475,7 @@ static void big_connect(gev_conn *c)
 {
   g_big_rc = gev_conn_send(c, g_big, BIG);
   if (notify(c, LOW, dr_fn, &g_dr_marker) != 0)
-    inc(&g_dr_bad);
+    th_inc(&g_dr_bad);
   p_connect(c); /* last: publishes g_big_rc */
 }
 
@@ -1582,9 +1526,9 @@ START_TEST(drain_when_output_drains)
 
   /* The peer does not read: the output stays high, no notification. */
   usleep(300000);
-  ck_assert_int_eq(ld(&g_dr_fired), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 0);
   ck_assert_uint_gt(out_len(lt.l, p.c), LOW);
-  ck_assert_int_eq(ld(&g_dr_fired), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 0);
 
   /* It reads: the notification comes once the output is down to LOW. */
   ck_assert(th_read_exact(fd, rx, BIG));
@@ -1592,9 +1536,9 @@ START_TEST(drain_when_output_drains)
   ck_assert(th_wait_int(&g_dr_fired, 1, 10000));
   ck_assert_uint_le(g_dr_wlen, LOW);
   usleep(100000);
-  ck_assert_int_eq(ld(&g_dr_fired), 1);
-  ck_assert_int_eq(ld(&g_dr_inside), 0);
-  ck_assert_int_eq(ld(&g_dr_bad), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 1);
+  ck_assert_int_eq(th_ld(&g_dr_inside), 0);
+  ck_assert_int_eq(th_ld(&g_dr_bad), 0);
 
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
@@ -1640,11 +1584,11 @@ START_TEST(drain_never_after_close)
   ck_assert(th_wait_int(&p.closes, 1, 10000));
   run_in_loop(lt.l, noop, NULL);
   usleep(100000);
-  ck_assert_int_eq(ld(&g_dr_fired), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 0);
   ck_assert_int_eq(g_dr_close_rc, -ENOTCONN);
-  ck_assert_int_eq(ld(&g_dr_bad), 0);
+  ck_assert_int_eq(th_ld(&g_dr_bad), 0);
   ck_assert_int_eq(lt_stop(&lt), 0);
-  ck_assert_int_eq(ld(&g_dr_fired), 0);
+  ck_assert_int_eq(th_ld(&g_dr_fired), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
   close(lfd);
@@ -1734,8 +1678,8 @@ START_TEST(outgoing_max_buffer_enobufs)
 
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(ld(&p.bad_order), 0);
-  ck_assert_int_eq(ld(&p.bad_thread), 0);
+  ck_assert_int_eq(th_ld(&p.bad_order), 0);
+  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
   ck_assert_int_eq(lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);

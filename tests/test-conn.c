@@ -64,63 +64,6 @@ static size_t pat_check(pat *p, const unsigned char *b, size_t n)
   return n;
 }
 
-static int g_connects, g_closes, g_violations;
-
-static int ld(const int *v)
-{
-  return __atomic_load_n(v, __ATOMIC_SEQ_CST);
-}
-
-static void inc(int *v)
-{
-  __atomic_fetch_add(v, 1, __ATOMIC_SEQ_CST);
-}
-
-static void reset_counters(void)
-{
-  __atomic_store_n(&g_connects, 0, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&g_closes, 0, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&g_violations, 0, __ATOMIC_SEQ_CST);
-}
-
-static void count_connect(gev_conn *c)
-{
-  (void)c;
-  inc(&g_connects);
-}
-
-static void count_close(gev_conn *c)
-{
-  (void)c;
-  inc(&g_closes);
-}
-
-/* The echo handler of examples/echo: move what fits in `out`. */
-static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
-{
-  (void)c;
-  if (th_echo_move(in, out))
-    inc(&g_violations);
-}
-
-static const gev_handler echo_handler = {
-    .on_connect = count_connect,
-    .on_message = echo_msg,
-    .on_close = count_close,
-};
-
-static void *join_bounded(pthread_t t, int seconds)
-{
-  struct timespec ts;
-  void *ret = NULL;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += seconds;
-  ck_assert_msg(pthread_timedjoin_np(t, &ret, &ts) == 0,
-                "thread did not finish within %d s", seconds);
-  return ret;
-}
-
 static void set_rst_on_close(int fd)
 {
   struct linger lg = {1, 0};
@@ -290,8 +233,8 @@ START_TEST(echo_many_clients)
   unsigned seed = 12345;
   size_t total = 0;
 
-  reset_counters();
-  srv = th_start(&echo_handler, &opt);
+  th_reset_counters();
+  srv = th_start(&th_echo_handler, &opt);
   for (int t = 0; t < EC_THREADS; t++) {
     cl[t].port = srv->port;
     cl[t].n = EC_CLIENTS / EC_THREADS;
@@ -310,7 +253,7 @@ START_TEST(echo_many_clients)
   for (int t = 0; t < EC_THREADS; t++)
     ck_assert_int_eq(pthread_create(&th[t], NULL, ec_client_main, &cl[t]), 0);
   for (int t = 0; t < EC_THREADS; t++)
-    join_bounded(th[t], 90);
+    th_join(th[t], 90);
   for (int t = 0; t < EC_THREADS; t++) {
     ck_assert_msg(cl[t].err[0] == '\0', "client thread %d: %s", t, cl[t].err);
     for (int i = 0; i < cl[t].n; i++)
@@ -318,12 +261,13 @@ START_TEST(echo_many_clients)
     free(cl[t].st);
   }
   ck_assert_msg(total > 50 * MIB, "sizes should be random up to 1 MiB");
-  ck_assert_msg(th_wait_int(&g_closes, EC_CLIENTS, 10000),
-                "on_close ran %d times, want %d", ld(&g_closes), EC_CLIENTS);
-  ck_assert_int_eq(ld(&g_connects), EC_CLIENTS);
+  ck_assert_msg(th_wait_int(&th_closes, EC_CLIENTS, 10000),
+                "on_close ran %d times, want %d", th_ld(&th_closes),
+                EC_CLIENTS);
+  ck_assert_int_eq(th_ld(&th_connects), EC_CLIENTS);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), EC_CLIENTS);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_closes), EC_CLIENTS);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -398,24 +342,24 @@ START_TEST(echo_64mib_stream)
   const char *err;
   int fd;
 
-  reset_counters();
-  srv = th_start(&echo_handler, &opt);
+  th_reset_counters();
+  srv = th_start(&th_echo_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
   w.fd = fd;
   ck_assert_int_eq(pthread_create(&t, NULL, stream_writer_main, &w), 0);
   err = read_pattern(fd, w.total, w.seed);
-  join_bounded(t, 60);
+  th_join(t, 60);
   ck_assert_msg(err[0] == '\0', "64 MiB echo: %s", err);
   ck_assert(w.ok);
   /* The writer sent FIN: the server flushes and closes. */
   ck_assert(th_wait_eof(fd, 10000));
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_connects), 1);
-  ck_assert_int_eq(ld(&g_closes), 1);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -434,16 +378,16 @@ static void lp_connect(gev_conn *c)
 {
   lp_ctx *x = calloc(1, sizeof(*x));
   if (!x)
-    inc(&g_violations);
+    th_inc(&th_violations);
   gev_conn_set_context(c, x);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void lp_close(gev_conn *c)
 {
   free(gev_conn_context(c));
   gev_conn_set_context(c, NULL);
-  inc(&g_closes);
+  th_inc(&th_closes);
 }
 
 /* Replies to each whole line with the line reversed. */
@@ -457,27 +401,27 @@ static void lp_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
   if (!x)
     return;
   if (gev_conn_read_buffer_len(c) != len)
-    inc(&g_violations);
+    th_inc(&th_violations);
   if (x->retained) {
     size_t hl = x->retained < sizeof(x->head) ? x->retained : sizeof(x->head);
     unsigned char now[64];
     if (len <= x->retained) {
-      inc(&g_violations); /* called without new bytes */
+      th_inc(&th_violations); /* called without new bytes */
     } else {
       ringbuffer_peek(in, hl, seg);
       memcpy(now, seg[0].iov_base, seg[0].iov_len);
       if (seg[1].iov_len)
         memcpy(now + seg[0].iov_len, seg[1].iov_base, seg[1].iov_len);
       if (memcmp(now, x->head, hl) != 0)
-        inc(&g_violations); /* the held bytes changed */
-      inc(&lp_partial_seen);
+        th_inc(&th_violations); /* the held bytes changed */
+      th_inc(&lp_partial_seen);
     }
   }
   while ((pos = ringbuffer_find(in, "\n", 1)) >= 0) {
     char *line = ringbuffer_linearize(in, (size_t)pos + 1);
     char rev[512];
     if (!line || pos >= (ssize_t)sizeof(rev)) {
-      inc(&g_violations);
+      th_inc(&th_violations);
       ringbuffer_retrieve_all(in);
       break;
     }
@@ -485,12 +429,12 @@ static void lp_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
       rev[i] = line[pos - 1 - i];
     rev[pos] = '\n';
     if (ringbuffer_write(out, rev, (size_t)pos + 1) != 0)
-      inc(&g_violations);
+      th_inc(&th_violations);
     ringbuffer_retrieve(in, (size_t)pos + 1);
     x->consumed += (size_t)pos + 1;
   }
   if (gev_conn_write_buffer_len(c) != ringbuffer_len(out))
-    inc(&g_violations);
+    th_inc(&th_violations);
   x->retained = ringbuffer_len(in);
   if (x->retained) {
     size_t hl = x->retained < sizeof(x->head) ? x->retained : sizeof(x->head);
@@ -529,7 +473,7 @@ START_TEST(line_protocol_partial_frames)
   int fd, waits = 0, writes = 0;
 
   ck_assert(stream && expect && reply);
-  reset_counters();
+  th_reset_counters();
   lp_partial_seen = 0;
   lp_seen_total = 0;
   for (int i = 0; i < LINES; i++) {
@@ -566,11 +510,11 @@ START_TEST(line_protocol_partial_frames)
   ck_assert_msg(memcmp(reply, expect, rlen) == 0, "reply lines differ");
   ck_assert_int_gt(waits, 10);
   /* Every wait left a partial line that the next call saw again. */
-  ck_assert_int_ge(ld(&lp_partial_seen), waits);
+  ck_assert_int_ge(th_ld(&lp_partial_seen), waits);
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
   free(stream);
   free(expect);
   free(reply);
@@ -605,9 +549,9 @@ static void xs_connect(gev_conn *c)
   if (xs.n < (int)(sizeof(xs.conns) / sizeof(xs.conns[0])))
     xs.conns[xs.n++] = c;
   else
-    inc(&g_violations);
+    th_inc(&th_violations);
   pthread_mutex_unlock(&xs.mu);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void xs_drop_input(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -620,7 +564,7 @@ static void xs_drop_input(gev_conn *c, ringbuffer *in, ringbuffer *out)
 static const gev_handler xs_handler = {
     .on_connect = xs_connect,
     .on_message = xs_drop_input,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 typedef struct xs_sender {
@@ -688,7 +632,7 @@ START_TEST(send_from_thread_while_closing)
   th_server *srv;
   pthread_t t;
 
-  reset_counters();
+  th_reset_counters();
   xs_reset();
   srv = th_start(&xs_handler, &opt);
   for (int i = 0; i < XS_CONNS; i++) {
@@ -698,7 +642,7 @@ START_TEST(send_from_thread_while_closing)
     setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     order[i] = i;
   }
-  ck_assert(th_wait_int(&g_connects, XS_CONNS, 10000));
+  ck_assert(th_wait_int(&th_connects, XS_CONNS, 10000));
   ck_assert_int_eq(pthread_create(&t, NULL, xs_sender_main, &snd), 0);
   ck_assert_msg(th_wait_until(sender_saw_nobufs, &snd, 20000),
                 "outputs never reached max_buffer");
@@ -719,11 +663,11 @@ START_TEST(send_from_thread_while_closing)
     if (rand_r(&seed) % 4 == 0)
       usleep((useconds_t)(rand_r(&seed) % 2000));
   }
-  ck_assert_msg(th_wait_int(&g_closes, XS_CONNS, 20000),
-                "on_close ran %d of %d times", ld(&g_closes), XS_CONNS);
+  ck_assert_msg(th_wait_int(&th_closes, XS_CONNS, 20000),
+                "on_close ran %d of %d times", th_ld(&th_closes), XS_CONNS);
   wait_rounds(&snd, 3); /* sends to connections known to be closed */
   __atomic_store_n(&snd.stop, 1, __ATOMIC_SEQ_CST);
-  join_bounded(t, 20);
+  th_join(t, 20);
   ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)", snd.other_val,
                 gev_strerror(snd.other_val));
   ck_assert_int_gt(snd.ok, 0);
@@ -746,9 +690,9 @@ START_TEST(send_from_thread_while_closing)
   th_stop(srv);
   for (int i = xs.n / 2; i < xs.n; i++)
     gev_conn_unref(xs.conns[i]);
-  ck_assert_int_eq(ld(&g_connects), XS_CONNS);
-  ck_assert_int_eq(ld(&g_closes), XS_CONNS);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_connects), XS_CONNS);
+  ck_assert_int_eq(th_ld(&th_closes), XS_CONNS);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -770,7 +714,7 @@ START_TEST(send_from_thread_during_stop)
   pthread_t st, t;
   int fds[20];
 
-  reset_counters();
+  th_reset_counters();
   xs_reset();
   ck_assert_int_eq(gev_server_new(&s, &xs_handler, &opt), 0);
   ck_assert_int_eq(pthread_create(&st, NULL, start_main, s), 0);
@@ -778,19 +722,19 @@ START_TEST(send_from_thread_during_stop)
     fds[i] = th_connect(gev_server_port(s));
     ck_assert_int_ge(fds[i], 0);
   }
-  ck_assert(th_wait_int(&g_connects, 20, 10000));
+  ck_assert(th_wait_int(&th_connects, 20, 10000));
   ck_assert_int_eq(pthread_create(&t, NULL, xs_sender_main, &snd), 0);
   wait_rounds(&snd, 5);
   gev_server_stop(s); /* the sender is still sending */
-  ck_assert_int_eq((intptr_t)join_bounded(st, 20), 0);
+  ck_assert_int_eq((intptr_t)th_join(st, 20), 0);
   wait_rounds(&snd, 3); /* and goes on sending to the stopped server */
   __atomic_store_n(&snd.stop, 1, __ATOMIC_SEQ_CST);
-  join_bounded(t, 20);
+  th_join(t, 20);
   ck_assert_msg(snd.other == 0, "gev_conn_send returned %d (%s)", snd.other_val,
                 gev_strerror(snd.other_val));
   ck_assert_int_gt(snd.ok, 0);
   ck_assert_int_gt(snd.notconn, 0);
-  ck_assert_int_eq(ld(&g_closes), 20);
+  ck_assert_int_eq(th_ld(&th_closes), 20);
   for (int i = 0; i < xs.n; i++) {
     ck_assert_int_eq(gev_conn_send(xs.conns[i], "x", 1), -ENOTCONN);
     gev_conn_unref(xs.conns[i]);
@@ -863,12 +807,12 @@ START_TEST(send_from_threads_fifo)
   th_server *srv;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   xs_reset();
   srv = th_start(&xs_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(th_wait_int(&g_connects, 1, 10000));
+  ck_assert(th_wait_int(&th_connects, 1, 10000));
   for (int i = 0; i < FI_THREADS; i++) {
     snd[i] = (fi_sender){.c = xs.conns[0], .id = i};
     ck_assert_int_eq(pthread_create(&t[i], NULL, fi_sender_main, &snd[i]), 0);
@@ -877,8 +821,8 @@ START_TEST(send_from_threads_fifo)
     uint32_t seq;
     size_t n;
     pat p;
-    ck_assert_msg(th_read_exact(fd, hdr, 8), "stream ended after %ld records",
-                  total);
+    ck_assert_msg(th_read_exact(fd, hdr, 8),
+                  "stream ended after %ld records", total);
     ck_assert_int_lt(hdr[0], FI_THREADS);
     ck_assert_int_eq(hdr[7], 0xA5);
     memcpy(&seq, hdr + 1, 4);
@@ -894,7 +838,7 @@ START_TEST(send_from_threads_fifo)
     total++;
   }
   for (int i = 0; i < FI_THREADS; i++) {
-    join_bounded(t[i], 30);
+    th_join(t[i], 30);
     ck_assert_msg(snd[i].fail == 0, "sender %d: %s", i,
                   gev_strerror(snd[i].fail));
   }
@@ -904,7 +848,7 @@ START_TEST(send_from_threads_fifo)
     ck_assert_int_eq(poll(&p, 1, 100), 0);
   }
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   gev_conn_unref(xs.conns[0]);
   th_stop(srv);
 }
@@ -927,7 +871,7 @@ static void ord_check(gev_conn *c, ord_ctx *x)
 {
   if (!x || !pthread_equal(x->tid, pthread_self()) ||
       !gev_loop_in_thread(gev_conn_loop(c)) || x->loop != gev_conn_loop(c))
-    inc(&g_violations);
+    th_inc(&th_violations);
 }
 
 static void ord_connect(gev_conn *c)
@@ -936,7 +880,7 @@ static void ord_connect(gev_conn *c)
   int i = __atomic_fetch_add(&ord_n, 1, __ATOMIC_SEQ_CST);
 
   if (!x || i >= ORD_MAX || gev_conn_context(c) != NULL) {
-    inc(&g_violations);
+    th_inc(&th_violations);
     free(x);
     return;
   }
@@ -946,9 +890,9 @@ static void ord_connect(gev_conn *c)
   ord_all[i] = x;
   if (!gev_loop_in_thread(gev_conn_loop(c)) || !gev_conn_connected(c) ||
       gev_conn_fd(c) < 0)
-    inc(&g_violations);
+    th_inc(&th_violations);
   gev_conn_set_context(c, x);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void ord_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -957,10 +901,10 @@ static void ord_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 
   ord_check(c, x);
   if (x && x->stage != 1)
-    inc(&g_violations);
+    th_inc(&th_violations);
   if (x)
     x->msgs++;
-  echo_msg(c, in, out);
+  th_echo_msg(c, in, out);
 }
 
 static void ord_close(gev_conn *c)
@@ -969,12 +913,12 @@ static void ord_close(gev_conn *c)
 
   ord_check(c, x);
   if (x && x->stage != 1)
-    inc(&g_violations); /* a second on_close, or one without on_connect */
+    th_inc(&th_violations); /* a second on_close, or one without on_connect */
   if (x)
     x->stage = 2;
   if (gev_conn_send(c, "x", 1) != -ENOTCONN)
-    inc(&g_violations);
-  inc(&g_closes);
+    th_inc(&th_violations);
+  th_inc(&th_closes);
 }
 
 static const gev_handler ord_handler = {
@@ -985,8 +929,9 @@ static const gev_handler ord_handler = {
 
 static bool all_closed(void *server)
 {
-  int n = ld(&g_connects);
-  return n >= 30 && ld(&g_closes) == n && gev_server_conn_count(server) == 0;
+  int n = th_ld(&th_connects);
+  return n >= 30 && th_ld(&th_closes) == n &&
+         gev_server_conn_count(server) == 0;
 }
 
 START_TEST(callback_order_and_thread)
@@ -995,7 +940,7 @@ START_TEST(callback_order_and_thread)
   th_server *srv;
   int accepted;
 
-  reset_counters();
+  th_reset_counters();
   ord_n = 0;
   srv = th_start(&ord_handler, &opt);
   for (int i = 0; i < 60; i++) {
@@ -1021,17 +966,18 @@ START_TEST(callback_order_and_thread)
   /* Every client is gone: the resets and FINs close every accepted
    * connection without help from gev_server_stop. */
   ck_assert_msg(th_wait_until(all_closed, srv->s, 10000),
-                "%d connects, %d closes", ld(&g_connects), ld(&g_closes));
+                "%d connects, %d closes", th_ld(&th_connects),
+                th_ld(&th_closes));
   th_stop(srv);
-  accepted = ld(&g_connects);
+  accepted = th_ld(&th_connects);
   ck_assert_int_ge(accepted, 30); /* cases 0 and 2 are always accepted */
-  ck_assert_int_eq(ld(&g_closes), accepted);
-  ck_assert_int_eq(ld(&ord_n), accepted);
+  ck_assert_int_eq(th_ld(&th_closes), accepted);
+  ck_assert_int_eq(th_ld(&ord_n), accepted);
   for (int i = 0; i < accepted; i++) {
     ck_assert_int_eq(ord_all[i]->stage, 2);
     free(ord_all[i]);
   }
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -1045,26 +991,26 @@ static void ci_connect(gev_conn *c)
   pthread_mutex_lock(&xs.mu);
   xs.conns[xs.n++] = c;
   pthread_mutex_unlock(&xs.mu);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void ci_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   ringbuffer_retrieve_all(in);
   if (ringbuffer_write(out, "bye\n", 4) != 0)
-    inc(&g_violations);
+    th_inc(&th_violations);
   ci_results[0] = gev_conn_close(c);
   ci_results[1] = gev_conn_close(c);
   ci_results[2] = gev_conn_send(c, "late", 4);
   ci_results[3] = gev_conn_shutdown_write(c);
   ci_results[4] = gev_conn_connected(c);
-  inc(&ci_results[5]);
+  th_inc(&ci_results[5]);
 }
 
 static const gev_handler ci_handler = {
     .on_connect = ci_connect,
     .on_message = ci_msg,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 START_TEST(close_idempotent)
@@ -1074,7 +1020,7 @@ START_TEST(close_idempotent)
   char buf[4];
   int a, b;
 
-  reset_counters();
+  th_reset_counters();
   xs_reset();
   memset(ci_results, 0x55, sizeof(ci_results));
   ci_results[5] = 0;
@@ -1087,7 +1033,7 @@ START_TEST(close_idempotent)
   ck_assert(th_read_exact(a, buf, 4));
   ck_assert(memcmp(buf, "bye\n", 4) == 0);
   ck_assert(th_wait_eof(a, 10000));
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   ck_assert_int_eq(ci_results[0], 0);
   ck_assert_int_eq(ci_results[1], -ENOTCONN);
   ck_assert_int_eq(ci_results[2], -ENOTCONN);
@@ -1100,7 +1046,7 @@ START_TEST(close_idempotent)
   /* From another thread, holding a reference. */
   b = th_connect(srv->port);
   ck_assert_int_ge(b, 0);
-  ck_assert(th_wait_int(&g_connects, 2, 10000));
+  ck_assert(th_wait_int(&th_connects, 2, 10000));
   ck_assert_int_eq(gev_conn_send(xs.conns[1], "hi", 2), 0);
   ck_assert_int_eq(gev_conn_close(xs.conns[1]), 0);
   ck_assert_int_eq(gev_conn_close(xs.conns[1]), -ENOTCONN);
@@ -1109,7 +1055,7 @@ START_TEST(close_idempotent)
   ck_assert(th_read_exact(b, buf, 2));
   ck_assert(memcmp(buf, "hi", 2) == 0);
   ck_assert(th_wait_eof(b, 10000));
-  ck_assert(th_wait_int(&g_closes, 2, 10000));
+  ck_assert(th_wait_int(&th_closes, 2, 10000));
   ck_assert_int_eq(gev_conn_send(xs.conns[1], "x", 1), -ENOTCONN);
   /* on_close has returned once a task posted now has run. */
   run_in_loop(gev_conn_loop(xs.conns[1]), noop, NULL);
@@ -1121,10 +1067,10 @@ START_TEST(close_idempotent)
   ck_assert_int_eq(gev_conn_close(NULL), -EINVAL);
   ck_assert_int_eq(gev_conn_shutdown_write(NULL), -EINVAL);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), 2);
+  ck_assert_int_eq(th_ld(&th_closes), 2);
   gev_conn_unref(xs.conns[0]);
   gev_conn_unref(xs.conns[1]);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -1141,26 +1087,26 @@ static void peer_eof_case(size_t max_buffer, size_t total, bool concurrent)
   pthread_t t;
   int fd;
 
-  reset_counters();
-  srv = th_start(&echo_handler, &opt);
+  th_reset_counters();
+  srv = th_start(&th_echo_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
   w.fd = fd;
   ck_assert_int_eq(pthread_create(&t, NULL, stream_writer_main, &w), 0);
   if (!concurrent)
-    join_bounded(t, 30); /* all sent and FIN before reading a byte */
+    th_join(t, 30); /* all sent and FIN before reading a byte */
   err = read_pattern(fd, total, w.seed);
   if (concurrent)
-    join_bounded(t, 30);
+    th_join(t, 30);
   ck_assert(w.ok);
   ck_assert_msg(err[0] == '\0', "after peer EOF: %s", err);
   ck_assert_msg(th_wait_eof(fd, 10000), "no EOF after the replies");
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   close(fd);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_connects), 1);
-  ck_assert_int_eq(ld(&g_closes), 1);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 
 START_TEST(peer_eof_flushes_replies)
@@ -1195,22 +1141,22 @@ static void cm_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
   ringbuffer_retrieve_all(in);
   buf = malloc(CM_REPLY);
   if (!buf) {
-    inc(&g_violations);
+    th_inc(&th_violations);
     return;
   }
   pat_init(&p, 31);
   pat_fill(&p, buf, CM_REPLY);
   if (ringbuffer_write(out, buf, CM_REPLY) != 0)
-    inc(&g_violations);
+    th_inc(&th_violations);
   free(buf);
   cm_close_ret[0] = gev_conn_close(c);
   cm_close_ret[1] = gev_conn_close(c);
 }
 
 static const gev_handler cm_handler = {
-    .on_connect = count_connect,
+    .on_connect = th_count_connect,
     .on_message = cm_msg,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 START_TEST(close_in_on_message_flushes)
@@ -1220,7 +1166,7 @@ START_TEST(close_in_on_message_flushes)
   const char *err;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   srv = th_start(&cm_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
@@ -1228,13 +1174,13 @@ START_TEST(close_in_on_message_flushes)
   err = read_pattern(fd, CM_REPLY, 31);
   ck_assert_msg(err[0] == '\0', "reply before close: %s", err);
   ck_assert(th_wait_eof(fd, 10000));
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   ck_assert_int_eq(cm_close_ret[0], 0);
   ck_assert_int_eq(cm_close_ret[1], -ENOTCONN);
   close(fd);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), 1);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -1248,7 +1194,7 @@ static gev_conn *sw_conn;
 static void sw_connect(gev_conn *c)
 {
   sw_conn = c;
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void sw_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -1258,32 +1204,32 @@ static void sw_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
   if (!sw_shut) {
     ringbuffer_peek(in, 1, seg);
     if (seg[0].iov_len && *(char *)seg[0].iov_base == 'S') {
-      echo_msg(c, in, out);
+      th_echo_msg(c, in, out);
       sw_ret[0] = gev_conn_shutdown_write(c);
       sw_shut = true;
       sw_ret[1] = gev_conn_shutdown_write(c);
       sw_ret[2] = gev_conn_send(c, "x", 1);
       return;
     }
-    echo_msg(c, in, out);
+    th_echo_msg(c, in, out);
     return;
   }
   /* Shut down: the read side still works; echoing now cannot be sent. */
   __atomic_fetch_add(&sw_after, (int)ringbuffer_len(in), __ATOMIC_SEQ_CST);
-  echo_msg(c, in, out);
+  th_echo_msg(c, in, out);
 }
 
 static const gev_handler sw_handler = {
     .on_connect = sw_connect,
     .on_message = sw_msg,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 static int sw_closes_seen;
 static void sw_probe(void *arg)
 {
   (void)arg;
-  sw_closes_seen = ld(&g_closes);
+  sw_closes_seen = th_ld(&th_closes);
 }
 
 START_TEST(shutdown_write_half_close)
@@ -1293,7 +1239,7 @@ START_TEST(shutdown_write_half_close)
   th_server *srv;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   sw_shut = false;
   sw_after = 0;
   srv = th_start(&sw_handler, &opt);
@@ -1313,16 +1259,16 @@ START_TEST(shutdown_write_half_close)
   ck_assert(th_write_all(fd, msg + 1, 1000));
   ck_assert_msg(th_wait_int(&sw_after, 1000, 10000),
                 "server read %d of 1000 bytes after shutdown_write",
-                ld(&sw_after));
+                th_ld(&sw_after));
   /* Runs in the connection's loop after the pass that read those bytes. */
   run_in_loop(gev_conn_loop(sw_conn), sw_probe, NULL);
   ck_assert_msg(sw_closes_seen == 0, "on_close ran before the client closed");
-  ck_assert_int_eq(ld(&g_closes), 0);
+  ck_assert_int_eq(th_ld(&th_closes), 0);
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), 1);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -1337,12 +1283,12 @@ START_TEST(shutdown_write_from_thread)
   int fd;
 
   ck_assert_ptr_nonnull(big);
-  reset_counters();
+  th_reset_counters();
   xs_reset();
   srv = th_start(&ci_handler, &opt);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(th_wait_int(&g_connects, 1, 10000));
+  ck_assert(th_wait_int(&th_connects, 1, 10000));
   pat_init(&p, 8);
   pat_fill(&p, big, MIB);
   ck_assert_int_eq(gev_conn_send(xs.conns[0], big, MIB), 0);
@@ -1353,9 +1299,9 @@ START_TEST(shutdown_write_from_thread)
   err = read_pattern(fd, MIB, 8);
   ck_assert_msg(err[0] == '\0', "%s", err);
   ck_assert(th_wait_eof(fd, 10000));
-  ck_assert_int_eq(ld(&g_closes), 0);
+  ck_assert_int_eq(th_ld(&th_closes), 0);
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
   gev_conn_unref(xs.conns[0]);
   free(big);
@@ -1377,9 +1323,9 @@ static void mb_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 }
 
 static const gev_handler mb_handler = {
-    .on_connect = count_connect,
+    .on_connect = th_count_connect,
     .on_message = mb_msg,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 START_TEST(max_buffer_caps_input)
@@ -1391,7 +1337,7 @@ START_TEST(max_buffer_caps_input)
 
   ck_assert_ptr_nonnull(junk);
   memset(junk, 'a', 256 * 1024);
-  reset_counters();
+  th_reset_counters();
   mb_max_in = 0;
   srv = th_start(&mb_handler, &opt);
   fd = th_connect(srv->port);
@@ -1399,7 +1345,7 @@ START_TEST(max_buffer_caps_input)
   /* The server closes once its input is full: the write may fail. */
   th_write_all(fd, junk, 256 * 1024);
   ck_assert_msg(th_wait_eof(fd, 10000), "frame larger than max_buffer kept");
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   close(fd);
   th_stop(srv);
   ck_assert_msg(mb_max_in <= 4096, "on_message saw %zu bytes, cap 4096",
@@ -1430,15 +1376,15 @@ static void amp_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
     for (int i = 0; i < AMP_X; i++)
       memcpy(rep + i * AMP_REC, r, AMP_REC);
     if (ringbuffer_write(out, rep, sizeof(rep)) != 0)
-      inc(&g_violations);
+      th_inc(&th_violations);
     ringbuffer_retrieve(in, AMP_REC);
   }
 }
 
 static const gev_handler amp_handler = {
-    .on_connect = count_connect,
+    .on_connect = th_count_connect,
     .on_message = amp_msg,
-    .on_close = count_close,
+    .on_close = th_count_close,
 };
 
 static void held_input_case(bool peer_eof)
@@ -1450,7 +1396,7 @@ static void held_input_case(bool peer_eof)
   int fd;
 
   ck_assert(req && rep);
-  reset_counters();
+  th_reset_counters();
   th_fill(req, RECS * AMP_REC, 17);
   srv = th_start(&amp_handler, &opt);
   fd = th_connect(srv->port);
@@ -1470,9 +1416,9 @@ static void held_input_case(bool peer_eof)
   if (peer_eof)
     ck_assert(th_wait_eof(fd, 10000));
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
   free(req);
   free(rep);
 }
@@ -1501,12 +1447,12 @@ static void nd_connect(gev_conn *c)
   if (getsockopt(gev_conn_fd(c), IPPROTO_TCP, TCP_NODELAY, &v, &len) < 0)
     v = -2;
   __atomic_store_n(&nd_value, v, __ATOMIC_SEQ_CST);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static const gev_handler nd_handler = {
     .on_connect = nd_connect,
-    .on_message = echo_msg,
+    .on_message = th_echo_msg,
 };
 
 START_TEST(tcp_nodelay_set)
@@ -1516,14 +1462,14 @@ START_TEST(tcp_nodelay_set)
     th_server *srv;
     int fd;
 
-    reset_counters();
+    th_reset_counters();
     nd_value = -1;
     srv = th_start(&nd_handler, &opt);
     fd = th_connect(srv->port);
     ck_assert_int_ge(fd, 0);
-    ck_assert(th_wait_int(&g_connects, 1, 10000));
-    ck_assert_msg(ld(&nd_value) == 1, "TCP_NODELAY is %d (reuse_port %d)",
-                  ld(&nd_value), reuse);
+    ck_assert(th_wait_int(&th_connects, 1, 10000));
+    ck_assert_msg(th_ld(&nd_value) == 1, "TCP_NODELAY is %d (reuse_port %d)",
+                  th_ld(&nd_value), reuse);
     close(fd);
     th_stop(srv);
   }
@@ -1545,8 +1491,8 @@ START_TEST(no_sigpipe_on_reset_with_pending_write)
   memset(data, 'z', burst);
   /* The default disposition: a SIGPIPE would kill this process. */
   ck_assert(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
-  reset_counters();
-  srv = th_start(&echo_handler, &opt);
+  th_reset_counters();
+  srv = th_start(&th_echo_handler, &opt);
   other = th_connect(srv->port);
   ck_assert_int_ge(other, 0);
   ck_assert(th_echo_roundtrip(other, 5000, 1));
@@ -1560,13 +1506,13 @@ START_TEST(no_sigpipe_on_reset_with_pending_write)
       usleep(20000);
     set_rst_on_close(fd);
     close(fd);
-    ck_assert(th_wait_int(&g_closes, i + 1, 10000));
+    ck_assert(th_wait_int(&th_closes, i + 1, 10000));
     ck_assert(th_echo_roundtrip(other, 70000, (uint32_t)i));
   }
   close(other);
-  ck_assert(th_wait_int(&g_closes, 5, 10000));
+  ck_assert(th_wait_int(&th_closes, 5, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), 5);
+  ck_assert_int_eq(th_ld(&th_closes), 5);
   free(data);
 }
 END_TEST

@@ -28,25 +28,6 @@
 
 /* ---- shared test scaffolding ------------------------------------------ */
 
-static int g_connects, g_closes, g_violations;
-
-static int ld(const int *v)
-{
-  return __atomic_load_n(v, __ATOMIC_SEQ_CST);
-}
-
-static void inc(int *v)
-{
-  __atomic_fetch_add(v, 1, __ATOMIC_SEQ_CST);
-}
-
-static void reset_counters(void)
-{
-  __atomic_store_n(&g_connects, 0, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&g_closes, 0, __ATOMIC_SEQ_CST);
-  __atomic_store_n(&g_violations, 0, __ATOMIC_SEQ_CST);
-}
-
 /* Which worker loop each connection landed on, in on_connect order. */
 #define LB_MAX 128
 static struct {
@@ -80,7 +61,7 @@ static void on_connect(gev_conn *c)
   int i = loop_index(c);
 
   if (i < 0 || i >= 16 || !gev_loop_in_thread(gev_conn_loop(c)))
-    inc(&g_violations);
+    th_inc(&th_violations);
   pthread_mutex_lock(&lb.mu);
   if (lb.n < LB_MAX) {
     snprintf(lb.peer[lb.n], sizeof(lb.peer[0]), "%s", gev_conn_peer_addr(c));
@@ -89,7 +70,7 @@ static void on_connect(gev_conn *c)
   if (i >= 0 && i < 16)
     lb.open[i]++;
   pthread_mutex_unlock(&lb.mu);
-  inc(&g_connects);
+  th_inc(&th_connects);
 }
 
 static void on_close(gev_conn *c)
@@ -100,14 +81,14 @@ static void on_close(gev_conn *c)
   if (i >= 0 && i < 16)
     lb.open[i]--;
   pthread_mutex_unlock(&lb.mu);
-  inc(&g_closes);
+  th_inc(&th_closes);
 }
 
 static void echo_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   (void)c;
   if (th_echo_move(in, out))
-    inc(&g_violations);
+    th_inc(&th_violations);
 }
 
 static const gev_handler echo_handler = {
@@ -195,7 +176,7 @@ START_TEST(stop_with_many_connections)
   }
   ck_assert_msg(rl.rlim_cur >= 2 * N + 64, "RLIMIT_NOFILE %lu is too low",
                 (unsigned long)rl.rlim_cur);
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   fd0 = th_count_fds();
   th0 = thread_baseline();
@@ -204,15 +185,15 @@ START_TEST(stop_with_many_connections)
     fds[i] = th_connect(srv->port);
     ck_assert_msg(fds[i] >= 0, "connect %d failed", i);
   }
-  ck_assert_msg(th_wait_int(&g_connects, N, 20000), "%d of %d connected",
-                ld(&g_connects), N);
+  ck_assert_msg(th_wait_int(&th_connects, N, 20000), "%d of %d connected",
+                th_ld(&th_connects), N);
   /* Some of them with data in flight. */
   for (int i = 0; i < N; i += 10)
     ck_assert(th_write_all(fds[i], "ping", 4));
   ck_assert_int_eq(gev_server_conn_count(srv->s), N);
   th_stop(srv); /* returns after every on_close */
-  ck_assert_int_eq(ld(&g_closes), N);
-  ck_assert_int_eq(ld(&g_connects), N);
+  ck_assert_int_eq(th_ld(&th_closes), N);
+  ck_assert_int_eq(th_ld(&th_connects), N);
   /* The server closed its side: every client sees EOF (after any echo). */
   for (int i = 0; i < N; i++) {
     ck_assert(th_wait_eof(fds[i], 5000));
@@ -220,7 +201,7 @@ START_TEST(stop_with_many_connections)
   }
   ck_assert_int_eq(th_count_fds(), fd0);
   assert_threads_back(th0);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -254,7 +235,7 @@ START_TEST(unix_socket_echo)
   th_server *srv;
   int a, b;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   snprintf(path, sizeof(path), "/tmp/gev-test-%d.sock", (int)getpid());
   snprintf(cpath, sizeof(cpath), "/tmp/gev-test-%d-c.sock", (int)getpid());
@@ -271,7 +252,7 @@ START_TEST(unix_socket_echo)
   ck_assert(th_echo_roundtrip(a, 200000, 1));
   b = unix_connect(path, cpath); /* a client bound to a path */
   ck_assert(th_echo_roundtrip(b, 1000, 2));
-  ck_assert_int_eq(ld(&g_connects), 2);
+  ck_assert_int_eq(th_ld(&th_connects), 2);
   ck_assert_str_eq(lb.peer[0], "");
   ck_assert_str_eq(lb.peer[1], cpath);
 
@@ -284,11 +265,11 @@ START_TEST(unix_socket_echo)
   close(a);
   close(b);
   unlink(cpath);
-  ck_assert(th_wait_int(&g_closes, 2, 10000));
+  ck_assert(th_wait_int(&th_closes, 2, 10000));
   th_stop(srv);
   ck_assert_msg(stat(path, &st) < 0 && errno == ENOENT,
                 "socket file left after gev_server_free");
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -302,7 +283,7 @@ START_TEST(unix_socket_stale_file)
   struct stat st;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   snprintf(path, sizeof(path), "/tmp/gev-test-%d-stale.sock", (int)getpid());
   snprintf(addr, sizeof(addr), "unix:%s", path);
@@ -334,7 +315,7 @@ START_TEST(unix_abstract_socket)
   socklen_t len;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   snprintf(name, sizeof(name), "gev-test-%d-abstract", (int)getpid());
   snprintf(addr, sizeof(addr), "unix:@%s", name);
@@ -367,7 +348,7 @@ START_TEST(ipv6_echo)
     return;
   }
   close(fd);
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   ck_assert_int_gt(srv->port, 0);
@@ -379,9 +360,9 @@ START_TEST(ipv6_echo)
   snprintf(want, sizeof(want), "[::1]:%u", ntohs(local.sin6_port));
   ck_assert_str_eq(lb.peer[0], want);
   close(fd);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -394,7 +375,7 @@ START_TEST(ipv4_peer_addr)
   th_server *srv;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   fd = th_connect(srv->port);
@@ -514,7 +495,7 @@ START_TEST(rebind_after_free)
   th_server *srv;
   int fd, port;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   port = srv->port;
@@ -548,7 +529,7 @@ START_TEST(port_zero_picks_a_port)
     th_server *srv;
     int fd;
 
-    reset_counters();
+    th_reset_counters();
     lb_reset();
     srv = th_start(&echo_handler, &opt);
     ck_assert_msg(gev_server_port(srv->s) > 0, "%s: port %d", addrs[i],
@@ -570,7 +551,7 @@ START_TEST(reuse_port_echo)
   int fds[N], per_loop[2] = {0, 0};
   th_server *srv;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   ck_assert_int_gt(srv->port, 0);
@@ -589,7 +570,7 @@ START_TEST(reuse_port_echo)
     ck_assert_int_ge(fds[i], 0);
     ck_assert(th_echo_roundtrip(fds[i], 1 + (size_t)i * 997, (uint32_t)i));
   }
-  ck_assert_int_eq(ld(&g_connects), N);
+  ck_assert_int_eq(th_ld(&th_connects), N);
   for (int i = 0; i < N; i++) {
     ck_assert(lb.idx[i] == 0 || lb.idx[i] == 1);
     per_loop[lb.idx[i]]++;
@@ -600,9 +581,9 @@ START_TEST(reuse_port_echo)
   ck_assert_int_gt(per_loop[1], 0);
   for (int i = 0; i < N; i++)
     close(fds[i]);
-  ck_assert(th_wait_int(&g_closes, N, 10000));
+  ck_assert(th_wait_int(&th_closes, N, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -613,7 +594,7 @@ START_TEST(round_robin_rotation)
   th_server *srv;
   int fds[N];
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   for (int i = 0; i < N; i++) {
@@ -633,7 +614,7 @@ START_TEST(round_robin_rotation)
     if (i != 4)
       close(fds[i]);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -687,7 +668,7 @@ START_TEST(least_connections_picks_fewest)
   int fds[8], loops[8], on0[8], n0 = 0, other = -1;
   th_server *srv;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   /* Four connections: two per loop. */
@@ -723,8 +704,8 @@ START_TEST(least_connections_picks_fewest)
     if (i != other && i != on0[0] && i != on0[1])
       close(fds[i]);
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_connects), ld(&g_closes));
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_connects), th_ld(&th_closes));
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -734,7 +715,7 @@ START_TEST(max_connections_refuses)
   int fds[3], extra, again;
   th_server *srv;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   for (int i = 0; i < 3; i++) {
@@ -747,32 +728,32 @@ START_TEST(max_connections_refuses)
   ck_assert_int_ge(extra, 0);
   ck_assert_msg(th_wait_eof(extra, 10000), "refused connection not closed");
   close(extra);
-  ck_assert_int_eq(ld(&g_connects), 3);
-  ck_assert_int_eq(ld(&g_closes), 0);
+  ck_assert_int_eq(th_ld(&th_connects), 3);
+  ck_assert_int_eq(th_ld(&th_closes), 0);
   /* The others keep working. */
   for (int i = 0; i < 3; i++)
     ck_assert(th_echo_roundtrip(fds[i], 70000, (uint32_t)i + 10));
   /* A slot frees after on_close. */
   close(fds[0]);
-  ck_assert(th_wait_int(&g_closes, 1, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
   wait_conn_count(srv, 2);
   again = th_connect(srv->port);
   ck_assert_int_ge(again, 0);
   ck_assert(th_echo_roundtrip(again, 100, 20));
-  ck_assert_int_eq(ld(&g_connects), 4);
+  ck_assert_int_eq(th_ld(&th_connects), 4);
   /* Full again. */
   extra = th_connect(srv->port);
   ck_assert_int_ge(extra, 0);
   ck_assert(th_wait_eof(extra, 10000));
   close(extra);
-  ck_assert_int_eq(ld(&g_connects), 4);
+  ck_assert_int_eq(th_ld(&th_connects), 4);
   close(fds[1]);
   close(fds[2]);
   close(again);
-  ck_assert(th_wait_int(&g_closes, 4, 10000));
+  ck_assert(th_wait_int(&th_closes, 4, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_closes), 4);
-  ck_assert_int_eq(ld(&g_violations), 0);
+  ck_assert_int_eq(th_ld(&th_closes), 4);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
 }
 END_TEST
 
@@ -790,16 +771,16 @@ static void ac_task(void *arg)
 {
   (void)arg;
   if (!gev_loop_in_thread(gev_server_loop(ac.s)))
-    inc(&ac.task_wrong_thread);
-  inc(&ac.task_ran);
+    th_inc(&ac.task_wrong_thread);
+  th_inc(&ac.task_ran);
 }
 
 static void ac_after(void *arg)
 {
   (void)arg;
   if (!gev_loop_in_thread(gev_server_loop(ac.s)))
-    inc(&ac.task_wrong_thread);
-  inc(&ac.after_ran);
+    th_inc(&ac.task_wrong_thread);
+  th_inc(&ac.after_ran);
 }
 
 static void ac_every(void *arg)
@@ -807,13 +788,13 @@ static void ac_every(void *arg)
   (void)arg;
   if (__atomic_add_fetch(&ac.every_runs, 1, __ATOMIC_SEQ_CST) == 3 &&
       gev_server_cancel(ac.s, ac.every_id) != 0)
-    inc(&ac.task_wrong_thread);
+    th_inc(&ac.task_wrong_thread);
 }
 
 static void ac_never(void *arg)
 {
   (void)arg;
-  inc(&ac.cancelled_ran);
+  th_inc(&ac.cancelled_ran);
 }
 
 START_TEST(acceptor_tasks_before_start)
@@ -823,7 +804,7 @@ START_TEST(acceptor_tasks_before_start)
   runner r;
 
   memset(&ac, 0, sizeof(ac));
-  reset_counters();
+  th_reset_counters();
   ck_assert_int_eq(gev_server_new(&ac.s, &echo_handler, &opt), 0);
   ck_assert_ptr_nonnull(gev_server_loop(ac.s));
   ck_assert_int_eq(gev_loop_post(gev_server_loop(ac.s), ac_task, NULL), 0);
@@ -837,8 +818,8 @@ START_TEST(acceptor_tasks_before_start)
   ck_assert_int_eq(gev_server_cancel(ac.s, cancelled), 0);
   ck_assert_int_eq(gev_server_cancel(ac.s, cancelled), -ENOENT);
   usleep(20000); /* nothing runs before start */
-  ck_assert_int_eq(ld(&ac.task_ran), 0);
-  ck_assert_int_eq(ld(&ac.after_ran), 0);
+  ck_assert_int_eq(th_ld(&ac.task_ran), 0);
+  ck_assert_int_eq(th_ld(&ac.after_ran), 0);
 
   runner_start(&r, ac.s);
   ck_assert(th_wait_int(&ac.task_ran, 1, 10000));
@@ -846,18 +827,18 @@ START_TEST(acceptor_tasks_before_start)
   ck_assert(th_wait_int(&ac.every_runs, 3, 10000));
   gev_server_stop(ac.s);
   runner_join(&r);
-  ck_assert_int_eq(ld(&ac.task_ran), 1);
-  ck_assert_int_eq(ld(&ac.after_ran), 2);
-  ck_assert_int_eq(ld(&ac.every_runs), 3); /* cancelled in its 3rd run */
-  ck_assert_int_eq(ld(&ac.cancelled_ran), 0);
-  ck_assert_int_eq(ld(&ac.task_wrong_thread), 0);
+  ck_assert_int_eq(th_ld(&ac.task_ran), 1);
+  ck_assert_int_eq(th_ld(&ac.after_ran), 2);
+  ck_assert_int_eq(th_ld(&ac.every_runs), 3); /* cancelled in its 3rd run */
+  ck_assert_int_eq(th_ld(&ac.cancelled_ran), 0);
+  ck_assert_int_eq(th_ld(&ac.task_wrong_thread), 0);
   gev_server_free(ac.s);
 }
 END_TEST
 
 static void must_not_run(void *arg)
 {
-  inc((int *)arg);
+  th_inc((int *)arg);
 }
 
 START_TEST(post_after_stop_fails_cleanly)
@@ -867,7 +848,7 @@ START_TEST(post_after_stop_fails_cleanly)
   int ran = 0, fd;
   runner r;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   ck_assert_int_eq(gev_server_new(&s, &echo_handler, &opt), 0);
   runner_start(&r, s);
@@ -894,8 +875,8 @@ START_TEST(post_after_stop_fails_cleanly)
   close(fd);
   gev_server_free(s);
   ck_assert_int_eq(ran, 0);
-  ck_assert_int_eq(ld(&g_connects), 1);
-  ck_assert_int_eq(ld(&g_closes), 1);
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
 }
 END_TEST
 
@@ -930,7 +911,7 @@ START_TEST(stop_twice_is_harmless)
   gev_server *s;
   runner r;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   ck_assert_int_eq(gev_server_new(&s, &echo_handler, &opt), 0);
   runner_start(&r, s);
@@ -943,7 +924,7 @@ START_TEST(stop_twice_is_harmless)
   gev_server_stop(s);
   gev_server_free(s);
   close(fd);
-  ck_assert_int_eq(ld(&g_closes), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
   ck_assert_int_eq(th_count_fds(), fd0);
   assert_threads_back(th0);
 }
@@ -964,7 +945,7 @@ START_TEST(stop_from_signal_handler)
   runner r;
   int fd;
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   ck_assert_int_eq(gev_server_new(&sig_server, &echo_handler, &opt), 0);
   sigemptyset(&sa.sa_mask);
@@ -976,7 +957,7 @@ START_TEST(stop_from_signal_handler)
   /* Delivered to the thread running the acceptor loop. */
   ck_assert_int_eq(pthread_kill(r.thread, SIGUSR1), 0);
   runner_join(&r);
-  ck_assert_int_eq(ld(&g_closes), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
   gev_server_free(sig_server);
   close(fd);
   sigaction(SIGUSR1, &old, NULL);
@@ -993,7 +974,7 @@ START_TEST(idle_connections_closed)
   th_server *srv;
   int fds[N];
 
-  reset_counters();
+  th_reset_counters();
   lb_reset();
   srv = th_start(&echo_handler, &opt);
   for (int i = 0; i < N; i++) {
@@ -1009,10 +990,10 @@ START_TEST(idle_connections_closed)
     ck_assert_msg(th_wait_eof(fds[i], 10000), "connection %d not closed", i);
     close(fds[i]);
   }
-  ck_assert(th_wait_int(&g_closes, N, 10000));
+  ck_assert(th_wait_int(&th_closes, N, 10000));
   th_stop(srv);
-  ck_assert_int_eq(ld(&g_connects), N);
-  ck_assert_int_eq(ld(&g_closes), N);
+  ck_assert_int_eq(th_ld(&th_connects), N);
+  ck_assert_int_eq(th_ld(&th_closes), N);
 }
 END_TEST
 
