@@ -136,11 +136,25 @@ http)
            'Date: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT'; do
     [ "$(grep -cE "^< $h\$" "$tmp/hdrs")" -eq 2 ] || fail "header '$h' not in both responses: $(cat "$tmp/hdrs")"
   done
-  # the Date header follows the clock (a timer per worker loop refreshes it)
-  d1=$(grep -m1 '^< Date:' "$tmp/hdrs")
-  sleep 1.2
-  d2=$(timeout 10 curl -s -D - -o /dev/null "$base/" | tr -d '\r' | grep '^Date:')
-  [ "< $d2" != "$d1" ] || fail "Date not refreshed: '$d1' then '$d2'"
+  # the Date header follows the clock: two requests 1.2 s apart on one
+  # keep-alive connection (so one worker loop) each carry the current second
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || fail "connect for Date"
+  for i in 1 2; do
+    [ "$i" = 2 ] && sleep 1.2
+    t0=$(date -u +%s)
+    printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+    d=
+    while IFS= read -r -t 5 l <&3; do
+      l=${l%$'\r'}
+      [ -z "$l" ] && break
+      [[ $l == Date:* ]] && d=${l#Date: }
+    done
+    read -r -t 5 -N 13 body <&3 || fail "Date request $i: no body"
+    t1=$(date -u +%s)
+    t=$(date -u -d "$d" +%s) || fail "Date unparsable: '$d'"
+    [ "$t" -ge "$t0" ] && [ "$t" -le "$t1" ] || fail "Date '$d' outside [$t0, $t1] (request $i)"
+  done
+  exec 3<&-
   [ "$(timeout 10 curl -s -o /dev/null -w '%{http_code}' "$base/nope")" = 404 ] || fail "no 404 for /nope"
   # malformed request, oversized head, chunked body: answered, then closed
   exchange 'GARBAGE\r\n\r\n'

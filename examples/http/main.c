@@ -23,14 +23,15 @@
 #define BODY "Hello, World!"
 
 /* The Date header. Every worker loop keeps its own copy in thread-local
- * storage, refreshed once a second by a timer on that same loop
- * (gev_loop_run_every on gev_server_worker_loop), so the only thread that
- * ever reads or writes a copy is its owner: no lock, no atomics, no torn
- * reads on the request path. A global refreshed by the acceptor loop would
- * need a seqlock or a pointer swap between two buffers for the same
- * guarantee; the price here is one timer per worker loop. The copy also
- * holds the complete common response, so the fast path is one memcpy. */
+ * storage, so the only thread that reads or writes a copy is its owner: no
+ * lock, no atomics, no torn reads. A request compares the second the copy
+ * was made for with time() (a vDSO read, no syscall) and formats again only
+ * when the second has changed. A once-a-second timer would be cheaper still
+ * but is not correct: its phase is arbitrary, so the header could lag the
+ * clock by up to a second, and two loops could disagree. The copy also holds
+ * the complete common response, so the fast path is one memcpy. */
 static _Thread_local char date[32];
+static _Thread_local time_t date_sec = (time_t)-1;
 static _Thread_local char ok_resp[160];
 static _Thread_local size_t ok_len;
 
@@ -46,17 +47,16 @@ typedef struct http_conn {
 /* How long a half-closed connection waits for the peer to close. */
 #define LINGER_MS 2000
 
-static void refresh_date(void *arg)
+static void refresh_date(time_t t)
 {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
                                   "Thu", "Fri", "Sat"};
   static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = time(NULL);
   struct tm tm;
   int n;
 
-  (void)arg;
+  date_sec = t;
   gmtime_r(&t, &tm);
   /* IMF-fixdate (RFC 7231, 7.1.1.1); names by hand, not by locale. */
   snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
@@ -91,8 +91,6 @@ static int respond(ringbuffer *out, int status, bool head, bool keep, int minor)
   const char *conn = "";
   int n;
 
-  if (!ok_len)
-    refresh_date(NULL); /* a request before this loop's first tick */
   if (status == 200)
     snprintf(body, sizeof(body), "%s", BODY);
   else
@@ -192,6 +190,10 @@ static bool skip_body(gev_conn *c, ringbuffer *in, uint64_t len)
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   http_conn *hc = gev_conn_context(c);
+  time_t now = time(NULL);
+
+  if (now != date_sec)
+    refresh_date(now);
 
   if (hc && hc->lingering) {
     ringbuffer_retrieve_all(in);
@@ -259,12 +261,6 @@ static void on_close(gev_conn *c)
   free(hc);
 }
 
-static void ready(gev_server *s)
-{
-  for (int i = 0; i < gev_server_num_loops(s); i++)
-    gev_loop_run_every(gev_server_worker_loop(s, i), 1000, refresh_date, NULL);
-}
-
 int main(int argc, char **argv)
 {
   gev_handler h = {.on_message = on_message, .on_close = on_close};
@@ -273,5 +269,5 @@ int main(int argc, char **argv)
 
   ex_parse(argc, argv, &a, NULL, 0);
   opt.idle_timeout_ms = 60000; /* the keep-alive timeout */
-  return ex_run(&h, &opt, &a, ready);
+  return ex_run(&h, &opt, &a, NULL);
 }
