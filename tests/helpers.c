@@ -387,3 +387,121 @@ void *th_join(pthread_t t, int seconds)
                 "thread did not finish within %d s", seconds);
   return ret;
 }
+
+/* ---- loops, listeners --------------------------------------------------- */
+
+typedef struct in_loop_call {
+  void (*fn)(void *);
+  void *arg;
+  int done;
+} in_loop_call;
+
+static void in_loop_trampoline(void *arg)
+{
+  in_loop_call *k = arg;
+  k->fn(k->arg);
+  th_st(&k->done, 1);
+}
+
+void th_noop(void *arg)
+{
+  (void)arg;
+}
+
+void th_run_in_loop(gev_loop *l, void (*fn)(void *), void *arg)
+{
+  in_loop_call k = {fn, arg, 0};
+  ck_assert_int_eq(gev_loop_post(l, in_loop_trampoline, &k), 0);
+  ck_assert_msg(th_wait_int(&k.done, 1, 10000), "posted task did not run");
+}
+
+static void *loop_main(void *arg)
+{
+  th_loop_thread *x = arg;
+  x->rc = gev_loop_run(x->l);
+  return NULL;
+}
+
+void th_lt_start(th_loop_thread *x)
+{
+  x->rc = 1;
+  ck_assert_int_eq(gev_loop_new(&x->l), 0);
+  ck_assert_int_eq(pthread_create(&x->t, NULL, loop_main, x), 0);
+}
+
+int th_lt_stop(th_loop_thread *x)
+{
+  gev_loop_stop(x->l);
+  th_join(x->t, 20);
+  return x->rc;
+}
+
+static int bind_loopback(int port)
+{
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  int one = 1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  ck_assert_int_ge(fd, 0);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin.sin_port = htons((uint16_t)port);
+  if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int local_port(int fd)
+{
+  struct sockaddr_in sin;
+  socklen_t len = sizeof(sin);
+
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+  return ntohs(sin.sin_port);
+}
+
+int th_free_port(void)
+{
+  int fd = bind_loopback(0), port;
+
+  ck_assert_int_ge(fd, 0);
+  port = local_port(fd);
+  close(fd);
+  return port;
+}
+
+int th_listen_port(int port, int backlog)
+{
+  int fd = bind_loopback(port);
+
+  if (fd >= 0 && listen(fd, backlog) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+int th_listen_plain(int backlog, int *port)
+{
+  int fd = th_listen_port(0, backlog);
+
+  ck_assert_int_ge(fd, 0);
+  *port = local_port(fd);
+  return fd;
+}
+
+int th_accept(int lfd)
+{
+  struct pollfd p = {.fd = lfd, .events = POLLIN};
+  struct timeval tv = {10, 0};
+  int fd;
+
+  ck_assert_msg(poll(&p, 1, 10000) == 1, "nobody connected within 10 s");
+  fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  ck_assert_int_ge(fd, 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  return fd;
+}

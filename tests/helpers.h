@@ -93,4 +93,33 @@ bool th_echo_roundtrip(int fd, size_t n, uint32_t seed);
 /* Fills p with bytes derived from seed (for verifiable random payloads). */
 void th_fill(void *p, size_t n, uint32_t seed);
 
+/* Runs fn(arg) in loop l's thread and waits for it (bounded). Tasks posted
+ * from one thread run in order, so this also fences what that thread
+ * posted before. */
+void th_run_in_loop(gev_loop *l, void (*fn)(void *), void *arg);
+/* A task that does nothing (for th_run_in_loop as a fence). */
+void th_noop(void *arg);
+
+/* A standalone loop (gev_loop_new) running gev_loop_run on its own thread. */
+typedef struct th_loop_thread {
+  gev_loop *l;
+  pthread_t t;
+  int rc;
+} th_loop_thread;
+void th_lt_start(th_loop_thread *x);
+/* gev_loop_stop and join (bounded); returns gev_loop_run's result. The
+ * loop is not freed. */
+int th_lt_stop(th_loop_thread *x);
+
+/* A port on 127.0.0.1 where nothing listens: bound, then closed. */
+int th_free_port(void);
+/* A plain listening socket (not gev) on 127.0.0.1 and an ephemeral port,
+ * stored in *port: the test accepts and reads when it wants to. */
+int th_listen_plain(int backlog, int *port);
+/* The same on a given port (SO_REUSEADDR); -1 when it cannot bind. */
+int th_listen_port(int port, int backlog);
+/* accept with a 10 s bound (fails the test); the accepted socket gets 10 s
+ * I/O timeouts. */
+int th_accept(int lfd);
+
 #endif

@@ -30,34 +30,6 @@
 
 /* ---- shared scaffolding ----------------------------------------------- */
 
-/* Runs fn(arg) in loop l's thread and waits for it (bounded). Tasks posted
- * from one thread run in order, so this also fences what that thread
- * posted before (gev_loop_connect, cross-thread pause, ...). */
-typedef struct in_loop_call {
-  void (*fn)(void *);
-  void *arg;
-  int done;
-} in_loop_call;
-
-static void in_loop_trampoline(void *arg)
-{
-  in_loop_call *k = arg;
-  k->fn(k->arg);
-  th_st(&k->done, 1);
-}
-
-static void noop(void *arg)
-{
-  (void)arg;
-}
-
-static void run_in_loop(gev_loop *l, void (*fn)(void *), void *arg)
-{
-  in_loop_call k = {fn, arg, 0};
-  ck_assert_int_eq(gev_loop_post(l, in_loop_trampoline, &k), 0);
-  ck_assert_msg(th_wait_int(&k.done, 1, 10000), "posted task did not run");
-}
-
 /* Keeps a loop busy in a task: what arrives meanwhile is seen by the next
  * pass, in one batch. */
 typedef struct blocker {
@@ -79,82 +51,6 @@ static void block_loop(gev_loop *l, blocker *b, int ms)
   ck_assert(th_wait_int(&b->entered, 1, 10000));
 }
 
-/* A standalone loop running on its own thread. */
-typedef struct loop_thread {
-  gev_loop *l;
-  pthread_t t;
-  int rc;
-} loop_thread;
-
-static void *loop_main(void *arg)
-{
-  loop_thread *x = arg;
-  x->rc = gev_loop_run(x->l);
-  return NULL;
-}
-
-static void lt_start(loop_thread *x)
-{
-  x->rc = 1;
-  ck_assert_int_eq(gev_loop_new(&x->l), 0);
-  ck_assert_int_eq(pthread_create(&x->t, NULL, loop_main, x), 0);
-}
-
-/* gev_loop_stop and join; returns gev_loop_run's result. */
-static int lt_stop(loop_thread *x)
-{
-  gev_loop_stop(x->l);
-  th_join(x->t, 20);
-  return x->rc;
-}
-
-/* A port on 127.0.0.1 where nothing listens: bound, then closed. */
-static int free_port(void)
-{
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sin);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-  ck_assert_int_ge(fd, 0);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  close(fd);
-  return ntohs(sin.sin_port);
-}
-
-/* A plain listening socket on 127.0.0.1 (not gev): the test accepts and
- * reads when it wants to. */
-static int plain_listen(int backlog, int *port)
-{
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sin);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-  ck_assert_int_ge(fd, 0);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-  ck_assert_int_eq(listen(fd, backlog), 0);
-  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
-/* accept with a 10 s bound; the accepted socket gets 10 s I/O timeouts. */
-static int accept_bounded(int lfd)
-{
-  struct pollfd p = {.fd = lfd, .events = POLLIN};
-  struct timeval tv = {10, 0};
-  int fd;
-
-  ck_assert_msg(poll(&p, 1, 10000) == 1, "nobody connected within 10 s");
-  fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-  ck_assert_int_ge(fd, 0);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  return fd;
-}
-
 /* True when nothing (no byte, no EOF) arrives on fd within ms. */
 static bool quiet_for(int fd, int ms)
 {
@@ -174,7 +70,7 @@ static int fill_listener(int *lfd, int *port, int cfd[FILL_MAX])
   struct sockaddr_in sin = {.sin_family = AF_INET};
   int n = 0;
 
-  *lfd = plain_listen(0, port);
+  *lfd = th_listen_plain(0, port);
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   sin.sin_port = htons((uint16_t)*port);
   while (n < FILL_MAX) {
@@ -379,7 +275,7 @@ START_TEST(standalone_loop_echo)
   gev_connect_options o;
   char addr[64], want_peer[64];
   int fds0, threads0;
-  loop_thread lt;
+  th_loop_thread lt;
   th_server *srv;
   probe p, q;
 
@@ -387,7 +283,7 @@ START_TEST(standalone_loop_echo)
   fds0 = th_count_fds();
   threads0 = th_count_threads();
   srv = th_start(&th_echo_handler, &so);
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   p.hello = hello;
   p.hello_len = n;
@@ -436,7 +332,7 @@ START_TEST(standalone_loop_echo)
   ck_assert_int_eq(th_ld(&q.closes), 0);
   ck_assert(gev_conn_connected(q.c));
 
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   ck_assert_int_eq(gev_loop_run(lt.l), -EALREADY);
   ck_assert_int_eq(th_ld(&p.closes), 1);
   ck_assert_int_eq(th_ld(&q.closes), 1);
@@ -460,17 +356,17 @@ START_TEST(connect_refused)
 {
   char addr[64];
   int fds0 = th_count_fds();
-  loop_thread lt;
+  th_loop_thread lt;
   probe p;
 
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", th_free_port());
   probe_connect(&p, lt.l, addr, 0, 0);
   ck_assert(th_wait_int(&p.results, 1, 10000));
   usleep(100000); /* a second on_result or an on_connect would show now */
   assert_failed_once(&p, -ECONNREFUSED);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   assert_failed_once(&p, -ECONNREFUSED);
   gev_loop_free(lt.l);
   ck_assert_int_eq(th_count_fds(), fds0);
@@ -498,11 +394,11 @@ START_TEST(connect_timeout)
 {
   int lfd, port, cfd[FILL_MAX], ncfd, fds0 = th_count_fds();
   char addr[64];
-  loop_thread lt;
+  th_loop_thread lt;
   probe p;
 
   ncfd = fill_listener(&lfd, &port, cfd);
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   probe_connect(&p, lt.l, addr, 200, 0);
@@ -510,7 +406,7 @@ START_TEST(connect_timeout)
                 "a 200 ms connect timeout did not fire within 10 s");
   usleep(100000);
   assert_failed_once(&p, -ETIMEDOUT);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   assert_failed_once(&p, -ETIMEDOUT);
   gev_loop_free(lt.l);
   close_all(cfd, ncfd);
@@ -543,10 +439,10 @@ START_TEST(connect_bad_arguments)
   };
   char longpath[200];
   gev_connect_options o = {.on_result = p_result};
-  loop_thread lt;
+  th_loop_thread lt;
   probe p;
 
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   o.arg = o.context = &p;
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -569,11 +465,11 @@ START_TEST(connect_bad_arguments)
   ck_assert_int_eq(gev_loop_connect(lt.l, &probe_handler, &o), -EINVAL);
 
   /* Anything posted by the calls above has run once this has. */
-  run_in_loop(lt.l, noop, NULL);
+  th_run_in_loop(lt.l, th_noop, NULL);
   usleep(50000);
   ck_assert_int_eq(th_ld(&p.results), 0);
 
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   o.address = "127.0.0.1:9";
   ck_assert_int_eq(gev_loop_connect(lt.l, &probe_handler, &o), -ESHUTDOWN);
   ck_assert_int_eq(th_ld(&p.results), 0);
@@ -592,7 +488,7 @@ START_TEST(connect_unix)
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   gev_options so = {.num_loops = 1, .address = addr};
   int fds0 = th_count_fds(), dfd;
-  loop_thread lt;
+  th_loop_thread lt;
   th_server *srv;
   probe p;
 
@@ -601,7 +497,7 @@ START_TEST(connect_unix)
   snprintf(addr, sizeof(addr), "unix:%s", path);
   unlink(path);
   srv = th_start(&greet_handler, &so);
-  lt_start(&lt);
+  th_lt_start(&lt);
 
   /* Both ways: the server's greeting, then the echo of what we sent. */
   probe_init(&p, lt.l);
@@ -643,7 +539,7 @@ START_TEST(connect_unix)
   close(dfd);
   unlink(deaf);
 
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   gev_loop_free(lt.l);
   th_stop(srv);
   ck_assert_int_eq(access(path, F_OK), -1); /* gev_server_free removed it */
@@ -658,7 +554,7 @@ START_TEST(stop_cancels_connect)
 {
   int lfd, port, cfd[FILL_MAX], ncfd, fds0 = th_count_fds();
   char addr[64];
-  loop_thread lt;
+  th_loop_thread lt;
   gev_loop *l;
   probe p;
 
@@ -666,13 +562,13 @@ START_TEST(stop_cancels_connect)
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 
   /* Under way on a running loop. */
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   probe_connect(&p, lt.l, addr, 0, 0);
-  run_in_loop(lt.l, noop, NULL); /* the connect has started */
+  th_run_in_loop(lt.l, th_noop, NULL); /* the connect has started */
   usleep(50000);
   ck_assert_int_eq(th_ld(&p.results), 0);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   assert_failed_once(&p, -ECANCELED);
   gev_loop_free(lt.l);
 
@@ -909,7 +805,7 @@ START_TEST(pause_resume_read)
 
   /* Paused from another thread. */
   ck_assert_int_eq(gev_conn_pause_read(g_pz), 0);
-  run_in_loop(gev_server_worker_loop(srv->s, 0), noop, NULL);
+  th_run_in_loop(gev_server_worker_loop(srv->s, 0), th_noop, NULL);
   ck_assert(th_write_all(fd, "5555", 4));
   msgs = th_ld(&g_pz_msgs);
   assert_no_message(msgs, 1020);
@@ -1206,15 +1102,15 @@ START_TEST(close_during_redelivery)
     ck_assert(th_write_all(fd, "held", 4));
     ck_assert(th_wait_int(&g_rc_calls, calls + 1, 10000));
     /* In the loop's thread: the connection is open (paused, input held). */
-    run_in_loop(wl, rc_resume, NULL);
+    th_run_in_loop(wl, rc_resume, NULL);
     ck_assert(th_wait_int(&g_rc_closes, closes + 1, 10000));
     ck_assert(th_wait_eof(fd, 10000));
     ck_assert_int_eq(th_ld(&g_rc_calls), calls + 2);
     close(fd);
     th_st(&g_rc_calls, 0);
   }
-  run_in_loop(wl, noop, NULL); /* a few more passes over the zombies */
-  run_in_loop(wl, noop, NULL);
+  th_run_in_loop(wl, th_noop, NULL); /* a few more passes over the zombies */
+  th_run_in_loop(wl, th_noop, NULL);
   ck_assert_int_eq(th_ld(&g_rc_bad), 0);
   th_stop(srv);
 }
@@ -1247,7 +1143,7 @@ START_TEST(paused_at_input_cap_not_closed)
   gev_handler h = {p_connect, fc_message, p_close};
   gev_connect_options o = {0};
   static char data[8 * KIB];
-  loop_thread lt;
+  th_loop_thread lt;
   int lfd, port, fd;
   char addr[64];
   probe p;
@@ -1256,8 +1152,8 @@ START_TEST(paused_at_input_cap_not_closed)
   th_st(&g_fc_got, 0);
   th_st(&g_fc_bad, 0);
   memset(data, 'c', sizeof(data));
-  lfd = plain_listen(8, &port);
-  lt_start(&lt);
+  lfd = th_listen_plain(8, &port);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   o = (gev_connect_options){.address = addr,
@@ -1266,7 +1162,7 @@ START_TEST(paused_at_input_cap_not_closed)
                             .on_result = p_result,
                             .arg = &p};
   ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = accept_bounded(lfd);
+  fd = th_accept(lfd);
   ck_assert(th_wait_int(&p.connects, 1, 10000));
   ck_assert(th_write_all(fd, data, sizeof(data)));
   ck_assert(th_wait_int(&g_fc_calls, 2, 10000));
@@ -1279,7 +1175,7 @@ START_TEST(paused_at_input_cap_not_closed)
   ck_assert_int_eq(th_ld(&g_fc_bad), 0);
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
   close(lfd);
@@ -1374,7 +1270,7 @@ static void dr_step_do(gev_loop *l, gev_conn *c, int which)
 {
   dr_step s = {c, which, 1, 1};
 
-  run_in_loop(l, dr_step_run, &s);
+  th_run_in_loop(l, dr_step_run, &s);
   ck_assert_int_eq(s.rc1, 0);
   ck_assert_int_eq(s.rc2, 0);
 }
@@ -1394,7 +1290,7 @@ START_TEST(drain_when_already_low)
   gev_handler h = {p_connect, p_message, drc_close};
   gev_connect_options o = {0};
   th_server *srv;
-  loop_thread lt;
+  th_loop_thread lt;
   char addr[64];
   probe p;
 
@@ -1402,7 +1298,7 @@ START_TEST(drain_when_already_low)
   dr_reset();
   g_dr_close_rc = 1;
   srv = th_start(&th_echo_handler, &so);
-  lt_start(&lt);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   p.hello = hello;
   p.hello_len = 4;
@@ -1428,7 +1324,7 @@ START_TEST(drain_when_already_low)
 
   /* fn NULL cancels. */
   dr_step_do(lt.l, p.c, 1);
-  run_in_loop(lt.l, noop, NULL);
+  th_run_in_loop(lt.l, th_noop, NULL);
   ck_assert_int_eq(gev_conn_send(p.c, "more", 4), 0);
   ck_assert(th_wait_int(&p.got, 12, 10000));
   usleep(100000);
@@ -1456,7 +1352,7 @@ START_TEST(drain_when_already_low)
   ck_assert_int_eq(th_ld(&g_dr_bad), 0);
   ck_assert_int_eq(th_ld(&p.bad_order), 0);
   ck_assert_int_eq(th_ld(&p.bad_thread), 0);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
   th_stop(srv);
@@ -1493,7 +1389,7 @@ static void wlen_task(void *arg)
 static size_t out_len(gev_loop *l, gev_conn *c)
 {
   wlen_q q = {c, 0};
-  run_in_loop(l, wlen_task, &q);
+  th_run_in_loop(l, wlen_task, &q);
   return q.n;
 }
 
@@ -1502,7 +1398,7 @@ START_TEST(drain_when_output_drains)
   gev_handler h = {big_connect, p_message, p_close};
   gev_connect_options o = {0};
   unsigned char *rx;
-  loop_thread lt;
+  th_loop_thread lt;
   int lfd, port, fd;
   char addr[64];
   probe p;
@@ -1513,14 +1409,14 @@ START_TEST(drain_when_output_drains)
   ck_assert(g_big && rx);
   th_fill(g_big, BIG, 7);
   g_big_rc = 1;
-  lfd = plain_listen(8, &port);
-  lt_start(&lt);
+  lfd = th_listen_plain(8, &port);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   o = (gev_connect_options){
       .address = addr, .context = &p, .on_result = p_result, .arg = &p};
   ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = accept_bounded(lfd);
+  fd = th_accept(lfd);
   ck_assert(th_wait_int(&p.connects, 1, 10000));
   ck_assert_int_eq(g_big_rc, 0);
 
@@ -1542,7 +1438,7 @@ START_TEST(drain_when_output_drains)
 
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
   close(lfd);
@@ -1557,7 +1453,7 @@ START_TEST(drain_never_after_close)
   gev_handler h = {big_connect, p_message, drc_close};
   gev_connect_options o = {0};
   struct linger lg = {1, 0};
-  loop_thread lt;
+  th_loop_thread lt;
   int lfd, port, fd;
   char addr[64];
   probe p;
@@ -1567,14 +1463,14 @@ START_TEST(drain_never_after_close)
   g_big = malloc(BIG);
   ck_assert_ptr_nonnull(g_big);
   memset(g_big, 'b', BIG);
-  lfd = plain_listen(8, &port);
-  lt_start(&lt);
+  lfd = th_listen_plain(8, &port);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   o = (gev_connect_options){
       .address = addr, .context = &p, .on_result = p_result, .arg = &p};
   ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = accept_bounded(lfd);
+  fd = th_accept(lfd);
   ck_assert(th_wait_int(&p.connects, 1, 10000));
   ck_assert_uint_gt(out_len(lt.l, p.c), LOW);
 
@@ -1582,12 +1478,12 @@ START_TEST(drain_never_after_close)
   ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  run_in_loop(lt.l, noop, NULL);
+  th_run_in_loop(lt.l, th_noop, NULL);
   usleep(100000);
   ck_assert_int_eq(th_ld(&g_dr_fired), 0);
   ck_assert_int_eq(g_dr_close_rc, -ENOTCONN);
   ck_assert_int_eq(th_ld(&g_dr_bad), 0);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   ck_assert_int_eq(th_ld(&g_dr_fired), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
@@ -1629,7 +1525,7 @@ START_TEST(outgoing_max_buffer_enobufs)
   gev_handler h = {mb_connect, p_message, p_close};
   gev_connect_options o = {0};
   static unsigned char b40[40 * KIB], rx[CAP + 40 * KIB];
-  loop_thread lt;
+  th_loop_thread lt;
   int lfd, port, fd;
   char addr[64];
   blocker blk;
@@ -1639,8 +1535,8 @@ START_TEST(outgoing_max_buffer_enobufs)
   g_mb_sent = 0;
   th_fill(g_mb_a, sizeof(g_mb_a), 3);
   memset(b40, 'B', sizeof(b40));
-  lfd = plain_listen(8, &port);
-  lt_start(&lt);
+  lfd = th_listen_plain(8, &port);
+  th_lt_start(&lt);
   probe_init(&p, lt.l);
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   o = (gev_connect_options){.address = addr,
@@ -1649,7 +1545,7 @@ START_TEST(outgoing_max_buffer_enobufs)
                             .on_result = p_result,
                             .arg = &p};
   ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = accept_bounded(lfd);
+  fd = th_accept(lfd);
   ck_assert(th_wait_int(&p.connects, 1, 10000));
   ck_assert_int_eq(g_mb_rc[0], -ENOBUFS);
   ck_assert_int_eq(g_mb_rc[1], 0);
@@ -1680,7 +1576,7 @@ START_TEST(outgoing_max_buffer_enobufs)
   ck_assert(th_wait_int(&p.closes, 1, 10000));
   ck_assert_int_eq(th_ld(&p.bad_order), 0);
   ck_assert_int_eq(th_ld(&p.bad_thread), 0);
-  ck_assert_int_eq(lt_stop(&lt), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
   gev_conn_unref(p.c);
   gev_loop_free(lt.l);
   close(lfd);

@@ -70,32 +70,6 @@ static void set_rst_on_close(int fd)
   ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
 }
 
-/* Runs fn(arg) in loop l's thread and waits for it (bounded). */
-typedef struct in_loop_call {
-  void (*fn)(void *);
-  void *arg;
-  int done;
-} in_loop_call;
-
-static void in_loop_trampoline(void *arg)
-{
-  in_loop_call *k = arg;
-  k->fn(k->arg);
-  __atomic_store_n(&k->done, 1, __ATOMIC_SEQ_CST);
-}
-
-static void noop(void *arg)
-{
-  (void)arg;
-}
-
-static void run_in_loop(gev_loop *l, void (*fn)(void *), void *arg)
-{
-  in_loop_call k = {fn, arg, 0};
-  ck_assert_int_eq(gev_loop_post(l, in_loop_trampoline, &k), 0);
-  ck_assert_msg(th_wait_int(&k.done, 1, 10000), "posted task did not run");
-}
-
 /* ---- 1. echo: 200 concurrent clients, random sizes up to 1 MiB --------- */
 
 #define EC_CLIENTS 200
@@ -675,7 +649,7 @@ START_TEST(send_from_thread_while_closing)
   ck_assert_int_gt(snd.nobufs, 0);
   /* Closed for good: every later send and close says so. */
   for (int i = 0; i < 2; i++)
-    run_in_loop(gev_server_worker_loop(srv->s, i), noop, NULL);
+    th_run_in_loop(gev_server_worker_loop(srv->s, i), th_noop, NULL);
   for (int i = 0; i < xs.n; i++) {
     gev_conn *c = xs.conns[i];
     ck_assert_int_eq(gev_conn_send(c, "x", 1), -ENOTCONN);
@@ -1058,7 +1032,7 @@ START_TEST(close_idempotent)
   ck_assert(th_wait_int(&th_closes, 2, 10000));
   ck_assert_int_eq(gev_conn_send(xs.conns[1], "x", 1), -ENOTCONN);
   /* on_close has returned once a task posted now has run. */
-  run_in_loop(gev_conn_loop(xs.conns[1]), noop, NULL);
+  th_run_in_loop(gev_conn_loop(xs.conns[1]), th_noop, NULL);
   ck_assert_int_eq(gev_conn_fd(xs.conns[1]), -1);
   close(a);
   close(b);
@@ -1261,7 +1235,7 @@ START_TEST(shutdown_write_half_close)
                 "server read %d of 1000 bytes after shutdown_write",
                 th_ld(&sw_after));
   /* Runs in the connection's loop after the pass that read those bytes. */
-  run_in_loop(gev_conn_loop(sw_conn), sw_probe, NULL);
+  th_run_in_loop(gev_conn_loop(sw_conn), sw_probe, NULL);
   ck_assert_msg(sw_closes_seen == 0, "on_close ran before the client closed");
   ck_assert_int_eq(th_ld(&th_closes), 0);
   close(fd);
