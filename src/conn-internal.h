@@ -63,14 +63,19 @@ struct gev_conn {
   char peer[]; /* formatted peer address */
 };
 
-/* conn.c, for connect.c: a connection for fd on loop l with its own copy
- * of h (outgoing). NULL on ENOMEM. */
+/* conn.c, for connect.c: an outgoing connection for fd on loop l, with its
+ * own copy of h or (copy_h false) pointing at h, which must then outlive
+ * it. NULL on ENOMEM. */
 gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
-                                 size_t max_buffer, int fd,
+                                 bool copy_h, size_t max_buffer, int fd,
                                  const struct sockaddr *sa, socklen_t len);
 /* conn.c: in l's thread, for a connection registered with the poller:
  * joins the loop's list and runs on_connect. */
 void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg);
+/* connect.c, for client.c: gev_loop_connect to a parsed address, with
+ * connections pointing at h (not a copy): h must outlive them. */
+int gev__connect_shared(gev_loop *l, const gev_handler *h,
+                        const gev__addr *addr, const gev_connect_options *opt);
 /* conn.c: frees a connection that never attached (fd left alone). */
 void gev__conn_free_unattached(gev_conn *c);
 

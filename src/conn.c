@@ -542,6 +542,7 @@ void gev__conn_close_all(gev_loop *l)
       write_out(c, c->out);
     gev__conn_close_now(c);
   }
+  gev__client_cancel_all(l); /* after the closes: they may schedule retries */
   gev__conn_after_pass(l);
 }
 
@@ -638,12 +639,14 @@ gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
 }
 
 gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
-                                 size_t max_buffer, int fd,
+                                 bool copy_h, size_t max_buffer, int fd,
                                  const struct sockaddr *sa, socklen_t len)
 {
-  gev_conn *c = alloc_conn(l, fd, sa, len, h);
+  gev_conn *c = alloc_conn(l, fd, sa, len, copy_h ? h : NULL);
 
   if (c) {
+    if (!copy_h)
+      c->h = h;
     c->max_buffer = max_buffer;
     c->flags = GEV__CONN_OUTGOING;
   }

@@ -28,6 +28,7 @@ struct gev__connecting {
 typedef struct connect_req {
   gev_loop *l;
   gev_handler h;
+  const gev_handler *shared_h; /* if set, used instead of a copy of h */
   gev__addr addr;
   uint64_t timeout_ms;
   size_t max_buffer;
@@ -143,7 +144,8 @@ static void start(connect_req *r)
     report(r->on_result, r->arg, NULL, fd);
     return;
   }
-  c = gev__conn_new_outgoing(l, &r->h, r->max_buffer, fd,
+  c = gev__conn_new_outgoing(l, r->shared_h ? r->shared_h : &r->h,
+                             r->shared_h == NULL, r->max_buffer, fd,
                              (const struct sockaddr *)&r->addr.ss, r->addr.len);
   cx = calloc(1, sizeof(*cx));
   if (!c || !cx) {
@@ -185,6 +187,38 @@ static void start_task(void *arg)
   free(arg);
 }
 
+static int submit(connect_req *r, gev_loop *l, const gev_connect_options *opt)
+{
+  int err;
+
+  r->l = l;
+  r->timeout_ms = opt->timeout_ms;
+  r->max_buffer = opt->max_buffer ? opt->max_buffer : DEFAULT_MAX_BUFFER;
+  r->context = opt->context;
+  r->on_result = opt->on_result;
+  r->arg = opt->arg;
+  /* Always through the queue, also from the loop's own thread: on_result
+   * then never runs inside the caller's callback. If the loop is freed
+   * before it ever runs, the request is freed and on_result does not run. */
+  if ((err = gev__loop_post_owned(l, start_task, r, free)) < 0) {
+    free(r);
+    return err;
+  }
+  return 0;
+}
+
+int gev__connect_shared(gev_loop *l, const gev_handler *h,
+                        const gev__addr *addr, const gev_connect_options *opt)
+{
+  connect_req *r = calloc(1, sizeof(*r));
+
+  if (!r)
+    return -ENOMEM;
+  r->shared_h = h;
+  r->addr = *addr;
+  return submit(r, l, opt);
+}
+
 int gev_loop_connect(gev_loop *l, const gev_handler *h,
                      const gev_connect_options *opt)
 {
@@ -200,19 +234,6 @@ int gev_loop_connect(gev_loop *l, const gev_handler *h,
     free(r);
     return err;
   }
-  r->l = l;
   r->h = *h;
-  r->timeout_ms = opt->timeout_ms;
-  r->max_buffer = opt->max_buffer ? opt->max_buffer : DEFAULT_MAX_BUFFER;
-  r->context = opt->context;
-  r->on_result = opt->on_result;
-  r->arg = opt->arg;
-  /* Always through the queue, also from the loop's own thread: on_result
-   * then never runs inside the caller's callback. If the loop is freed
-   * before it ever runs, the request is freed and on_result does not run. */
-  if ((err = gev__loop_post_owned(l, start_task, r, free)) < 0) {
-    free(r);
-    return err;
-  }
-  return 0;
+  return submit(r, l, opt);
 }

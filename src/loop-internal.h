@@ -52,6 +52,7 @@ typedef struct gev__conn_state {
   int npool;
   uint64_t idle_ms;            /* the server's idle timeout; 0 = none */
   gev__connecting *connecting; /* outgoing connects under way */
+  gev_client *clients;         /* gev_clients started on this loop */
 } gev__conn_state;
 
 struct gev_loop {
@@ -121,6 +122,8 @@ void gev__conn_after_pass(gev_loop *l);
 void gev__conn_close_all(gev_loop *l);
 /* connect.c: fails the connects under way with -ECANCELED. */
 void gev__connect_cancel_all(gev_loop *l);
+/* client.c: the loop is finishing: clients waiting to retry stop. */
+void gev__client_cancel_all(gev_loop *l);
 
 #ifdef NDEBUG
 #define gev__assert_in_loop(l) ((void)(l))

@@ -52,6 +52,70 @@ typedef struct gev_connect_options {
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
                                 const gev_connect_options *opt);
 
+
+/* ---- persistent clients: reconnect with backoff ------------------------- */
+
+/** A connection that a loop keeps open: failed connects are retried and a
+ *  closed connection is replaced, after a backoff delay. Opaque. */
+typedef struct gev_client gev_client;
+
+/** Options of a gev_client. Zero-initialize and set. */
+typedef struct gev_client_options {
+  /* Every attempt uses these; on_result reports each one (success or
+   * failure, so it can log), context is each new connection's initial
+   * gev_conn_context. The address is resolved once, by gev_client_new. */
+  gev_connect_options connect;
+  uint64_t retry_min_ms; /* delay before the first retry; 0 = 500 ms */
+  uint64_t retry_max_ms; /* the delay doubles up to this; 0 = 30 s */
+} gev_client_options;
+
+/**
+ * Start a client on loop @p l: it connects at once and, from then on, keeps
+ * one connection open until gev_client_free. A failed attempt is retried
+ * after retry_min_ms, then after twice that, and so on up to retry_max_ms;
+ * when an established connection closes (by the peer, an error, the idle
+ * timeout or gev_conn_close) a new attempt follows after retry_min_ms,
+ * because the delay starts again from the minimum once an attempt succeeds.
+ * So a peer that accepts and closes at once is redialled at most every
+ * retry_min_ms: never a busy loop. The connections are ordinary outgoing
+ * connections (every gev_conn_* function works on them) with @p h as their
+ * handler. When the loop stops, the client stops with it: the connection
+ * closes, a connect under way reports -ECANCELED, no retry is scheduled.
+ * Any thread.
+ *
+ * @param out receives the client, owned by the caller until gev_client_free;
+ *            stored before any of its callbacks can run (they may read it),
+ *            NULL on error.
+ * @param h   copied; need not outlive the call.
+ * @param opt copied (the address string is not kept).
+ * @return 0; -EINVAL for NULL arguments, a malformed address or
+ *         retry_min_ms > retry_max_ms; -ENAMETOOLONG; -ESHUTDOWN when l
+ *         has stopped; -ENOMEM.
+ */
+GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,
+                              const gev_handler *h,
+                              const gev_client_options *opt);
+
+/**
+ * Stop @p cl and give up the caller's ownership. No attempt starts after
+ * this, a pending retry is cancelled, a connect under way is abandoned
+ * (on_connect never runs for it) and the open connection, if any, is closed
+ * gracefully (gev_conn_close): its on_close is the last callback of the
+ * client. Called from the loop's thread, also from inside the client's own
+ * callbacks, that takes effect at once; from another thread, callbacks
+ * already due may still run until the loop takes the request in, so keep
+ * what they use alive until on_close (or until the loop has stopped). The
+ * memory is released once the loop is done with it. NULL is ignored.
+ */
+GEV_EXPORT void gev_client_free(gev_client *cl);
+
+/** The client's open connection, or NULL while it is connecting or waiting
+ *  to retry. Only in the loop's thread. */
+GEV_EXPORT gev_conn *gev_client_conn(const gev_client *cl);
+
+/** The loop @p cl runs on. Any thread. */
+GEV_EXPORT gev_loop *gev_client_loop(const gev_client *cl);
+
 #ifdef __cplusplus
 }
 #endif
