@@ -25,21 +25,32 @@ static int send_in_loop(gev_conn *c, const void *p, size_t n)
   used = gev__buf_len(c->out) + gev__conn_reserved(c);
   if (n > c->max_buffer || used > c->max_buffer - n)
     return -ENOBUFS;
+  /* Written at once when nothing is queued and the kernel is not known to
+   * be full: a send from another connection's callback or a timer (a
+   * proxy, a push) then leaves within this pass, straight from the
+   * caller's bytes, and only what the kernel refuses is copied. Errors are
+   * left for the end of the pass, which writes again and closes; closing
+   * here would run on_close inside the caller's callback. */
+  if (used == 0 && n > 0 && !(c->io.interest & GEV__EV_WRITE)) {
+    ssize_t w = gev__conn_write_direct(c, p, n);
+
+    if (w == (ssize_t)n) {
+      /* Settle after the pass only if something waits on the output. */
+      if (c->drain_fn || (c->flags & GEV__CONN_PAUSED))
+        gev__conn_schedule(c);
+      return 0;
+    }
+    if (w > 0) {
+      p = (const char *)p + w;
+      n -= (size_t)w;
+    }
+  }
   if (!c->out && !(c->out = gev__conn_pool_get(c)))
     return -ENOMEM;
   r = ringbuffer_write(c->out, p, n);
   if (r == 0) {
-    /* Written at once when the kernel is not known to be full: a send from
-     * another connection's callback or a timer (a proxy, a push) then
-     * leaves within this pass instead of after it. Errors are left for the
-     * end of the pass, which writes again and closes; closing here would
-     * run on_close inside the caller's callback. */
-    bool flushed = gev__conn_try_write(c);
     gev__conn_publish_out(c);
-    /* Settle after the pass unless nothing waits on the output: a partial
-     * write, a drain notification, paused reading. */
-    if (!flushed || c->drain_fn || (c->flags & GEV__CONN_PAUSED))
-      gev__conn_schedule(c);
+    gev__conn_schedule(c); /* the kernel is full, or there was a queue */
   }
   return r;
 }

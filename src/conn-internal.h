@@ -66,8 +66,8 @@ struct gev_conn {
 /* conn.c, for connect.c: an outgoing connection for fd on loop l, with its
  * own copy of h or (copy_h false) pointing at h, which must then outlive
  * it. NULL on ENOMEM. */
-gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
-                                 bool copy_h, size_t max_buffer, int fd,
+gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h, bool copy_h,
+                                 size_t max_buffer, int fd,
                                  const struct sockaddr *sa, socklen_t len);
 /* conn.c: in l's thread, for a connection registered with the poller:
  * joins the loop's list and runs on_connect. */
@@ -109,9 +109,8 @@ ringbuffer *gev__conn_pool_get(gev_conn *c);
 void gev__conn_schedule(gev_conn *c);
 /* Closes at once, dropping what is queued; on_close runs. Idempotent. */
 void gev__conn_close_now(gev_conn *c);
-/* One write of the queued output unless EPOLLOUT is armed (the kernel was
- * full). true when everything went (the buffer is released); errors are
- * not acted on here (the next write meets them again). */
-bool gev__conn_try_write(gev_conn *c);
+/* Sends from p straight to the socket (nothing may be queued before it):
+ * the bytes the kernel took, 0 when it took none now, or -errno. */
+ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
 
 #endif

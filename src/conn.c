@@ -21,6 +21,7 @@
  * send that got 0 is delivered, every later one gets -ENOTCONN.
  */
 #include "conn-internal.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -156,18 +157,17 @@ static int write_out(gev_conn *c, ringbuffer *out)
   return -err;
 }
 
-bool gev__conn_try_write(gev_conn *c)
+ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
 {
-  if (!c->out || (c->io.interest & GEV__EV_WRITE))
-    return false;
-  if (write_out(c, c->out) < 0 || !ringbuffer_empty(c->out))
-    return false;
-  /* Back to the pool at once: a loop sending to many connections in one
-   * pass (a proxy, a broadcast) then reuses one spare instead of holding
-   * one per connection until the pass ends. */
-  pool_put(c->loop, c->out);
-  c->out = NULL;
-  return true;
+  ssize_t w = gev__sys_send(c->io.fd, p, n, MSG_NOSIGNAL);
+
+  if (w > 0) {
+    touch(c);
+    return w;
+  }
+  if (w < 0 && errno != EAGAIN && errno != EINTR)
+    return -errno;
+  return 0;
 }
 
 /* ---- closing ---------------------------------------------------------- */
@@ -638,8 +638,8 @@ gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
   return c;
 }
 
-gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h,
-                                 bool copy_h, size_t max_buffer, int fd,
+gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h, bool copy_h,
+                                 size_t max_buffer, int fd,
                                  const struct sockaddr *sa, socklen_t len)
 {
   gev_conn *c = alloc_conn(l, fd, sa, len, copy_h ? h : NULL);

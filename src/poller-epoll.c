@@ -1,5 +1,6 @@
 /* poller-epoll.c - the epoll backend behind poller.h. */
 #include "poller.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -66,7 +67,7 @@ int gev__poller_del(gev__poller *p, int fd)
 int gev__poller_wait(gev__poller *p, gev__fired *out, int timeout_ms)
 {
   struct epoll_event *ev = p->events;
-  int n = epoll_wait(p->epfd, ev, p->cap, timeout_ms);
+  int n = gev__sys_epoll_wait(p->epfd, ev, p->cap, timeout_ms);
 
   if (n < 0)
     return errno == EINTR ? 0 : -errno;

@@ -795,8 +795,8 @@ START_TEST(send_from_threads_fifo)
     uint32_t seq;
     size_t n;
     pat p;
-    ck_assert_msg(th_read_exact(fd, hdr, 8),
-                  "stream ended after %ld records", total);
+    ck_assert_msg(th_read_exact(fd, hdr, 8), "stream ended after %ld records",
+                  total);
     ck_assert_int_lt(hdr[0], FI_THREADS);
     ck_assert_int_eq(hdr[7], 0xA5);
     memcpy(&seq, hdr + 1, 4);
@@ -1494,10 +1494,91 @@ END_TEST
 /* ---- the suite -------------------------------------------------------------
  */
 
+/* ---- sends from the loop's own thread, outside on_message ------------- */
+
+static gev_conn *ds_conn;
+static int ds_rc[3];
+static size_t ds_queued[3];
+static unsigned char *ds_big;
+#define DS_BIG (16 * MIB)
+
+static void ds_connect(gev_conn *c)
+{
+  ds_conn = c;
+  th_inc(&th_connects);
+}
+
+static const gev_handler ds_handler = {ds_connect, th_echo_msg, th_count_close};
+
+/* A send larger than the kernel takes: the head goes straight to the
+ * socket, the rest is queued, and later sends queue behind it. */
+static void ds_burst(void *arg)
+{
+  (void)arg;
+  ds_rc[0] = gev_conn_send(ds_conn, ds_big, DS_BIG);
+  ds_queued[0] = gev_conn_write_buffer_len(ds_conn);
+  ds_rc[1] = gev_conn_send(ds_conn, "after", 5);
+  ds_queued[1] = gev_conn_write_buffer_len(ds_conn);
+}
+
+/* With nothing queued, a send leaves within the call. */
+static void ds_single(void *arg)
+{
+  (void)arg;
+  ds_rc[2] = gev_conn_send(ds_conn, "single", 6);
+  ds_queued[2] = gev_conn_write_buffer_len(ds_conn);
+}
+
+START_TEST(send_in_loop_direct_then_queued)
+{
+  gev_options opt = {.num_loops = 1};
+  unsigned char *got = malloc(DS_BIG);
+  th_server *srv;
+  char tail[8];
+  int fd;
+
+  ds_big = malloc(DS_BIG);
+  ck_assert(got && ds_big);
+  th_fill(ds_big, DS_BIG, 77);
+  th_reset_counters();
+  ds_conn = NULL;
+  srv = th_start(&ds_handler, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_wait_int(&th_connects, 1, 10000));
+  th_run_in_loop(gev_conn_loop(ds_conn), ds_burst, NULL);
+  ck_assert_int_eq(ds_rc[0], 0);
+  ck_assert_int_eq(ds_rc[1], 0);
+  /* The client has read nothing: the kernel cannot hold 16 MiB, so part
+   * is queued, and "after" is queued behind it, not sent before it. */
+  ck_assert_uint_gt(ds_queued[0], 0);
+  ck_assert_uint_lt(ds_queued[0], DS_BIG);
+  ck_assert_uint_eq(ds_queued[1], ds_queued[0] + 5);
+  ck_assert(th_read_exact(fd, got, DS_BIG));
+  ck_assert_msg(memcmp(got, ds_big, DS_BIG) == 0, "stream corrupted");
+  ck_assert(th_read_exact(fd, tail, 5));
+  ck_assert(memcmp(tail, "after", 5) == 0);
+  /* Everything drained: the next send is written at once. */
+  th_run_in_loop(gev_conn_loop(ds_conn), th_noop, NULL);
+  th_run_in_loop(gev_conn_loop(ds_conn), ds_single, NULL);
+  ck_assert_int_eq(ds_rc[2], 0);
+  ck_assert_uint_eq(ds_queued[2], 0);
+  ck_assert(th_read_exact(fd, tail, 6));
+  ck_assert(memcmp(tail, "single", 6) == 0);
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
+  free(got);
+  free(ds_big);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
   const th_case cases[] = {
       {"echo_many_clients", echo_many_clients, 120},
+      {"send_in_loop_direct_then_queued", send_in_loop_direct_then_queued, 60},
       {"echo_64mib_stream", echo_64mib_stream, 120},
       {"line_protocol_partial_frames", line_protocol_partial_frames, 60},
       {"send_from_thread_while_closing", send_from_thread_while_closing, 60},

@@ -52,7 +52,6 @@ typedef struct gev_connect_options {
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
                                 const gev_connect_options *opt);
 
-
 /* ---- persistent clients: reconnect with backoff ------------------------- */
 
 /** A connection that a loop keeps open: failed connects are retried and a

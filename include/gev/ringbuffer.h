@@ -112,7 +112,8 @@ GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
  * on the stack, then store what the spill area received (growing the
  * buffer). It never reads more than the limit allows, so the limit never
  * drops a byte. Only ENOMEM while storing the spilled bytes can lose them;
- * the stream is then broken and should be closed.
+ * the stream is then broken and should be closed. Not a pthread
+ * cancellation point (the system call is made directly).
  * @return the bytes read; 0 at end of file; -1 on error with *saved_errno
  *         set (ENOBUFS when the buffer is at its limit, EAGAIN, ENOMEM...).
  *         saved_errno may be NULL.
@@ -124,6 +125,7 @@ GEV_EXPORT ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno);
  * consume what was written. On sockets it sends with MSG_NOSIGNAL, so a
  * closed peer gives EPIPE and never raises SIGPIPE; on other descriptors it
  * uses writev, which still raises SIGPIPE on a pipe without a reader.
+ * Not a pthread cancellation point on sockets.
  * @return the bytes written; 0 when nothing is stored; -1 on error with
  *         *saved_errno set. saved_errno may be NULL.
  */
