@@ -30,8 +30,8 @@
 #endif
 #endif
 
-static inline int gev__sys_epoll_wait(int epfd, struct epoll_event *ev,
-                                      int max, int timeout_ms)
+static inline int gev__sys_epoll_wait(int epfd, struct epoll_event *ev, int max,
+                                      int timeout_ms)
 {
 #ifdef GEV__TSAN
   return epoll_wait(epfd, ev, max, timeout_ms);
@@ -42,8 +42,7 @@ static inline int gev__sys_epoll_wait(int epfd, struct epoll_event *ev,
 #endif
 }
 
-static inline ssize_t gev__sys_send(int fd, const void *p, size_t n,
-                                    int flags)
+static inline ssize_t gev__sys_send(int fd, const void *p, size_t n, int flags)
 {
 #ifdef GEV__TSAN
   return send(fd, p, n, flags);
