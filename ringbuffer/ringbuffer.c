@@ -45,6 +45,24 @@ static ssize_t sys_readv(int fd, const struct iovec *iov, int cnt)
 #endif
 }
 
+static ssize_t sys_read(int fd, void *p, size_t n)
+{
+#ifdef RB_TSAN
+  return read(fd, p, n);
+#else
+  return (ssize_t)syscall(SYS_read, fd, p, n);
+#endif
+}
+
+static ssize_t sys_send(int fd, const void *p, size_t n, int flags)
+{
+#ifdef RB_TSAN
+  return send(fd, p, n, flags);
+#else
+  return (ssize_t)syscall(SYS_sendto, fd, p, n, flags, NULL, 0);
+#endif
+}
+
 static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 #ifdef RB_TSAN
@@ -456,12 +474,16 @@ ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno)
   cnt = free_segments(rb, room, iov);
   for (i = 0; i < cnt; i++)
     in_buf += iov[i].iov_len;
-  if (room > in_buf) {
+  /* The spill area only when the buffer offers less than it does: with
+   * that much room already, one plain read into the buffer is as good,
+   * and a single-segment read() costs the kernel less than readv(). */
+  if (room > in_buf && in_buf < sizeof(spill)) {
     iov[cnt].iov_base = spill;
     iov[cnt++].iov_len = min_size(room - in_buf, sizeof(spill));
   }
 
-  n = sys_readv(fd, iov, cnt);
+  n = cnt == 1 ? sys_read(fd, iov[0].iov_base, iov[0].iov_len)
+               : sys_readv(fd, iov, cnt);
   if (n < 0)
     return fail(saved_errno, errno);
   if ((size_t)n <= in_buf) {
@@ -487,8 +509,12 @@ ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd, int *saved_errno)
   ringbuffer_peek(rb, rb->len, seg);
   msg.msg_iovlen = seg[1].iov_len > 0 ? 2 : 1;
 
-  /* sendmsg is the only call that takes MSG_NOSIGNAL and an iovec. */
-  n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL);
+  /* sendmsg is the only call that takes MSG_NOSIGNAL and an iovec; one
+   * segment goes with send(), which the kernel handles more cheaply. */
+  if (msg.msg_iovlen == 1)
+    n = sys_send(fd, seg[0].iov_base, seg[0].iov_len, MSG_NOSIGNAL);
+  else
+    n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL);
   if (n < 0 && errno == ENOTSOCK)
     n = writev(fd, seg, (int)msg.msg_iovlen);
   if (n < 0)

@@ -810,6 +810,55 @@ START_TEST(test_read_fd_spill)
 }
 END_TEST
 
+START_TEST(test_read_fd_large_room_no_spill)
+{
+  /* 64 KiB of contiguous room and more pending: one plain read fills the
+   * room and nothing more, so the buffer does not grow (the spill area is
+   * only for buffers with less room than it has). */
+  enum { ROOM = 64 * 1024, TOTAL = 150 * 1024 };
+  char *in = malloc(TOTAL), *out = malloc(TOTAL);
+  int sv[2], err = 0;
+  size_t sent = 0, got = 0;
+  nb_socketpair(sv);
+  pattern(in, TOTAL, 5);
+  ringbuffer *rb = mk(ROOM);
+  size_t cap = ringbuffer_cap(rb);
+  while (sent < TOTAL) {
+    ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
+    if (r < 0 && errno == EAGAIN)
+      break;
+    ck_assert_int_gt(r, 0);
+    sent += (size_t)r;
+  }
+  ck_assert_uint_gt(sent, cap);
+  ck_assert_int_eq(ringbuffer_read_fd(rb, sv[0], &err), (ssize_t)cap);
+  ck_assert_uint_eq(ringbuffer_cap(rb), cap);
+  for (;;) {
+    got += ringbuffer_read(rb, out + got, TOTAL - got);
+    if (sent < TOTAL) {
+      ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
+      if (r > 0)
+        sent += (size_t)r;
+    }
+    ssize_t r = ringbuffer_read_fd(rb, sv[0], &err);
+    ck_assert_uint_eq(ringbuffer_cap(rb), cap);
+    if (r < 0) {
+      ck_assert_int_eq(err, EAGAIN);
+      if (sent == TOTAL)
+        break;
+    }
+  }
+  got += ringbuffer_read(rb, out + got, TOTAL - got);
+  ck_assert_uint_eq(got, TOTAL);
+  ck_assert_mem_eq(out, in, TOTAL);
+  close(sv[0]);
+  close(sv[1]);
+  free(in);
+  free(out);
+  ringbuffer_free(rb);
+}
+END_TEST
+
 /* Pull @p total bytes through read_fd with the given limit; check both. */
 static void read_fd_under_limit(size_t limit, size_t initial_cap, size_t total)
 {
@@ -1344,6 +1393,7 @@ static Suite *ringbuffer_suite(void)
       {"read_fd_basic", test_read_fd_basic},
       {"read_fd_two_free_segments", test_read_fd_two_free_segments},
       {"read_fd_spill", test_read_fd_spill},
+      {"read_fd_large_room_no_spill", test_read_fd_large_room_no_spill},
       {"read_fd_limit", test_read_fd_limit},
       {"read_fd_at_limit", test_read_fd_at_limit},
       {"read_fd_limit_below_cap", test_read_fd_limit_below_cap},

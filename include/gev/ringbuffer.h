@@ -108,12 +108,14 @@ GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
                                    size_t m);
 
 /**
- * Read from @p fd with one readv into the free space plus a 64 KiB spill area
- * on the stack, then store what the spill area received (growing the
- * buffer). It never reads more than the limit allows, so the limit never
- * drops a byte. Only ENOMEM while storing the spilled bytes can lose them;
- * the stream is then broken and should be closed. Not a pthread
- * cancellation point (the system call is made directly).
+ * Read from @p fd with one system call: into the free space plus, when that
+ * is under 64 KiB and the limit allows more, a 64 KiB spill area on the
+ * stack (readv), then store what the spill area received (growing the
+ * buffer); with 64 KiB or more of contiguous room, a plain read. It never reads
+ * more than the limit allows, so the limit never drops a byte. Only ENOMEM
+ * while storing the spilled bytes can lose them; the stream is then broken and
+ * should be closed. Not a pthread cancellation point (the system call is made
+ * directly).
  * @return the bytes read; 0 at end of file; -1 on error with *saved_errno
  *         set (ENOBUFS when the buffer is at its limit, EAGAIN, ENOMEM...).
  *         saved_errno may be NULL.
@@ -121,8 +123,9 @@ GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
 GEV_EXPORT ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno);
 
 /**
- * Write the stored bytes to @p fd with one call over both segments and
- * consume what was written. On sockets it sends with MSG_NOSIGNAL, so a
+ * Write the stored bytes to @p fd with one call over both segments (send
+ * for one segment, sendmsg for two) and consume what was written. On
+ * sockets it sends with MSG_NOSIGNAL, so a
  * closed peer gives EPIPE and never raises SIGPIPE; on other descriptors it
  * uses writev, which still raises SIGPIPE on a pipe without a reader.
  * Not a pthread cancellation point on sockets.
