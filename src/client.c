@@ -28,6 +28,7 @@ struct gev_client {
   gev_connect_fn user_result;
   void *user_arg;
   uint64_t delay_min, delay_max;
+  unsigned jitter_pct;
 
   /* Any thread. */
   atomic_int refs;
@@ -35,6 +36,7 @@ struct gev_client {
 
   /* The loop's thread only. */
   uint64_t delay; /* before the next attempt */
+  uint64_t rng;   /* xorshift state for the jitter */
   gev_conn *conn; /* established, until its on_close */
   gev_timer_id timer;
   bool connecting;
@@ -98,10 +100,25 @@ static void retry_cb(void *arg)
   attempt(cl);
 }
 
+/* The delay shortened by a random part of up to jitter_pct percent. */
+static uint64_t jittered(gev_client *cl, uint64_t d)
+{
+  /* d * pct / 100 without overflowing for any d. */
+  uint64_t cut = d / 100 * cl->jitter_pct + d % 100 * cl->jitter_pct / 100;
+
+  if (cut == 0)
+    return d;
+  cl->rng ^= cl->rng << 13;
+  cl->rng ^= cl->rng >> 7;
+  cl->rng ^= cl->rng << 17;
+  return d - (cut == UINT64_MAX ? cl->rng : cl->rng % (cut + 1));
+}
+
 static void retry_later(gev_client *cl)
 {
   if (!ending(cl))
-    cl->timer = gev_loop_run_after(cl->l, cl->delay, retry_cb, cl);
+    cl->timer =
+        gev_loop_run_after(cl->l, jittered(cl, cl->delay), retry_cb, cl);
   /* Doubling saturates at the maximum, without overflow. */
   cl->delay = cl->delay > cl->delay_max / 2 ? cl->delay_max : cl->delay * 2;
   finish(cl); /* when ending, or when no timer could be set */
@@ -237,7 +254,7 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   max = opt->retry_max_ms ? opt->retry_max_ms : DEFAULT_RETRY_MAX_MS;
   if (!opt->retry_max_ms && max < min)
     max = min;
-  if (min > max)
+  if (min > max || opt->jitter_pct > 100)
     return -EINVAL;
   if (!(cl = calloc(1, sizeof(*cl))))
     return -ENOMEM;
@@ -258,6 +275,9 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   cl->user_arg = opt->connect.arg;
   cl->delay_min = cl->delay = min;
   cl->delay_max = max;
+  cl->jitter_pct = opt->jitter_pct;
+  /* Any odd-ish nonzero seed that differs between clients and runs. */
+  cl->rng = ((uint64_t)(uintptr_t)cl ^ gev__now_ms() * 0x9e3779b97f4a7c15u) | 1;
   atomic_init(&cl->refs, 2); /* the caller's and the start task's */
   atomic_init(&cl->stopped, false);
   /* Stored before the post, which orders it before every callback: one may

@@ -44,9 +44,11 @@ enum { FREE_IN_NONE, FREE_IN_RESULT, FREE_IN_CONNECT, FREE_IN_CLOSE };
 
 static rec g;
 static gev_client *g_cl; /* for frees from inside the callbacks */
+static unsigned g_jitter; /* jitter_pct for client_start */
 
 static void rec_reset(gev_loop *l)
 {
+  g_jitter = 0;
   memset(&g, 0, sizeof(g));
   g.loop = l;
   g_cl = NULL;
@@ -119,6 +121,8 @@ static gev_client *client_start(gev_loop *l, const char *addr, uint64_t min,
 {
   gev_client_options o = {0};
   int r;
+
+  o.jitter_pct = g_jitter;
 
   o.connect.address = addr;
   o.connect.on_result = on_result;
@@ -198,6 +202,37 @@ START_TEST(retry_backoff_grows_and_caps)
   assert_clean();
   close(fd);
   close(lfd);
+}
+END_TEST
+
+/* Jitter shortens waits, never lengthens them: with min = max = 40 ms and
+ * 50 %, every gap is at least 20 ms, and some gap is clearly under 40 ms,
+ * which exact delays never give (a timer does not fire early). The chance
+ * that eleven cuts all stay under 3 ms is (3/21)^11, below 1e-9. */
+START_TEST(retry_jitter_shortens)
+{
+  th_loop_thread lt;
+  int port = th_free_port();
+  bool shorter = false;
+  gev_client *cl;
+
+  th_lt_start(&lt);
+  rec_reset(lt.l);
+  g_jitter = 50;
+  cl = client_start(lt.l, loopback(port), 40, 40);
+  ck_assert(th_wait_int(&g.results, 12, 10000));
+  for (int i = 1; i < 12; i++) {
+    uint64_t gap = g.at[i] - g.at[i - 1];
+    ck_assert_msg(gap + 2 >= 20, "retry %d after %llu ms, under 40 - 50 %%", i,
+                  (unsigned long long)gap);
+    if (gap + 3 < 40)
+      shorter = true;
+  }
+  ck_assert_msg(shorter, "no wait was shortened by the jitter");
+  gev_client_free(cl);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
+  gev_loop_free(lt.l);
+  assert_clean();
 }
 END_TEST
 
@@ -547,6 +582,9 @@ START_TEST(bad_arguments)
   o.connect.address = "no port here";
   ck_assert_int_eq(gev_client_new(&cl, lt.l, &rec_handler, &o), -EINVAL);
   o.connect.address = "127.0.0.1:9";
+  o.jitter_pct = 101;
+  ck_assert_int_eq(gev_client_new(&cl, lt.l, &rec_handler, &o), -EINVAL);
+  o.jitter_pct = 100;
   o.retry_min_ms = 100;
   o.retry_max_ms = 50;
   cl = (gev_client *)&o; /* overwritten with NULL on error */
@@ -573,6 +611,7 @@ int main(void)
 {
   const th_case cases[] = {
       {"retry_backoff_grows_and_caps", retry_backoff_grows_and_caps, 60},
+      {"retry_jitter_shortens", retry_jitter_shortens, 60},
       {"backoff_resets_after_connect", backoff_resets_after_connect, 60},
       {"reconnects_to_restarted_server", reconnects_to_restarted_server, 60},
       {"conn_close_reconnects", conn_close_reconnects, 60},

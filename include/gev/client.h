@@ -66,6 +66,10 @@ typedef struct gev_client_options {
   gev_connect_options connect;
   uint64_t retry_min_ms; /* delay before the first retry; 0 = 500 ms */
   uint64_t retry_max_ms; /* the delay doubles up to this; 0 = 30 s */
+  /* Each wait is shortened by a random amount of up to this percentage of
+   * it (0 to 100; 0 = exact delays), so that many clients dropped at once
+   * do not all redial in step. */
+  unsigned jitter_pct;
 } gev_client_options;
 
 /**
@@ -87,9 +91,9 @@ typedef struct gev_client_options {
  *            NULL on error.
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
- * @return 0; -EINVAL for NULL arguments, a malformed address or
- *         retry_min_ms > retry_max_ms; -ENAMETOOLONG; -ESHUTDOWN when l
- *         has stopped; -ENOMEM.
+ * @return 0; -EINVAL for NULL arguments, a malformed address,
+ *         retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
+ * -ESHUTDOWN when l has stopped; -ENOMEM.
  */
 GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,
                               const gev_handler *h,
