@@ -43,7 +43,7 @@ typedef struct rec {
 enum { FREE_IN_NONE, FREE_IN_RESULT, FREE_IN_CONNECT, FREE_IN_CLOSE };
 
 static rec g;
-static gev_client *g_cl; /* for frees from inside the callbacks */
+static gev_client *g_cl;  /* for frees from inside the callbacks */
 static unsigned g_jitter; /* jitter_pct for client_start */
 
 static void rec_reset(gev_loop *l)
