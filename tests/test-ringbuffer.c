@@ -764,48 +764,74 @@ START_TEST(test_read_fd_two_free_segments)
 }
 END_TEST
 
-START_TEST(test_read_fd_spill)
+/* `total` pattern bytes streamed through a socketpair into a ring buffer:
+ * as much as the socket takes is sent at once, the rest while reading. */
+typedef struct stream {
+  char *in, *out;
+  size_t total, sent, got;
+  int sv[2];
+} stream;
+
+static void stream_open(stream *st, size_t total, size_t start)
 {
-  /* 100 KiB pending, 16 bytes free: one call takes more through the spill. */
-  enum { TOTAL = 100 * 1024 };
-  char *in = malloc(TOTAL), *out = malloc(TOTAL);
-  int sv[2], err = 0;
-  size_t sent = 0, got = 0;
-  nb_socketpair(sv);
-  pattern(in, TOTAL, 0);
-  ringbuffer *rb = mk(16);
-  while (sent < TOTAL) {
-    ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
+  *st = (stream){.in = malloc(total), .out = malloc(total), .total = total};
+  ck_assert(st->in && st->out);
+  nb_socketpair(st->sv);
+  pattern(st->in, total, start);
+  while (st->sent < total) {
+    ssize_t r =
+        send(st->sv[1], st->in + st->sent, total - st->sent, MSG_NOSIGNAL);
     if (r < 0 && errno == EAGAIN)
       break;
     ck_assert_int_gt(r, 0);
-    sent += (size_t)r;
+    st->sent += (size_t)r;
   }
-  ck_assert_uint_gt(sent, 16 + 1024);
-  ssize_t first = ringbuffer_read_fd(rb, sv[0], &err);
-  ck_assert_int_gt(first, 16);
-  ck_assert_uint_eq(ringbuffer_len(rb), (size_t)first);
+}
+
+/* Reads the rest through rb, checks every byte, closes and frees. With
+ * fixed_cap > 0, rb's capacity must stay at it throughout. */
+static void stream_finish(stream *st, ringbuffer *rb, size_t fixed_cap)
+{
+  int err = 0;
+
   for (;;) {
-    got += ringbuffer_read(rb, out + got, TOTAL - got);
-    if (sent < TOTAL) {
-      ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
+    st->got += ringbuffer_read(rb, st->out + st->got, st->total - st->got);
+    if (st->sent < st->total) {
+      ssize_t r = send(st->sv[1], st->in + st->sent, st->total - st->sent,
+                       MSG_NOSIGNAL);
       if (r > 0)
-        sent += (size_t)r;
+        st->sent += (size_t)r;
     }
-    ssize_t r = ringbuffer_read_fd(rb, sv[0], &err);
+    ssize_t r = ringbuffer_read_fd(rb, st->sv[0], &err);
+    if (fixed_cap)
+      ck_assert_uint_eq(ringbuffer_cap(rb), fixed_cap);
     if (r < 0) {
       ck_assert_int_eq(err, EAGAIN);
-      if (sent == TOTAL)
+      if (st->sent == st->total)
         break;
     }
   }
-  got += ringbuffer_read(rb, out + got, TOTAL - got);
-  ck_assert_uint_eq(got, TOTAL);
-  ck_assert_mem_eq(out, in, TOTAL);
-  close(sv[0]);
-  close(sv[1]);
-  free(in);
-  free(out);
+  st->got += ringbuffer_read(rb, st->out + st->got, st->total - st->got);
+  ck_assert_uint_eq(st->got, st->total);
+  ck_assert_mem_eq(st->out, st->in, st->total);
+  close(st->sv[0]);
+  close(st->sv[1]);
+  free(st->in);
+  free(st->out);
+}
+
+START_TEST(test_read_fd_spill)
+{
+  /* 100 KiB pending, 16 bytes free: one call takes more through the spill. */
+  stream st;
+  int err = 0;
+  stream_open(&st, 100 * 1024, 0);
+  ringbuffer *rb = mk(16);
+  ck_assert_uint_gt(st.sent, 16 + 1024);
+  ssize_t first = ringbuffer_read_fd(rb, st.sv[0], &err);
+  ck_assert_int_gt(first, 16);
+  ck_assert_uint_eq(ringbuffer_len(rb), (size_t)first);
+  stream_finish(&st, rb, 0);
   ringbuffer_free(rb);
 }
 END_TEST
@@ -815,46 +841,15 @@ START_TEST(test_read_fd_large_room_no_spill)
   /* 64 KiB of contiguous room and more pending: one plain read fills the
    * room and nothing more, so the buffer does not grow (the spill area is
    * only for buffers with less room than it has). */
-  enum { ROOM = 64 * 1024, TOTAL = 150 * 1024 };
-  char *in = malloc(TOTAL), *out = malloc(TOTAL);
-  int sv[2], err = 0;
-  size_t sent = 0, got = 0;
-  nb_socketpair(sv);
-  pattern(in, TOTAL, 5);
-  ringbuffer *rb = mk(ROOM);
+  stream st;
+  int err = 0;
+  stream_open(&st, 150 * 1024, 5);
+  ringbuffer *rb = mk(64 * 1024);
   size_t cap = ringbuffer_cap(rb);
-  while (sent < TOTAL) {
-    ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
-    if (r < 0 && errno == EAGAIN)
-      break;
-    ck_assert_int_gt(r, 0);
-    sent += (size_t)r;
-  }
-  ck_assert_uint_gt(sent, cap);
-  ck_assert_int_eq(ringbuffer_read_fd(rb, sv[0], &err), (ssize_t)cap);
+  ck_assert_uint_gt(st.sent, cap);
+  ck_assert_int_eq(ringbuffer_read_fd(rb, st.sv[0], &err), (ssize_t)cap);
   ck_assert_uint_eq(ringbuffer_cap(rb), cap);
-  for (;;) {
-    got += ringbuffer_read(rb, out + got, TOTAL - got);
-    if (sent < TOTAL) {
-      ssize_t r = send(sv[1], in + sent, TOTAL - sent, MSG_NOSIGNAL);
-      if (r > 0)
-        sent += (size_t)r;
-    }
-    ssize_t r = ringbuffer_read_fd(rb, sv[0], &err);
-    ck_assert_uint_eq(ringbuffer_cap(rb), cap);
-    if (r < 0) {
-      ck_assert_int_eq(err, EAGAIN);
-      if (sent == TOTAL)
-        break;
-    }
-  }
-  got += ringbuffer_read(rb, out + got, TOTAL - got);
-  ck_assert_uint_eq(got, TOTAL);
-  ck_assert_mem_eq(out, in, TOTAL);
-  close(sv[0]);
-  close(sv[1]);
-  free(in);
-  free(out);
+  stream_finish(&st, rb, cap);
   ringbuffer_free(rb);
 }
 END_TEST
