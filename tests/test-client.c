@@ -701,55 +701,55 @@ END_TEST
  * A server handler that pauses in on_connect; '|' in the input makes it
  * pause again, leaving the rest in `in`. */
 
-static gev_conn *g_pz;
-static int g_pz_connects, g_pz_closes, g_pz_msgs, g_pz_pauses, g_pz_got;
-static int g_pz_bad;
-static char g_pz_rx[4096];
+/* The server-side connection of the pause tests (8, 8c), paused from
+ * on_connect; each test brings its own on_message. */
+static struct {
+  gev_conn *c; /* with a reference */
+  int connects, closes, msgs, pauses, got, bad;
+  int keep; /* 8c: the EOF call (the second) consumes nothing */
+  char rx[4096];
+} pz;
 
-static void pz_reset(void)
+/* Before the server starts (no loop thread touches pz then). */
+static void pz_reset(int keep)
 {
-  g_pz = NULL;
-  th_st(&g_pz_connects, 0);
-  th_st(&g_pz_closes, 0);
-  th_st(&g_pz_msgs, 0);
-  th_st(&g_pz_pauses, 0);
-  th_st(&g_pz_got, 0);
-  th_st(&g_pz_bad, 0);
+  memset(&pz, 0, sizeof(pz));
+  pz.keep = keep;
 }
 
 static void pz_connect(gev_conn *c)
 {
   if (gev_conn_pause_read(c) != 0)
-    th_inc(&g_pz_bad);
+    th_inc(&pz.bad);
   gev_conn_ref(c);
-  g_pz = c;
-  th_inc(&g_pz_connects);
+  pz.c = c;
+  th_inc(&pz.connects);
 }
 
 static void pz_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  int got = th_ld(&g_pz_got);
+  int got = th_ld(&pz.got);
   char ch;
 
   (void)out;
-  th_inc(&g_pz_msgs);
+  th_inc(&pz.msgs);
   while (ringbuffer_read(in, &ch, 1) == 1) {
     if (ch == '|') {
       if (gev_conn_pause_read(c) != 0)
-        th_inc(&g_pz_bad);
-      th_inc(&g_pz_pauses);
+        th_inc(&pz.bad);
+      th_inc(&pz.pauses);
       break;
     }
-    if (got < (int)sizeof(g_pz_rx))
-      g_pz_rx[got++] = ch;
+    if (got < (int)sizeof(pz.rx))
+      pz.rx[got++] = ch;
   }
-  th_st(&g_pz_got, got);
+  th_st(&pz.got, got);
 }
 
 static void pz_close(gev_conn *c)
 {
   (void)c;
-  th_inc(&g_pz_closes);
+  th_inc(&pz.closes);
 }
 
 static const gev_handler pz_handler = {pz_connect, pz_message, pz_close};
@@ -758,8 +758,8 @@ static const gev_handler pz_handler = {pz_connect, pz_message, pz_close};
 static void assert_no_message(int msgs, int got)
 {
   usleep(200000);
-  ck_assert_int_eq(th_ld(&g_pz_msgs), msgs);
-  ck_assert_int_eq(th_ld(&g_pz_got), got);
+  ck_assert_int_eq(th_ld(&pz.msgs), msgs);
+  ck_assert_int_eq(th_ld(&pz.got), got);
 }
 
 START_TEST(pause_resume_read)
@@ -769,59 +769,59 @@ START_TEST(pause_resume_read)
   th_server *srv;
   int fd, msgs;
 
-  pz_reset();
+  pz_reset(0);
   srv = th_start(&pz_handler, &so);
   fd = th_connect(srv->port);
   ck_assert_int_ge(fd, 0);
-  ck_assert(th_wait_int(&g_pz_connects, 1, 10000));
+  ck_assert(th_wait_int(&pz.connects, 1, 10000));
 
   /* Paused from on_connect: the data waits. */
   memset(a, 'A', sizeof(a));
   ck_assert(th_write_all(fd, a, sizeof(a)));
   assert_no_message(0, 0);
-  ck_assert_int_eq(gev_conn_resume_read(g_pz), 0); /* another thread */
-  ck_assert(th_wait_int(&g_pz_got, 1000, 10000));
-  ck_assert(memcmp(g_pz_rx, a, sizeof(a)) == 0);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), 0); /* another thread */
+  ck_assert(th_wait_int(&pz.got, 1000, 10000));
+  ck_assert(memcmp(pz.rx, a, sizeof(a)) == 0);
 
   /* Paused mid-stream, input held back; more arrives while paused. */
   ck_assert(th_write_all(fd, "xxxx|yyyy", 9));
-  ck_assert(th_wait_int(&g_pz_pauses, 1, 10000));
-  ck_assert_int_eq(th_ld(&g_pz_got), 1004);
+  ck_assert(th_wait_int(&pz.pauses, 1, 10000));
+  ck_assert_int_eq(th_ld(&pz.got), 1004);
   ck_assert(th_write_all(fd, "zzzz", 4));
-  msgs = th_ld(&g_pz_msgs);
+  msgs = th_ld(&pz.msgs);
   assert_no_message(msgs, 1004);
-  ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
-  ck_assert(th_wait_int(&g_pz_got, 1012, 10000));
-  ck_assert(memcmp(g_pz_rx + 1000, "xxxxyyyyzzzz", 12) == 0);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), 0);
+  ck_assert(th_wait_int(&pz.got, 1012, 10000));
+  ck_assert(memcmp(pz.rx + 1000, "xxxxyyyyzzzz", 12) == 0);
 
   /* Held input is shown again after resume without any new bytes. */
   ck_assert(th_write_all(fd, "1111|2222", 9));
-  ck_assert(th_wait_int(&g_pz_pauses, 2, 10000));
-  msgs = th_ld(&g_pz_msgs);
+  ck_assert(th_wait_int(&pz.pauses, 2, 10000));
+  msgs = th_ld(&pz.msgs);
   assert_no_message(msgs, 1016);
-  ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
-  ck_assert(th_wait_int(&g_pz_got, 1020, 10000));
-  ck_assert(memcmp(g_pz_rx + 1012, "11112222", 8) == 0);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), 0);
+  ck_assert(th_wait_int(&pz.got, 1020, 10000));
+  ck_assert(memcmp(pz.rx + 1012, "11112222", 8) == 0);
 
   /* Paused from another thread. */
-  ck_assert_int_eq(gev_conn_pause_read(g_pz), 0);
+  ck_assert_int_eq(gev_conn_pause_read(pz.c), 0);
   th_run_in_loop(gev_server_worker_loop(srv->s, 0), th_noop, NULL);
   ck_assert(th_write_all(fd, "5555", 4));
-  msgs = th_ld(&g_pz_msgs);
+  msgs = th_ld(&pz.msgs);
   assert_no_message(msgs, 1020);
-  ck_assert_int_eq(gev_conn_resume_read(g_pz), 0);
-  ck_assert(th_wait_int(&g_pz_got, 1024, 10000));
-  ck_assert(memcmp(g_pz_rx + 1020, "5555", 4) == 0);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), 0);
+  ck_assert(th_wait_int(&pz.got, 1024, 10000));
+  ck_assert(memcmp(pz.rx + 1020, "5555", 4) == 0);
 
   /* Closed: -ENOTCONN, with our reference keeping c valid. */
   close(fd);
-  ck_assert(th_wait_int(&g_pz_closes, 1, 10000));
-  ck_assert_int_eq(gev_conn_pause_read(g_pz), -ENOTCONN);
-  ck_assert_int_eq(gev_conn_resume_read(g_pz), -ENOTCONN);
+  ck_assert(th_wait_int(&pz.closes, 1, 10000));
+  ck_assert_int_eq(gev_conn_pause_read(pz.c), -ENOTCONN);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), -ENOTCONN);
   ck_assert_int_eq(gev_conn_pause_read(NULL), -EINVAL);
   ck_assert_int_eq(gev_conn_resume_read(NULL), -EINVAL);
-  ck_assert_int_eq(th_ld(&g_pz_bad), 0);
-  gev_conn_unref(g_pz);
+  ck_assert_int_eq(th_ld(&pz.bad), 0);
+  gev_conn_unref(pz.c);
   th_stop(srv);
 }
 END_TEST
@@ -908,53 +908,21 @@ END_TEST
  * which comes with the peer's EOF: the held input must wait for resume
  * without the loop spinning, and then all of it arrives before the close. */
 
-static gev_conn *g_ep;
-static int g_ep_connects, g_ep_closes, g_ep_calls, g_ep_got, g_ep_bad;
-static int g_ep_keep; /* the EOF call (the second) consumes nothing */
-static char g_ep_rx[16];
-
-static void ep_reset(int keep)
-{
-  g_ep = NULL;
-  th_st(&g_ep_connects, 0);
-  th_st(&g_ep_closes, 0);
-  th_st(&g_ep_calls, 0);
-  th_st(&g_ep_got, 0);
-  th_st(&g_ep_bad, 0);
-  th_st(&g_ep_keep, keep);
-}
-
-static void ep_connect(gev_conn *c)
-{
-  if (gev_conn_pause_read(c) != 0)
-    th_inc(&g_ep_bad);
-  gev_conn_ref(c);
-  g_ep = c;
-  th_inc(&g_ep_connects);
-}
-
 static void ep_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  int got = th_ld(&g_ep_got);
+  int got = th_ld(&pz.got);
 
   (void)out;
-  if (th_ld(&g_ep_keep) && th_ld(&g_ep_calls) == 1)
+  if (th_ld(&pz.keep) && th_ld(&pz.msgs) == 1)
     ; /* takes nothing this time */
-  else if (got < (int)sizeof(g_ep_rx) &&
-           ringbuffer_read(in, g_ep_rx + got, 1) == 1)
-    th_st(&g_ep_got, got + 1);
-  if (th_ld(&g_ep_calls) >= 1 && gev_conn_pause_read(c) != 0)
-    th_inc(&g_ep_bad);
-  th_inc(&g_ep_calls);
+  else if (got < (int)sizeof(pz.rx) && ringbuffer_read(in, pz.rx + got, 1) == 1)
+    th_st(&pz.got, got + 1);
+  if (th_ld(&pz.msgs) >= 1 && gev_conn_pause_read(c) != 0)
+    th_inc(&pz.bad);
+  th_inc(&pz.msgs);
 }
 
-static void ep_close(gev_conn *c)
-{
-  (void)c;
-  th_inc(&g_ep_closes);
-}
-
-static const gev_handler ep_handler = {ep_connect, ep_message, ep_close};
+static const gev_handler ep_handler = {pz_connect, ep_message, pz_close};
 
 /* Up to call 2 (the one with the EOF); returns the server and the fd. */
 static th_server *ep_begin(int keep, int *fd)
@@ -962,18 +930,18 @@ static th_server *ep_begin(int keep, int *fd)
   gev_options so = {.num_loops = 1};
   th_server *srv;
 
-  ep_reset(keep);
+  pz_reset(keep);
   srv = th_start(&ep_handler, &so);
   *fd = th_connect(srv->port);
   ck_assert_int_ge(*fd, 0);
-  ck_assert(th_wait_int(&g_ep_connects, 1, 10000));
+  ck_assert(th_wait_int(&pz.connects, 1, 10000));
   ck_assert(th_write_all(*fd, "abcdef", 6));
   ck_assert_int_eq(shutdown(*fd, SHUT_WR), 0);
   usleep(50000);
-  ck_assert_int_eq(gev_conn_resume_read(g_ep), 0);
+  ck_assert_int_eq(gev_conn_resume_read(pz.c), 0);
   /* Call 1 takes 'a'; call 2, with the EOF, takes 'b' (or, with keep,
    * nothing) and pauses. */
-  ck_assert(th_wait_int(&g_ep_calls, 2, 10000));
+  ck_assert(th_wait_int(&pz.msgs, 2, 10000));
   return srv;
 }
 
@@ -981,20 +949,19 @@ static th_server *ep_begin(int keep, int *fd)
  * of it is in; then the connection closes. */
 static void ep_finish(th_server *srv, int fd)
 {
-  for (int i = 0; i < 10 && th_ld(&g_ep_closes) == 0; i++) {
-    int calls = th_ld(&g_ep_calls);
-    ck_assert_int_eq(gev_conn_resume_read(g_ep), 0);
+  for (int i = 0; i < 10 && th_ld(&pz.closes) == 0; i++) {
+    int calls = th_ld(&pz.msgs);
+    ck_assert_int_eq(gev_conn_resume_read(pz.c), 0);
     for (int w = 0;
-         w < 10000 && th_ld(&g_ep_calls) == calls && th_ld(&g_ep_closes) == 0;
-         w++)
+         w < 10000 && th_ld(&pz.msgs) == calls && th_ld(&pz.closes) == 0; w++)
       usleep(1000);
   }
-  ck_assert(th_wait_int(&g_ep_closes, 1, 10000));
-  ck_assert_int_eq(th_ld(&g_ep_got), 6);
-  ck_assert(memcmp(g_ep_rx, "abcdef", 6) == 0);
+  ck_assert(th_wait_int(&pz.closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&pz.got), 6);
+  ck_assert(memcmp(pz.rx, "abcdef", 6) == 0);
   ck_assert(th_wait_eof(fd, 10000));
-  ck_assert_int_eq(th_ld(&g_ep_bad), 0);
-  gev_conn_unref(g_ep);
+  ck_assert_int_eq(th_ld(&pz.bad), 0);
+  gev_conn_unref(pz.c);
   close(fd);
   th_stop(srv);
 }
@@ -1009,8 +976,8 @@ START_TEST(paused_after_peer_eof_no_spin)
   cpu0 = th_cpu_ms();
   usleep(500000);
   cpu1 = th_cpu_ms();
-  ck_assert_int_eq(th_ld(&g_ep_calls), 2);
-  ck_assert_int_eq(th_ld(&g_ep_closes), 0);
+  ck_assert_int_eq(th_ld(&pz.msgs), 2);
+  ck_assert_int_eq(th_ld(&pz.closes), 0);
   ck_assert_msg(cpu1 - cpu0 < 100,
                 "%llu ms of CPU in 500 ms while paused: the loop spins",
                 (unsigned long long)(cpu1 - cpu0));
@@ -1027,10 +994,10 @@ START_TEST(paused_after_peer_eof_keeps_input)
 
   srv = ep_begin(1, &fd);
   usleep(200000);
-  ck_assert_int_eq(th_ld(&g_ep_calls), 2);
-  ck_assert_msg(th_ld(&g_ep_closes) == 0,
+  ck_assert_int_eq(th_ld(&pz.msgs), 2);
+  ck_assert_msg(th_ld(&pz.closes) == 0,
                 "closed with input held by a paused handler");
-  ck_assert_int_eq(th_ld(&g_ep_got), 1);
+  ck_assert_int_eq(th_ld(&pz.got), 1);
   ep_finish(srv, fd);
 }
 END_TEST
