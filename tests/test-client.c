@@ -249,6 +249,31 @@ static void probe_connect(probe *p, gev_loop *l, const char *addr,
   ck_assert_msg(r == 0, "gev_loop_connect(%s): %s", addr, gev_strerror(r));
 }
 
+/* A probe connection with handler h (and max_buffer, 0 = default) from a
+ * new standalone loop (lt, started here) to a plain listener (*lfd):
+ * returns the accepted fd once on_connect has run. */
+static int probe_accepted(th_loop_thread *lt, probe *p, const gev_handler *h,
+                          size_t max_buffer, int *lfd)
+{
+  gev_connect_options o;
+  char addr[64];
+  int port, fd;
+
+  *lfd = th_listen_plain(8, &port);
+  th_lt_start(lt);
+  probe_init(p, lt->l);
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+  o = (gev_connect_options){.address = addr,
+                            .max_buffer = max_buffer,
+                            .context = p,
+                            .on_result = p_result,
+                            .arg = p};
+  ck_assert_int_eq(gev_loop_connect(lt->l, h, &o), 0);
+  fd = th_accept(*lfd);
+  ck_assert(th_wait_int(&p->connects, 1, 10000));
+  return fd;
+}
+
 /* No on_connect, no stray on_result, no order or thread violation. */
 static void assert_failed_once(probe *p, int want_err)
 {
@@ -1108,29 +1133,16 @@ static void fc_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 START_TEST(paused_at_input_cap_not_closed)
 {
   gev_handler h = {p_connect, fc_message, p_close};
-  gev_connect_options o = {0};
   static char data[8 * KIB];
   th_loop_thread lt;
-  int lfd, port, fd;
-  char addr[64];
+  int lfd, fd;
   probe p;
 
   th_st(&g_fc_calls, 0);
   th_st(&g_fc_got, 0);
   th_st(&g_fc_bad, 0);
   memset(data, 'c', sizeof(data));
-  lfd = th_listen_plain(8, &port);
-  th_lt_start(&lt);
-  probe_init(&p, lt.l);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-  o = (gev_connect_options){.address = addr,
-                            .max_buffer = 4 * KIB,
-                            .context = &p,
-                            .on_result = p_result,
-                            .arg = &p};
-  ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = th_accept(lfd);
-  ck_assert(th_wait_int(&p.connects, 1, 10000));
+  fd = probe_accepted(&lt, &p, &h, 4 * KIB, &lfd);
   ck_assert(th_write_all(fd, data, sizeof(data)));
   ck_assert(th_wait_int(&g_fc_calls, 2, 10000));
   usleep(200000);
@@ -1363,11 +1375,9 @@ static size_t out_len(gev_loop *l, gev_conn *c)
 START_TEST(drain_when_output_drains)
 {
   gev_handler h = {big_connect, p_message, p_close};
-  gev_connect_options o = {0};
   unsigned char *rx;
   th_loop_thread lt;
-  int lfd, port, fd;
-  char addr[64];
+  int lfd, fd;
   probe p;
 
   dr_reset();
@@ -1376,15 +1386,7 @@ START_TEST(drain_when_output_drains)
   ck_assert(g_big && rx);
   th_fill(g_big, BIG, 7);
   g_big_rc = 1;
-  lfd = th_listen_plain(8, &port);
-  th_lt_start(&lt);
-  probe_init(&p, lt.l);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-  o = (gev_connect_options){
-      .address = addr, .context = &p, .on_result = p_result, .arg = &p};
-  ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = th_accept(lfd);
-  ck_assert(th_wait_int(&p.connects, 1, 10000));
+  fd = probe_accepted(&lt, &p, &h, 0, &lfd);
   ck_assert_int_eq(g_big_rc, 0);
 
   /* The peer does not read: the output stays high, no notification. */
@@ -1418,11 +1420,9 @@ END_TEST
 START_TEST(drain_never_after_close)
 {
   gev_handler h = {big_connect, p_message, drc_close};
-  gev_connect_options o = {0};
   struct linger lg = {1, 0};
   th_loop_thread lt;
-  int lfd, port, fd;
-  char addr[64];
+  int lfd, fd;
   probe p;
 
   dr_reset();
@@ -1430,15 +1430,7 @@ START_TEST(drain_never_after_close)
   g_big = malloc(BIG);
   ck_assert_ptr_nonnull(g_big);
   memset(g_big, 'b', BIG);
-  lfd = th_listen_plain(8, &port);
-  th_lt_start(&lt);
-  probe_init(&p, lt.l);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-  o = (gev_connect_options){
-      .address = addr, .context = &p, .on_result = p_result, .arg = &p};
-  ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = th_accept(lfd);
-  ck_assert(th_wait_int(&p.connects, 1, 10000));
+  fd = probe_accepted(&lt, &p, &h, 0, &lfd);
   ck_assert_uint_gt(out_len(lt.l, p.c), LOW);
 
   /* The peer resets with most of the output unsent. */
@@ -1490,11 +1482,9 @@ static void mb_connect(gev_conn *c)
 START_TEST(outgoing_max_buffer_enobufs)
 {
   gev_handler h = {mb_connect, p_message, p_close};
-  gev_connect_options o = {0};
   static unsigned char b40[40 * KIB], rx[CAP + 40 * KIB];
   th_loop_thread lt;
-  int lfd, port, fd;
-  char addr[64];
+  int lfd, fd;
   blocker blk;
   probe p;
 
@@ -1502,18 +1492,7 @@ START_TEST(outgoing_max_buffer_enobufs)
   g_mb_sent = 0;
   th_fill(g_mb_a, sizeof(g_mb_a), 3);
   memset(b40, 'B', sizeof(b40));
-  lfd = th_listen_plain(8, &port);
-  th_lt_start(&lt);
-  probe_init(&p, lt.l);
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-  o = (gev_connect_options){.address = addr,
-                            .max_buffer = CAP,
-                            .context = &p,
-                            .on_result = p_result,
-                            .arg = &p};
-  ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
-  fd = th_accept(lfd);
-  ck_assert(th_wait_int(&p.connects, 1, 10000));
+  fd = probe_accepted(&lt, &p, &h, CAP, &lfd);
   ck_assert_int_eq(g_mb_rc[0], -ENOBUFS);
   ck_assert_int_eq(g_mb_rc[1], 0);
   ck_assert_int_eq(g_mb_rc[2], -ENOBUFS);
