@@ -205,10 +205,12 @@ START_TEST(retry_backoff_grows_and_caps)
 }
 END_TEST
 
-/* Jitter shortens waits, never lengthens them: with min = max = 40 ms and
- * 50 %, every gap is at least 20 ms, and some gap is clearly under 40 ms,
- * which exact delays never give (a timer does not fire early). The chance
- * that eleven cuts all stay under 3 ms is (3/21)^11, below 1e-9. */
+/* Jitter shortens waits, never lengthens them: with min = max = 100 ms and
+ * 80 %, every gap is at least 20 ms, and some gap is clearly under 100 ms
+ * (here: under 80), which exact delays never give (a timer does not fire
+ * early). Each cut is uniform in 0..80 ms; that all eleven stay under 20
+ * (room for 20 ms of slowness per attempt, say under valgrind) has a
+ * chance of (21/81)^11, below 1e-6. */
 START_TEST(retry_jitter_shortens)
 {
   th_loop_thread lt;
@@ -218,14 +220,14 @@ START_TEST(retry_jitter_shortens)
 
   th_lt_start(&lt);
   rec_reset(lt.l);
-  g_jitter = 50;
-  cl = client_start(lt.l, loopback(port), 40, 40);
+  g_jitter = 80;
+  cl = client_start(lt.l, loopback(port), 100, 100);
   ck_assert(th_wait_int(&g.results, 12, 10000));
   for (int i = 1; i < 12; i++) {
     uint64_t gap = g.at[i] - g.at[i - 1];
-    ck_assert_msg(gap + 2 >= 20, "retry %d after %llu ms, under 40 - 50 %%", i,
+    ck_assert_msg(gap + 2 >= 20, "retry %d after %llu ms, under 100 - 80 %%", i,
                   (unsigned long long)gap);
-    if (gap + 3 < 40)
+    if (gap < 80)
       shorter = true;
   }
   ck_assert_msg(shorter, "no wait was shortened by the jitter");
