@@ -274,6 +274,17 @@ static int probe_accepted(th_loop_thread *lt, probe *p, const gev_handler *h,
   return fd;
 }
 
+/* Ends a probe test on a standalone loop: no order or thread violation,
+ * the loop stopped cleanly; drops the probe's reference and the loop. */
+static void probe_end(th_loop_thread *lt, probe *p)
+{
+  ck_assert_int_eq(th_ld(&p->bad_order), 0);
+  ck_assert_int_eq(th_ld(&p->bad_thread), 0);
+  ck_assert_int_eq(th_lt_stop(lt), 0);
+  gev_conn_unref(p->c);
+  gev_loop_free(lt->l);
+}
+
 /* No on_connect, no stray on_result, no order or thread violation. */
 static void assert_failed_once(probe *p, int want_err)
 {
@@ -1154,9 +1165,7 @@ START_TEST(paused_at_input_cap_not_closed)
   ck_assert_int_eq(th_ld(&g_fc_bad), 0);
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(th_lt_stop(&lt), 0);
-  gev_conn_unref(p.c);
-  gev_loop_free(lt.l);
+  probe_end(&lt, &p);
   close(lfd);
 }
 END_TEST
@@ -1329,11 +1338,7 @@ START_TEST(drain_when_already_low)
   ck_assert_int_eq(th_ld(&g_dr_other), 0);
   ck_assert_int_eq(th_ld(&g_dr_fired), 3);
   ck_assert_int_eq(th_ld(&g_dr_bad), 0);
-  ck_assert_int_eq(th_ld(&p.bad_order), 0);
-  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
-  ck_assert_int_eq(th_lt_stop(&lt), 0);
-  gev_conn_unref(p.c);
-  gev_loop_free(lt.l);
+  probe_end(&lt, &p);
   th_stop(srv);
 }
 END_TEST
@@ -1407,9 +1412,7 @@ START_TEST(drain_when_output_drains)
 
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(th_lt_stop(&lt), 0);
-  gev_conn_unref(p.c);
-  gev_loop_free(lt.l);
+  probe_end(&lt, &p);
   close(lfd);
   free(rx);
   free(g_big);
@@ -1520,11 +1523,7 @@ START_TEST(outgoing_max_buffer_enobufs)
 
   close(fd);
   ck_assert(th_wait_int(&p.closes, 1, 10000));
-  ck_assert_int_eq(th_ld(&p.bad_order), 0);
-  ck_assert_int_eq(th_ld(&p.bad_thread), 0);
-  ck_assert_int_eq(th_lt_stop(&lt), 0);
-  gev_conn_unref(p.c);
-  gev_loop_free(lt.l);
+  probe_end(&lt, &p);
   close(lfd);
 }
 END_TEST
