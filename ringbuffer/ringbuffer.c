@@ -499,24 +499,25 @@ ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno)
 ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd, int *saved_errno)
 {
   struct iovec seg[2];
-  struct msghdr msg;
+  int cnt;
   ssize_t n;
 
   if (rb->len == 0)
     return 0;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = seg;
   ringbuffer_peek(rb, rb->len, seg);
-  msg.msg_iovlen = seg[1].iov_len > 0 ? 2 : 1;
+  cnt = seg[1].iov_len > 0 ? 2 : 1;
 
-  /* sendmsg is the only call that takes MSG_NOSIGNAL and an iovec; one
-   * segment goes with send(), which the kernel handles more cheaply. */
-  if (msg.msg_iovlen == 1)
+  /* send() for one segment, which the kernel handles more cheaply;
+   * sendmsg() for two, the only call that takes MSG_NOSIGNAL and an
+   * iovec. */
+  if (cnt == 1) {
     n = sys_send(fd, seg[0].iov_base, seg[0].iov_len, MSG_NOSIGNAL);
-  else
+  } else {
+    struct msghdr msg = {.msg_iov = seg, .msg_iovlen = 2};
     n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL);
+  }
   if (n < 0 && errno == ENOTSOCK)
-    n = writev(fd, seg, (int)msg.msg_iovlen);
+    n = writev(fd, seg, cnt);
   if (n < 0)
     return fail(saved_errno, errno);
   ringbuffer_retrieve(rb, (size_t)n);
