@@ -841,20 +841,30 @@ static void must_not_run(void *arg)
   th_inc((int *)arg);
 }
 
-START_TEST(post_after_stop_fails_cleanly)
+/* An echo server with 2 worker loops running on a runner thread, with one
+ * client that has made a round trip through it; returns the client's fd. */
+static int running_echo(gev_server **s, runner *r)
 {
   gev_options opt = {.num_loops = 2, .address = "127.0.0.1:0"};
+  int fd;
+
+  th_reset_counters();
+  lb_reset();
+  ck_assert_int_eq(gev_server_new(s, &echo_handler, &opt), 0);
+  runner_start(r, *s);
+  fd = th_connect(gev_server_port(*s));
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_echo_roundtrip(fd, 10, 1));
+  return fd;
+}
+
+START_TEST(post_after_stop_fails_cleanly)
+{
   gev_server *s;
   int ran = 0, fd;
   runner r;
 
-  th_reset_counters();
-  lb_reset();
-  ck_assert_int_eq(gev_server_new(&s, &echo_handler, &opt), 0);
-  runner_start(&r, s);
-  fd = th_connect(gev_server_port(s));
-  ck_assert_int_ge(fd, 0);
-  ck_assert(th_echo_roundtrip(fd, 10, 1));
+  fd = running_echo(&s, &r);
   gev_server_stop(s);
   runner_join(&r);
   /* Stopped, not freed: every loop refuses work, nothing crashes. */
@@ -906,18 +916,11 @@ END_TEST
 
 START_TEST(stop_twice_is_harmless)
 {
-  gev_options opt = {.num_loops = 2, .address = "127.0.0.1:0"};
   int fd0 = th_count_fds(), th0 = thread_baseline(), fd;
   gev_server *s;
   runner r;
 
-  th_reset_counters();
-  lb_reset();
-  ck_assert_int_eq(gev_server_new(&s, &echo_handler, &opt), 0);
-  runner_start(&r, s);
-  fd = th_connect(gev_server_port(s));
-  ck_assert_int_ge(fd, 0);
-  ck_assert(th_echo_roundtrip(fd, 10, 1));
+  fd = running_echo(&s, &r);
   gev_server_stop(s);
   gev_server_stop(s);
   runner_join(&r);
