@@ -183,6 +183,11 @@ void gev__conn_close_now(gev_conn *c)
   atomic_store(&c->state, GEV__CONN_CLOSED);
   atomic_store(&c->reserved, GEV__RESERVE_CLOSED);
   list_remove(&l->cs, c);
+  /* Counted out before on_close, so that whoever sees on_close (or counts
+   * them) never sees this connection still counted. */
+  atomic_fetch_sub(&l->nconns, 1);
+  if (c->server && !(c->flags & GEV__CONN_OUTGOING))
+    atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
   if (c->flags & GEV__CONN_CONNECTED) {
     c->flags &= ~GEV__CONN_CONNECTED;
     if (c->h->on_close)
@@ -201,9 +206,6 @@ void gev__conn_close_now(gev_conn *c)
     pool_put(l, c->out);
   c->in = c->out = NULL;
   gev__conn_publish_out(c);
-  atomic_fetch_sub(&l->nconns, 1);
-  if (c->server && !(c->flags & GEV__CONN_OUTGOING))
-    atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
   c->next_zombie = l->cs.zombies;
   l->cs.zombies = c;
 }

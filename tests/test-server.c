@@ -1022,6 +1022,40 @@ START_TEST(accessors)
 }
 END_TEST
 
+/* Regression (CI, session 2): a connection was counted out only after its
+ * on_close returned, so a test that saw every on_close could still read a
+ * count of 1. Now it leaves the count before on_close runs. */
+static int count_in_close = -1;
+
+static void record_count_on_close(gev_conn *c)
+{
+  th_st(&count_in_close, gev_server_conn_count(gev_conn_server(c)));
+  th_count_close(c);
+}
+
+START_TEST(count_excludes_connection_in_on_close)
+{
+  const gev_handler h = {.on_connect = th_count_connect,
+                         .on_message = th_echo_msg,
+                         .on_close = record_count_on_close};
+  gev_options opt = {.num_loops = 1};
+  th_server *t;
+  int fd;
+
+  th_reset_counters();
+  t = th_start(&h, &opt);
+  fd = th_connect(t->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_wait_int(&th_connects, 1, 10000));
+  ck_assert_int_eq(gev_server_conn_count(t->s), 1);
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&count_in_close), 0);
+  ck_assert_int_eq(gev_server_conn_count(t->s), 0);
+  th_stop(t);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------------
  */
 
@@ -1049,6 +1083,8 @@ static Suite *server_suite(void)
       {"stop_from_signal_handler", stop_from_signal_handler, 60},
       {"idle_connections_closed", idle_connections_closed, 60},
       {"accessors", accessors, 60},
+      {"count_excludes_connection_in_on_close",
+       count_excludes_connection_in_on_close, 60},
   };
 
   return th_suite("server", cases, sizeof(cases) / sizeof(cases[0]));

@@ -115,10 +115,12 @@ GEV_EXPORT int gev_server_num_loops(const gev_server *s);
 GEV_EXPORT gev_loop *gev_server_worker_loop(gev_server *s, int i);
 
 /** @return the number of accepted connections not yet closed: those past
- *          on_connect and not yet through on_close, plus those accepted and
- *          on their way to a worker loop (the same count max_connections
- *          applies to). Outgoing connections are not counted. Any thread; a
- *          snapshot. */
+ *          on_connect whose on_close has not started, plus those accepted
+ *          and on their way to a worker loop (the same count max_connections
+ *          applies to). A connection leaves the count just before its
+ *          on_close runs, so on_close (and anything that happens after it)
+ *          never sees it counted. Outgoing connections are not counted. Any
+ *          thread; a snapshot. */
 GEV_EXPORT int gev_server_conn_count(const gev_server *s);
 
 /** gev_loop_run_after on the acceptor loop. */
