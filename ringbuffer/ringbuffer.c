@@ -312,6 +312,51 @@ size_t ringbuffer_read(ringbuffer *rb, void *dst, size_t n)
   return n;
 }
 
+/* Exchange the storage (not the limits) of two buffers. */
+static void swap_storage(ringbuffer *a, ringbuffer *b)
+{
+  ringbuffer t = *a;
+  a->buf = b->buf;
+  a->cap = b->cap;
+  a->head = b->head;
+  a->len = b->len;
+  b->buf = t.buf;
+  b->cap = t.cap;
+  b->head = t.head;
+  b->len = t.len;
+}
+
+ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n)
+{
+  struct iovec seg[2];
+  int rc;
+
+  if (dst == src)
+    return -EINVAL;
+  n = min_size(n, src->len);
+  if (exceeds_limit(dst, n))
+    return -ENOBUFS;
+  if (n == 0)
+    return 0;
+  /* All of src into an empty dst: hand over the allocation instead of
+   * copying, when each side's capacity fits the other's limit (so neither
+   * ends up holding more than it may grow to). src keeps dst's old,
+   * empty storage for its next bytes. */
+  if (dst->len == 0 && n == src->len && src->cap <= max_len(dst) &&
+      dst->cap <= max_len(src)) {
+    swap_storage(dst, src); /* dst was empty, so src now is, with head 0 */
+    return (ssize_t)n;
+  }
+  if (dst->len + n > dst->cap && (rc = grow(dst, dst->len + n)) != 0)
+    return rc;
+  ringbuffer_peek(src, n, seg);
+  copy_in(dst, seg[0].iov_base, seg[0].iov_len);
+  if (seg[1].iov_len > 0)
+    copy_in(dst, seg[1].iov_base, seg[1].iov_len);
+  ringbuffer_retrieve(src, n);
+  return (ssize_t)n;
+}
+
 static void reverse(char *p, size_t n)
 {
   size_t i = 0, j = n;

@@ -31,7 +31,12 @@
 
 /* Spare buffers keep at most this much storage in the pool. */
 #define POOL_KEEP_CAP (64 * 1024)
-#define SHARED_IN_CAP (64 * 1024)
+/* The loop's shared read and reply buffers: one read takes up to this. */
+#define SHARED_CAP (64 * 1024)
+/* adopt() copies rather than hands over a shared buffer when the pending
+ * bytes (plus this) use less than 1 / ADOPT_SLACK of it. */
+#define ADOPT_SLACK 4
+#define ADOPT_MIN 1024
 
 static void settle(gev_conn *c);
 
@@ -298,14 +303,33 @@ static void settle(gev_conn *c)
 
 /* ---- the read path ---------------------------------------------------- */
 
-/* Moves the contents of a loop-shared buffer to c by swapping in a spare.
- * false on ENOMEM (the caller closes c). */
+/* Moves the contents of a loop-shared buffer to c. Usually by swapping in
+ * a spare: no copy. But the shared buffers are large (reads land in them,
+ * and handlers may hand their storage over with ringbuffer_move), so when
+ * little of one is used, c gets a copy in a right-sized spare instead and
+ * the loop keeps the large one: a connection holds about what it has
+ * pending, not 64 KiB for a few bytes. false on ENOMEM (the caller closes
+ * c). */
 static bool adopt(gev_conn *c, ringbuffer **shared, ringbuffer **own)
 {
   ringbuffer *spare = gev__conn_pool_get(c);
+  size_t len = ringbuffer_len(*shared);
 
   if (!spare)
     return false;
+  if (ringbuffer_cap(*shared) / ADOPT_SLACK > len + ADOPT_MIN &&
+      ringbuffer_cap(spare) < ringbuffer_cap(*shared)) {
+    struct iovec seg[2];
+
+    ringbuffer_peek(*shared, len, seg);
+    if (ringbuffer_write(spare, seg[0].iov_base, seg[0].iov_len) == 0 &&
+        ringbuffer_write(spare, seg[1].iov_base, seg[1].iov_len) == 0) {
+      ringbuffer_retrieve_all(*shared);
+      *own = spare;
+      return true;
+    }
+    ringbuffer_retrieve_all(spare); /* fall back to the swap */
+  }
   *own = *shared;
   *shared = spare;
   return true;
@@ -562,8 +586,10 @@ int gev__conn_state_init(gev_loop *l)
 {
   gev__conn_state *cs = &l->cs;
 
-  cs->shared_in = ringbuffer_new(SHARED_IN_CAP);
-  cs->shared_out = ringbuffer_new(0);
+  /* Both the same size: ringbuffer_move (an echo, a relay) swaps their
+   * storage back and forth, and neither should end up the small one. */
+  cs->shared_in = ringbuffer_new(SHARED_CAP);
+  cs->shared_out = ringbuffer_new(SHARED_CAP);
   if (!cs->shared_in || !cs->shared_out) {
     ringbuffer_free(cs->shared_in);
     ringbuffer_free(cs->shared_out);

@@ -280,16 +280,8 @@ void th_fill(void *p, size_t n, uint32_t seed)
 int th_echo_move(ringbuffer *in, ringbuffer *out)
 {
   size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  struct iovec seg[2];
-  int refused = 0;
 
-  ringbuffer_peek(in, lim > used ? lim - used : 0, seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) != 0)
-      refused++;
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
-  return refused;
+  return ringbuffer_move(out, in, lim > used ? lim - used : 0) < 0;
 }
 
 bool th_echo_roundtrip(int fd, size_t n, uint32_t seed)

@@ -84,8 +84,8 @@ uint64_t th_now_ms(void);
 /* Process CPU time (user + system) in milliseconds. */
 uint64_t th_cpu_ms(void);
 /* The echo handler's body (as in examples/echo): moves from `in` to `out`
- * what fits under out's limit. Returns how many writes `out` refused, which
- * must be 0: the room was computed from the limit. */
+ * what fits under out's limit. Returns 1 when `out` refused the move, which
+ * must not happen: the room was computed from the limit. */
 int th_echo_move(ringbuffer *in, ringbuffer *out);
 /* One blocking round trip of n bytes derived from seed through an echo
  * server; true when they all came back intact. */

@@ -1574,6 +1574,59 @@ START_TEST(send_in_loop_direct_then_queued)
 }
 END_TEST
 
+/* A connection that keeps a few bytes of input (a partial line) holds
+ * storage for about that much, not the loop's 64 KiB read buffer: the
+ * handler records the capacity of `in` on each call and consumes nothing
+ * until a newline. */
+static int pk_calls;
+static size_t pk_cap[4], pk_len[4];
+
+static void pk_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  int i = th_ld(&pk_calls);
+
+  (void)c;
+  (void)out;
+  if (i < 4) {
+    pk_cap[i] = ringbuffer_cap(in);
+    pk_len[i] = ringbuffer_len(in);
+  }
+  if (ringbuffer_find(in, "\n", 1) >= 0)
+    ringbuffer_retrieve_all(in);
+  th_inc(&pk_calls);
+}
+
+START_TEST(kept_input_is_right_sized)
+{
+  const gev_handler h = {.on_connect = th_count_connect,
+                         .on_message = pk_msg,
+                         .on_close = th_count_close};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  int fd;
+
+  th_reset_counters();
+  th_st(&pk_calls, 0);
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_write_all(fd, "abc", 3));
+  ck_assert(th_wait_int(&pk_calls, 1, 10000));
+  ck_assert(th_write_all(fd, "def", 3));
+  ck_assert(th_wait_int(&pk_calls, 2, 10000));
+  /* The first read lands in the loop's shared buffer... */
+  ck_assert_uint_eq(pk_len[0], 3);
+  ck_assert_uint_ge(pk_cap[0], 64 * 1024);
+  /* ...and the connection keeps its 3 bytes in a buffer of its own. */
+  ck_assert_uint_eq(pk_len[1], 6);
+  ck_assert_msg(pk_cap[1] <= 4096, "kept 3 bytes in a %zu-byte buffer",
+                pk_cap[1]);
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  th_stop(srv);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
   const th_case cases[] = {
@@ -1597,6 +1650,7 @@ static Suite *conn_suite(void)
       {"tcp_nodelay_set", tcp_nodelay_set, 60},
       {"no_sigpipe_on_reset_with_pending_write",
        no_sigpipe_on_reset_with_pending_write, 60},
+      {"kept_input_is_right_sized", kept_input_is_right_sized, 60},
   };
 
   return th_suite("conn", cases, sizeof(cases) / sizeof(cases[0]));

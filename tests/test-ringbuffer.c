@@ -1125,6 +1125,101 @@ START_TEST(test_shrink)
 }
 END_TEST
 
+/* ---- move -------------------------------------------------------------- */
+
+START_TEST(test_move_swaps_into_empty)
+{
+  ringbuffer *src = mk_wrapped(), *dst = mk(100);
+
+  /* All of src into an empty dst: the storage changes hands, no copy. */
+  ck_assert_int_eq(ringbuffer_move(dst, src, SIZE_MAX), 10);
+  expect_str(dst, "0123456789");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 16);
+  ck_assert(ringbuffer_empty(src));
+  ck_assert_uint_eq(ringbuffer_cap(src), 100);
+  /* Both go on working: src from its new storage, dst across the wrap. */
+  write_str(src, "next");
+  expect_str(src, "next");
+  write_str(dst, "abcdef");
+  expect_str(dst, "0123456789abcdef");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 16);
+  /* An unallocated dst (cap 0) hands src no storage: writes allocate. */
+  ringbuffer_free(src);
+  src = mk(0);
+  ck_assert_int_eq(ringbuffer_move(src, dst, 16), 16);
+  ck_assert_uint_eq(ringbuffer_cap(dst), 0);
+  write_str(dst, "x");
+  expect_str(dst, "x");
+  expect_str(src, "0123456789abcdef");
+  ringbuffer_free(src);
+  ringbuffer_free(dst);
+}
+END_TEST
+
+START_TEST(test_move_copies_otherwise)
+{
+  ringbuffer *src = mk_wrapped(), *dst = mk(4);
+
+  /* dst holds data: appended by copy, across src's wrap, dst grows. */
+  write_str(dst, "ab");
+  ck_assert_int_eq(ringbuffer_move(dst, src, 7), 7);
+  expect_str(dst, "ab0123456");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 64);
+  expect_str(src, "789");
+  ck_assert_uint_eq(ringbuffer_cap(src), 16);
+  /* Part of src into an empty dst: copied, src keeps the rest. */
+  ringbuffer_retrieve_all(dst);
+  ck_assert_int_eq(ringbuffer_move(dst, src, 2), 2);
+  expect_str(dst, "78");
+  expect_str(src, "9");
+  ck_assert_uint_eq(ringbuffer_cap(src), 16);
+  /* n = 0 and an empty src move nothing. */
+  ck_assert_int_eq(ringbuffer_move(dst, src, 0), 0);
+  ringbuffer_retrieve_all(src);
+  ck_assert_int_eq(ringbuffer_move(dst, src, 5), 0);
+  expect_str(dst, "78");
+  ck_assert_int_eq(ringbuffer_move(dst, dst, 1), -EINVAL);
+  expect_str(dst, "78");
+  ringbuffer_free(src);
+  ringbuffer_free(dst);
+}
+END_TEST
+
+START_TEST(test_move_limits)
+{
+  ringbuffer *src = mk_wrapped(), *dst = mk(0);
+
+  /* Past dst's limit: refused, both unchanged. */
+  ringbuffer_set_limit(dst, 12);
+  write_str(dst, "abc");
+  ck_assert_int_eq(ringbuffer_move(dst, src, 10), -ENOBUFS);
+  expect_str(dst, "abc");
+  expect_str(src, "0123456789");
+  ck_assert_int_eq(ringbuffer_move(dst, src, 9), 9);
+  expect_str(dst, "abc012345678");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 12);
+  /* An empty dst whose limit is below src's capacity copies: it must not
+   * receive storage larger than it may grow. */
+  ringbuffer_retrieve_all(dst);
+  ringbuffer_set_limit(dst, 8);
+  ck_assert_int_eq(ringbuffer_move(dst, src, 1), 1);
+  expect_str(dst, "9");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 12);
+  ck_assert_uint_eq(ringbuffer_cap(src), 16);
+  ringbuffer_free(dst);
+  /* Nor may src: a dst with more storage than src's limit copies. */
+  dst = mk(64);
+  write_str(src, "xyz");
+  ringbuffer_set_limit(src, 32);
+  ck_assert_int_eq(ringbuffer_move(dst, src, 3), 3);
+  expect_str(dst, "xyz");
+  ck_assert_uint_eq(ringbuffer_cap(dst), 64);
+  ck_assert_uint_eq(ringbuffer_cap(src), 16);
+  ringbuffer_free(src);
+  ringbuffer_free(dst);
+}
+END_TEST
+
 /* ---- randomized test against a reference FIFO -------------------------- */
 
 enum { REF_MAX = 8192 };
@@ -1298,6 +1393,43 @@ static void op_set_limit(struct model *m)
   MCHECK(m, ringbuffer_limit(m->rb) == lim);
 }
 
+/* Moves a random amount from one model's buffer to the other's. The
+ * storage changes hands exactly when the documented conditions hold. */
+static void op_move(struct model *from, struct model *to)
+{
+  size_t n = rnd_upto(from, from->len + 10);
+  size_t want = n < from->len ? n : from->len;
+  size_t limf = ringbuffer_limit(from->rb), limt = ringbuffer_limit(to->rb);
+  size_t capf = ringbuffer_cap(from->rb), capt = ringbuffer_cap(to->rb);
+  bool fits = limt == 0 || to->len + want <= limt;
+  bool swap = to->len == 0 && want == from->len && want > 0 &&
+              (limt == 0 || capf <= limt) && (limf == 0 || capt <= limf);
+  ssize_t rc;
+
+  if (to->len + want > REF_MAX)
+    return; /* keep the model bounded */
+  rc = ringbuffer_move(to->rb, from->rb, n);
+  MCHECK(from, rc == (fits ? (ssize_t)want : -ENOBUFS));
+  if (rc <= 0) {
+    MCHECK(from, ringbuffer_cap(from->rb) == capf);
+    MCHECK(from, ringbuffer_cap(to->rb) == capt);
+    return;
+  }
+  if (swap) {
+    MCHECK(from, ringbuffer_cap(to->rb) == capf);
+    MCHECK(from, ringbuffer_cap(from->rb) == capt);
+  } else {
+    MCHECK(from, ringbuffer_cap(from->rb) == capf);
+    MCHECK(from,
+           ringbuffer_cap(to->rb) == (to->len + want <= capt
+                                          ? capt
+                                          : grown(capt, to->len + want, limt)));
+  }
+  memcpy(to->ref + to->len, from->ref, want);
+  to->len += want;
+  ref_consume(from, want);
+}
+
 static unsigned long long pick_seed(void)
 {
   const char *env = getenv("RB_SEED");
@@ -1316,16 +1448,27 @@ static unsigned long pick_ops(void)
 
 START_TEST(test_random_vs_reference)
 {
-  static struct model model; /* large: keep it off the stack */
-  struct model *m = &model;
+  /* Two buffers, each with its reference, so that moves between them are
+   * checked too; every other operation acts on one picked at random. */
+  static struct model models[2]; /* large: keep them off the stack */
   unsigned long ops = pick_ops();
-  memset(m, 0, sizeof(*m));
-  m->seed = pick_seed();
-  m->rng = m->seed * 0x9e3779b97f4a7c15ull + 1; /* never 0 */
-  m->rb = mk(rnd(m) % 2 ? 0 : 1 + rnd_upto(m, 100));
-  for (m->op = 0; m->op < ops; m->op++) {
+  unsigned long long seed = pick_seed();
+  memset(models, 0, sizeof(models));
+  for (int i = 0; i < 2; i++) {
+    struct model *x = &models[i];
+    x->seed = seed;
+    x->rng = (seed + (unsigned long long)i) * 0x9e3779b97f4a7c15ull + 1;
+    if (x->rng == 0)
+      x->rng = 1; /* xorshift never leaves 0 */
+    x->rb = mk(rnd(x) % 2 ? 0 : 1 + rnd_upto(x, 100));
+  }
+  for (unsigned long op = 0; op < ops; op++) {
+    struct model *m = &models[op % 7 < 4 ? 0 : 1];
     unsigned r = (unsigned)(rnd(m) % 100);
-    if (r < 30)
+    models[0].op = models[1].op = op;
+    if (r < 5)
+      op_move(m, &models[m == &models[0]]);
+    else if (r < 30)
       op_write(m);
     else if (r < 50)
       op_read(m);
@@ -1347,9 +1490,11 @@ START_TEST(test_random_vs_reference)
       MCHECK(m, cap == ringbuffer_cap(m->rb));
       MCHECK(m, m->len > 0 || cap <= keep);
     }
-    model_check(m);
+    model_check(&models[0]);
+    model_check(&models[1]);
   }
-  ringbuffer_free(m->rb);
+  ringbuffer_free(models[0].rb);
+  ringbuffer_free(models[1].rb);
 }
 END_TEST
 
@@ -1397,6 +1542,9 @@ static Suite *ringbuffer_suite(void)
       {"write_fd_pipe", test_write_fd_pipe},
       {"write_fd_epipe", test_write_fd_epipe},
       {"shrink", test_shrink},
+      {"move_swaps_into_empty", test_move_swaps_into_empty},
+      {"move_copies_otherwise", test_move_copies_otherwise},
+      {"move_limits", test_move_limits},
       {"random_vs_reference", test_random_vs_reference},
   };
   Suite *s = suite_create("ringbuffer");

@@ -1,25 +1,18 @@
 /* echo - the RFC 862 echo service: every byte received is sent back.
  *
- * The handler moves the whole input to the output: ringbuffer_peek gives at
- * most two segments, which are appended to `out` and consumed from `in`. If
+ * The handler moves the input to the output with ringbuffer_move: when the
+ * output is empty (the usual case) the two buffers just exchange their
+ * storage, so the bytes are never copied between reading and sending. If
  * `out` is at max_buffer, what does not fit stays in `in` and gev calls
  * on_message again once the peer has read some (backpressure). */
 #include "../common/example.h"
 
-#include <sys/uio.h>
-
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-  size_t room = lim > used ? lim - used : 0;
-  struct iovec seg[2];
 
   (void)c;
-  ringbuffer_peek(in, room, seg); /* what fits; the rest waits in `in` */
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len);
-    ringbuffer_retrieve(in, seg[i].iov_len);
-  }
+  ringbuffer_move(out, in, lim > used ? lim - used : 0); /* what fits */
 }
 
 int main(int argc, char **argv)

@@ -136,6 +136,23 @@ GEV_EXPORT ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd,
                                        int *saved_errno);
 
 /**
+ * Extension: move the first @p n bytes of @p src (all of them when fewer
+ * are stored) to the end of @p dst, all or nothing. When @p dst is empty
+ * and all of @p src moves, the two buffers exchange their storage instead
+ * of copying (unless that would leave either with a capacity above its
+ * limit): @p dst takes over the allocation holding the bytes and @p src
+ * continues with @p dst's former, empty one. Limits stay with their buffer.
+ * An echo or a relay passes what it read on this way for the cost of a few
+ * stores. Pointers from peek or linearize into either buffer are invalid
+ * afterwards.
+ * @return the bytes moved; -ENOBUFS when they would take @p dst past its
+ *         limit or SSIZE_MAX; -ENOMEM when growing @p dst failed; -EINVAL
+ *         when @p dst and @p src are the same buffer. On error nothing
+ *         changes.
+ */
+GEV_EXPORT ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n);
+
+/**
  * Extension: release the storage when the buffer is empty and its capacity
  * exceeds @p keep bytes, so an idle owner holds no large allocation.
  * @return the capacity afterwards.
