@@ -1,8 +1,10 @@
 /* fuzz-ringbuffer.c - libFuzzer target: the input is a program of ring
  * buffer operations, run against a plain array as the reference FIFO.
- * Any difference, crash or sanitizer report is a finding. */
+ * A second buffer (with its own reference) takes part in moves. Any
+ * difference, crash or sanitizer report is a finding. */
 #include <gev/ringbuffer.h>
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,17 +48,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static unsigned char scratch[1 << 16], fill[1 << 16];
-  static unsigned char *store; /* one model buffer for every run */
+  static unsigned char *store, *store2; /* model buffers for every run */
   model m = {.v = store ? store : (store = malloc(MODEL_MAX))};
+  model m2 = {.v = store2 ? store2 : (store2 = malloc(MODEL_MAX))};
   ringbuffer *rb = ringbuffer_new(take(&data, &size, 1));
+  ringbuffer *side = ringbuffer_new(0);
 
-  if (!rb || !m.v)
+  if (!rb || !side || !m.v || !m2.v)
     abort();
   for (size_t i = 0; i < sizeof(fill); i++)
     fill[i] = (unsigned char)(i * 7 + 3);
   while (size > 0) {
-    size_t cap0 = ringbuffer_cap(rb);
-    unsigned op = (unsigned)take(&data, &size, 1) % 8;
+    size_t cap0 = ringbuffer_cap(rb), cap2 = ringbuffer_cap(side);
+    unsigned op = (unsigned)take(&data, &size, 1) % 9;
     size_t arg = take(&data, &size, 2);
     switch (op) {
     case 0: /* write, twice as likely as the others */
@@ -124,10 +128,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       ringbuffer_set_limit(rb, m.limit);
       break;
     case 7: /* shrink */ ringbuffer_shrink(rb, arg); break;
+    case 8: { /* move between rb and side, either way; side's limit too */
+      bool back = arg & 1, fits;
+      ringbuffer *to = back ? rb : side, *from = back ? side : rb;
+      model *mt = back ? &m : &m2, *mf = back ? &m2 : &m;
+      size_t n = arg >> 1, want = n < mf->len ? n : mf->len;
+      ssize_t r;
+      if (arg % 7 == 0) {
+        m2.limit = arg % 3 ? arg * 2 : 0;
+        ringbuffer_set_limit(side, m2.limit);
+      }
+      fits = !mt->limit || mt->len + want <= mt->limit;
+      if (mt->len + want > MODEL_MAX)
+        goto out;
+      r = ringbuffer_move(to, from, n);
+      if (r != (fits ? (ssize_t)want : -ENOBUFS))
+        abort();
+      if (r > 0) {
+        memcpy(mt->v + mt->len, mf->v, want);
+        mt->len += want;
+        memmove(mf->v, mf->v + want, mf->len - want);
+        mf->len -= want;
+      }
+      /* A move may exchange storage; check_same below still holds each
+       * buffer to its limit: neither may receive more capacity than that. */
+      break;
+    }
     }
     check_same(rb, &m, cap0);
+    check_same(side, &m2, cap2);
   }
 out:
   ringbuffer_free(rb);
+  ringbuffer_free(side);
   return 0;
 }
