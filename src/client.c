@@ -5,7 +5,7 @@
  * connections point at the client's own handler (wh, the first member), so
  * the wrappers find the client from c->h without a lookup and without a
  * field in every connection. Only on_connect and on_close are wrapped;
- * on_message goes straight to the user's function.
+ * on_message and on_peer_eof go straight to the user's functions.
  *
  * Ownership: refs counts the caller (until gev_client_free) and the loop
  * (from the start task until the client has nothing left in the loop: no
@@ -265,7 +265,8 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   cl->uh = *h;
   cl->wh = (gev_handler){.on_connect = w_connect,
                          .on_message = h->on_message,
-                         .on_close = w_close};
+                         .on_close = w_close,
+                         .on_peer_eof = h->on_peer_eof};
   cl->l = l;
   cl->copt = opt->connect;
   cl->copt.address = NULL; /* not kept: parsed above */

@@ -255,6 +255,8 @@ static bool act_on_drained(gev_conn *c, int st)
       return false;
     }
   }
+  if (st == GEV__CONN_OPEN && c->h->on_peer_eof)
+    return false; /* half-open: the handler ends it, with shutdown or close */
   if (!sends_drained(c))
     return false; /* a send accepted from another thread is on its way */
   gev__conn_close_now(c);
@@ -403,9 +405,12 @@ static void deliver(gev_conn *c, ringbuffer *in)
 }
 
 /* The peer sent FIN. The state stays as it is, so replies and sends still
- * work until the output has drained; settle() then closes. */
+ * work until the output has drained; settle() then closes, unless the
+ * handler keeps the connection half-open (on_peer_eof). */
 static void on_peer_eof(gev_conn *c)
 {
+  int st;
+
   c->flags |= GEV__CONN_PEER_EOF;
   /* What the handler held back is shown once more, now that no more
    * bytes will come. */
@@ -413,6 +418,11 @@ static void on_peer_eof(gev_conn *c)
     deliver(c, c->in);
   else
     settle(c);
+  /* Reading has stopped for good (PEER_EOF keeps it off), so this runs
+   * once. A close or shutdown it asks for is scheduled like any other. */
+  st = atomic_load(&c->state);
+  if (c->h->on_peer_eof && (st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR))
+    c->h->on_peer_eof(c);
 }
 
 static void handle_read(gev_conn *c, unsigned events)

@@ -1627,6 +1627,132 @@ START_TEST(kept_input_is_right_sized)
 }
 END_TEST
 
+/* ---- half-open connections (on_peer_eof) -------------------------------- */
+
+/* The handler echoes; on the peer's FIN it answers once more 50 ms later
+ * (as a proxy would when its upstream answers), then shuts down. */
+static int ho_eof_calls, ho_msgs_at_eof, ho_bad_thread, ho_late_rc = 1,
+                                                        ho_shut_rc = 1;
+
+static void ho_late(void *arg)
+{
+  gev_conn *c = arg;
+
+  th_st(&ho_late_rc, gev_conn_send(c, "bye", 3));
+  th_st(&ho_shut_rc, gev_conn_shutdown_write(c));
+  gev_conn_unref(c);
+}
+
+static void ho_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  (void)c;
+  th_inc(&pk_calls);
+  if (th_echo_move(in, out))
+    th_inc(&th_violations);
+}
+
+static void ho_eof(gev_conn *c)
+{
+  th_inc(&ho_eof_calls);
+  th_st(&ho_msgs_at_eof, th_ld(&pk_calls));
+  if (!gev_loop_in_thread(gev_conn_loop(c)))
+    th_inc(&ho_bad_thread);
+  gev_conn_ref(c);
+  if (gev_loop_run_after(gev_conn_loop(c), 50, ho_late, c) == 0)
+    gev_conn_unref(c); /* 0 is no timer: nothing will run ho_late */
+}
+
+START_TEST(half_open_answers_after_peer_eof)
+{
+  const gev_handler h = {.on_connect = th_count_connect,
+                         .on_message = ho_msg,
+                         .on_close = th_count_close,
+                         .on_peer_eof = ho_eof};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  char got[8];
+  int fd;
+
+  th_reset_counters();
+  th_st(&pk_calls, 0);
+  th_st(&ho_eof_calls, 0);
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_write_all(fd, "hello", 5));
+  ck_assert(th_read_exact(fd, got, 5));
+  ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+  /* The connection stays open for the late answer, then sends FIN. */
+  ck_assert(th_read_exact(fd, got, 3));
+  ck_assert(memcmp(got, "bye", 3) == 0);
+  ck_assert(th_wait_eof(fd, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&ho_late_rc), 0);
+  ck_assert_int_eq(th_ld(&ho_shut_rc), 0);
+  ck_assert_int_eq(th_ld(&ho_eof_calls), 1);
+  ck_assert_int_eq(th_ld(&ho_msgs_at_eof), 1); /* "hello" came first */
+  ck_assert_int_eq(th_ld(&ho_bad_thread), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
+  close(fd);
+  th_stop(srv);
+}
+END_TEST
+
+/* Held input at the FIN is shown to on_message before on_peer_eof, which
+ * then closes; a half-open connection also leaves with gev_conn_close. */
+static int hc_seen_len;
+
+static void hc_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  (void)c;
+  (void)out;
+  th_st(&hc_seen_len, (int)ringbuffer_len(in)); /* holds it: no newline */
+  th_inc(&pk_calls);
+}
+
+static void hc_eof(gev_conn *c)
+{
+  th_inc(&ho_eof_calls);
+  th_st(&ho_msgs_at_eof, th_ld(&pk_calls));
+  th_st(&ho_late_rc, gev_conn_send(c, "held ", 5));
+  th_st(&ho_shut_rc, gev_conn_close(c));
+}
+
+START_TEST(half_open_close_from_peer_eof)
+{
+  const gev_handler h = {.on_connect = th_count_connect,
+                         .on_message = hc_msg,
+                         .on_close = th_count_close,
+                         .on_peer_eof = hc_eof};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  char got[8];
+  int fd;
+
+  th_reset_counters();
+  th_st(&pk_calls, 0);
+  th_st(&ho_eof_calls, 0);
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_write_all(fd, "partial", 7));
+  ck_assert(th_wait_int(&pk_calls, 1, 10000));
+  ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+  ck_assert(th_read_exact(fd, got, 5));
+  ck_assert(memcmp(got, "held ", 5) == 0);
+  ck_assert(th_wait_eof(fd, 10000));
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&ho_eof_calls), 1);
+  /* on_message saw the held bytes again at the FIN, before on_peer_eof. */
+  ck_assert_int_eq(th_ld(&ho_msgs_at_eof), 2);
+  ck_assert_int_eq(th_ld(&hc_seen_len), 7);
+  ck_assert_int_eq(th_ld(&ho_late_rc), 0);
+  ck_assert_int_eq(th_ld(&ho_shut_rc), 0);
+  close(fd);
+  th_stop(srv);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
   const th_case cases[] = {
@@ -1651,6 +1777,9 @@ static Suite *conn_suite(void)
       {"no_sigpipe_on_reset_with_pending_write",
        no_sigpipe_on_reset_with_pending_write, 60},
       {"kept_input_is_right_sized", kept_input_is_right_sized, 60},
+      {"half_open_answers_after_peer_eof", half_open_answers_after_peer_eof,
+       60},
+      {"half_open_close_from_peer_eof", half_open_close_from_peer_eof, 60},
   };
 
   return th_suite("conn", cases, sizeof(cases) / sizeof(cases[0]));

@@ -30,6 +30,18 @@ typedef struct gev_handler {
   /** The connection is closed (the fd is still open during the call and
    *  closed right after). Sends now fail with -ENOTCONN. */
   void (*on_close)(gev_conn *c);
+  /** Optional; set it to keep connections half-open. The peer sent FIN:
+   *  it will send nothing more, but may still be reading. Runs once, in
+   *  the loop's thread, after on_message saw the input that came before
+   *  the FIN, unless the connection is already closing. When set, the
+   *  peer's EOF no longer closes the connection: it stays open for
+   *  sending (gev_conn_send, replies to held input) until the handler
+   *  calls gev_conn_shutdown_write (then it closes once the output has
+   *  drained) or gev_conn_close, or an error or idle timeout closes it. A
+   *  proxy uses this to pass a client's FIN on to the upstream and still
+   *  deliver the upstream's answer. When NULL (the default), the peer's
+   *  EOF closes the connection once its output has drained. */
+  void (*on_peer_eof)(gev_conn *c);
 } gev_handler;
 
 /** How the acceptor deals connections to worker loops. */
