@@ -323,6 +323,13 @@ proxy)
     fail "echo-client via proxy: $(cat "$tmp/client")"
   "$client" -p "$port" -c 2 -P 3 -s 1000000 -n 12 -d 60 >"$tmp/client" ||
     fail "1 MB messages via proxy: $(cat "$tmp/client")"
+  # Half-close: the client's FIN reaches the upstream only after its bytes,
+  # and the upstream's answer (the echo, sent before the echo server closes
+  # on that FIN) still reaches the client, followed by EOF.
+  msg="half-closed $(seq 2000 | tr '\n' ' ')"
+  "$(dirname "$bin")/half-close" "$port" "$msg" >"$tmp/hc" 2>&1 ||
+    fail "half-close via proxy: $(head -c 300 "$tmp/hc")"
+  [ "$(cat "$tmp/hc")" = "$msg" ] || fail "half-close via proxy got $(wc -c <"$tmp/hc") bytes: $(head -c 100 "$tmp/hc")"
   stop
   kill -INT "$upid"; wait "$upid"; upid=
   # Closes propagate. maxconn -m 1 as the upstream serves one connection at

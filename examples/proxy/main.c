@@ -10,9 +10,12 @@
  * output is down to LOW_WATER. Memory per pair stays bounded whatever the
  * speeds of the two peers.
  *
- * Closing: when either end closes, the other is closed after what is queued
- * for it has been flushed. (gev closes a connection once its peer's EOF has
- * been handled, so half-closes are not relayed.) */
+ * Half-close: when one end's peer sends FIN (on_peer_eof keeps that end
+ * open), the FIN is passed on to the other end's peer with
+ * gev_conn_shutdown_write once everything before it has been forwarded; the
+ * answer still flows back. A connection closes once both directions are
+ * done. When either end closes for good (reset, error, both FINs), the
+ * other is closed after what is queued for it has been flushed. */
 #include "../common/example.h"
 
 #include <stdio.h>
@@ -26,6 +29,7 @@
 typedef struct pair {
   gev_conn *down, *up; /* NULL once closed (or not connected yet) */
   bool connecting;
+  bool fin_down, fin_up; /* that end's peer sent FIN: pass it on */
 } pair;
 
 static const char *upstream = "127.0.0.1:7000";
@@ -49,7 +53,9 @@ static void resume_other(gev_conn *drained, void *arg)
     gev_conn_resume_read(o);
 }
 
-/* Moves what `to` can take from `in`; pauses `from` when `to` is full. */
+/* Moves what `to` can take from `in`; pauses `from` when `to` is full.
+ * Once `from`'s peer has sent FIN and all it sent is forwarded, sends the
+ * FIN on. */
 static void forward(pair *p, gev_conn *from, ringbuffer *in)
 {
   gev_conn *to = other_end(p, from);
@@ -63,7 +69,10 @@ static void forward(pair *p, gev_conn *from, ringbuffer *in)
       break; /* -ENOBUFS: full; -ENOTCONN: closing, its on_close follows */
     ringbuffer_retrieve(in, seg[0].iov_len);
   }
-  if (gev_conn_write_buffer_len(to) >= HIGH_WATER || !ringbuffer_empty(in)) {
+  if (ringbuffer_empty(in) && (from == p->down ? p->fin_down : p->fin_up))
+    gev_conn_shutdown_write(to); /* after what is queued for it */
+  else if (gev_conn_write_buffer_len(to) >= HIGH_WATER ||
+           !ringbuffer_empty(in)) {
     gev_conn_pause_read(from);
     gev_conn_notify_drain(to, LOW_WATER, resume_other, p);
   }
@@ -73,6 +82,22 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   (void)out;
   forward(gev_conn_context(c), c, in);
+}
+
+/* c's peer sent FIN. What it sent before has been through on_message; if
+ * some of it still waits for room, forward() passes the FIN on when it
+ * has moved the rest. */
+static void on_peer_eof(gev_conn *c)
+{
+  pair *p = gev_conn_context(c);
+  gev_conn *o = other_end(p, c);
+
+  if (c == p->down)
+    p->fin_down = true;
+  else
+    p->fin_up = true;
+  if (o && gev_conn_read_buffer_len(c) == 0)
+    gev_conn_shutdown_write(o);
 }
 
 static void on_close(gev_conn *c)
@@ -89,7 +114,8 @@ static void on_close(gev_conn *c)
   maybe_free(p);
 }
 
-static const gev_handler up_handler = {NULL, on_message, on_close};
+static const gev_handler up_handler = {
+    .on_message = on_message, .on_close = on_close, .on_peer_eof = on_peer_eof};
 
 static void on_upstream(gev_conn *up, int err, void *arg)
 {
@@ -135,7 +161,7 @@ static void on_connect(gev_conn *c)
 
 int main(int argc, char **argv)
 {
-  gev_handler h = {on_connect, on_message, on_close};
+  gev_handler h = {on_connect, on_message, on_close, on_peer_eof};
   gev_options opt = {.max_buffer = 4 * HIGH_WATER};
   ex_opt extra[] = {{"upstream", 'u', "HOST:PORT to forward to", &upstream}};
   ex_args a;
