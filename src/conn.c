@@ -419,9 +419,11 @@ static void on_peer_eof(gev_conn *c)
   else
     settle(c);
   /* Reading has stopped for good (PEER_EOF keeps it off), so this runs
-   * once. A close or shutdown it asks for is scheduled like any other. */
+   * once. A close or shutdown it asks for is scheduled like any other.
+   * The state first: if the connection closed above, its on_close may
+   * have freed the handler (a gev_client's lives in the client). */
   st = atomic_load(&c->state);
-  if (c->h->on_peer_eof && (st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR))
+  if ((st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR) && c->h->on_peer_eof)
     c->h->on_peer_eof(c);
 }
 
