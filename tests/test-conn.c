@@ -1662,23 +1662,33 @@ static void ho_eof(gev_conn *c)
     gev_conn_unref(c); /* 0 is no timer: nothing will run ho_late */
 }
 
-START_TEST(half_open_answers_after_peer_eof)
+/* A one-loop server whose handler has on_peer_eof, with the counters
+ * reset, and a client connected to it in *fd. */
+static th_server *ho_start(void (*msg)(gev_conn *, ringbuffer *, ringbuffer *),
+                           void (*eof)(gev_conn *), int *fd)
 {
   const gev_handler h = {.on_connect = th_count_connect,
-                         .on_message = ho_msg,
+                         .on_message = msg,
                          .on_close = th_count_close,
-                         .on_peer_eof = ho_eof};
+                         .on_peer_eof = eof};
   gev_options opt = {.num_loops = 1};
   th_server *srv;
-  char got[8];
-  int fd;
 
   th_reset_counters();
   th_st(&pk_calls, 0);
   th_st(&ho_eof_calls, 0);
-  srv = th_start(&h, &opt);
-  fd = th_connect(srv->port);
-  ck_assert_int_ge(fd, 0);
+  srv = th_start(&h, &opt); /* the server keeps a copy of h */
+  *fd = th_connect(srv->port);
+  ck_assert_int_ge(*fd, 0);
+  return srv;
+}
+
+START_TEST(half_open_answers_after_peer_eof)
+{
+  char got[8];
+  int fd;
+  th_server *srv = ho_start(ho_msg, ho_eof, &fd);
+
   ck_assert(th_write_all(fd, "hello", 5));
   ck_assert(th_read_exact(fd, got, 5));
   ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
@@ -1720,21 +1730,10 @@ static void hc_eof(gev_conn *c)
 
 START_TEST(half_open_close_from_peer_eof)
 {
-  const gev_handler h = {.on_connect = th_count_connect,
-                         .on_message = hc_msg,
-                         .on_close = th_count_close,
-                         .on_peer_eof = hc_eof};
-  gev_options opt = {.num_loops = 1};
-  th_server *srv;
   char got[8];
   int fd;
+  th_server *srv = ho_start(hc_msg, hc_eof, &fd);
 
-  th_reset_counters();
-  th_st(&pk_calls, 0);
-  th_st(&ho_eof_calls, 0);
-  srv = th_start(&h, &opt);
-  fd = th_connect(srv->port);
-  ck_assert_int_ge(fd, 0);
   ck_assert(th_write_all(fd, "partial", 7));
   ck_assert(th_wait_int(&pk_calls, 1, 10000));
   ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
