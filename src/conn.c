@@ -34,7 +34,7 @@
 /* The loop's shared read and reply buffers: one read takes up to this. */
 #define SHARED_CAP (64 * 1024)
 /* adopt() copies rather than hands over a shared buffer when the pending
- * bytes (plus this) use less than 1 / ADOPT_SLACK of it. */
+ * bytes (plus ADOPT_MIN) use less than 1 / ADOPT_SLACK of it. */
 #define ADOPT_SLACK 4
 #define ADOPT_MIN 1024
 
@@ -315,14 +315,16 @@ static void settle(gev_conn *c)
 static bool adopt(gev_conn *c, ringbuffer **shared, ringbuffer **own)
 {
   ringbuffer *spare = gev__conn_pool_get(c);
-  size_t len = ringbuffer_len(*shared);
+  size_t len = ringbuffer_len(*shared), fair = ADOPT_SLACK * (len + ADOPT_MIN);
 
   if (!spare)
     return false;
-  if (ringbuffer_cap(*shared) / ADOPT_SLACK > len + ADOPT_MIN &&
-      ringbuffer_cap(spare) < ringbuffer_cap(*shared)) {
+  if (ringbuffer_cap(*shared) > fair) {
     struct iovec seg[2];
 
+    /* A spare as oversized as the shared buffer is no better: its storage
+     * goes, and the copy below allocates what the bytes need. */
+    ringbuffer_shrink(spare, fair);
     ringbuffer_peek(*shared, len, seg);
     if (ringbuffer_write(spare, seg[0].iov_base, seg[0].iov_len) == 0 &&
         ringbuffer_write(spare, seg[1].iov_base, seg[1].iov_len) == 0) {
