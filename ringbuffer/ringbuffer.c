@@ -326,11 +326,26 @@ static void swap_storage(ringbuffer *a, ringbuffer *b)
   b->len = t.len;
 }
 
-ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n)
+/* The copying half of ringbuffer_move, out of line: the swap path of an
+ * echo then needs no stack frame or saved registers. */
+__attribute__((noinline)) static ssize_t move_copy(ringbuffer *dst,
+                                                   ringbuffer *src, size_t n)
 {
   struct iovec seg[2];
   int rc;
 
+  if (dst->len + n > dst->cap && (rc = grow(dst, dst->len + n)) != 0)
+    return rc;
+  ringbuffer_peek(src, n, seg);
+  copy_in(dst, seg[0].iov_base, seg[0].iov_len);
+  if (seg[1].iov_len > 0)
+    copy_in(dst, seg[1].iov_base, seg[1].iov_len);
+  ringbuffer_retrieve(src, n);
+  return (ssize_t)n;
+}
+
+ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n)
+{
   if (dst == src)
     return -EINVAL;
   n = min_size(n, src->len);
@@ -347,14 +362,7 @@ ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n)
     swap_storage(dst, src); /* dst was empty, so src now is, with head 0 */
     return (ssize_t)n;
   }
-  if (dst->len + n > dst->cap && (rc = grow(dst, dst->len + n)) != 0)
-    return rc;
-  ringbuffer_peek(src, n, seg);
-  copy_in(dst, seg[0].iov_base, seg[0].iov_len);
-  if (seg[1].iov_len > 0)
-    copy_in(dst, seg[1].iov_base, seg[1].iov_len);
-  ringbuffer_retrieve(src, n);
-  return (ssize_t)n;
+  return move_copy(dst, src, n);
 }
 
 static void reverse(char *p, size_t n)
