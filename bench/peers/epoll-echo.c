@@ -135,10 +135,7 @@ static void run(void *arg)
 
 static void stop(void *arg)
 {
-  loop *l = arg;
-  uint64_t one = 1;
-  while (write(l->stopfd, &one, sizeof(one)) < 0 && errno == EINTR)
-    ;
+  peer_wake(((loop *)arg)->stopfd);
 }
 
 static void destroy(void *arg)

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +28,13 @@ void peer_nodelay(int fd)
 {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void peer_wake(int efd)
+{
+  uint64_t one = 1;
+  while (write(efd, &one, sizeof(one)) < 0 && errno == EINTR)
+    ;
 }
 
 /* A non-blocking SO_REUSEPORT listener on host:port; -1 with errno set. */

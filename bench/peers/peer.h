@@ -35,4 +35,8 @@ int peer_main(int argc, char **argv, const peer_ops *ops);
 /* Sets TCP_NODELAY on an accepted socket, as gev does. */
 void peer_nodelay(int fd);
 
+/* Adds 1 to an eventfd, retrying on EINTR: the stop() of peers whose loop
+ * watches an eventfd to learn that it should return (async-signal-safe). */
+void peer_wake(int efd);
+
 #endif
