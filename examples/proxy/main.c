@@ -25,24 +25,31 @@
 #define LOW_WATER (256 * 1024)
 #define CHUNK (64 * 1024)
 
-/* One client and its upstream. Both ends run in the same loop thread. */
+/* One client (DOWN) and its upstream (UP). Both ends run in the same loop
+ * thread. */
+enum { DOWN, UP };
 typedef struct pair {
-  gev_conn *down, *up; /* NULL once closed (or not connected yet) */
+  gev_conn *end[2]; /* NULL once closed (or not connected yet) */
+  bool fin[2];      /* that end's peer sent FIN: pass it on */
   bool connecting;
-  bool fin_down, fin_up; /* that end's peer sent FIN: pass it on */
 } pair;
 
 static const char *upstream = "127.0.0.1:7000";
 
 static void maybe_free(pair *p)
 {
-  if (!p->down && !p->up && !p->connecting)
+  if (!p->end[DOWN] && !p->end[UP] && !p->connecting)
     free(p);
+}
+
+static int side(pair *p, gev_conn *c)
+{
+  return c == p->end[DOWN] ? DOWN : UP;
 }
 
 static gev_conn *other_end(pair *p, gev_conn *c)
 {
-  return c == p->down ? p->up : p->down;
+  return p->end[!side(p, c)];
 }
 
 static void resume_other(gev_conn *drained, void *arg)
@@ -69,7 +76,7 @@ static void forward(pair *p, gev_conn *from, ringbuffer *in)
       break; /* -ENOBUFS: full; -ENOTCONN: closing, its on_close follows */
     ringbuffer_retrieve(in, seg[0].iov_len);
   }
-  if (ringbuffer_empty(in) && (from == p->down ? p->fin_down : p->fin_up))
+  if (ringbuffer_empty(in) && p->fin[side(p, from)])
     gev_conn_shutdown_write(to); /* after what is queued for it */
   else if (gev_conn_write_buffer_len(to) >= HIGH_WATER ||
            !ringbuffer_empty(in)) {
@@ -92,10 +99,7 @@ static void on_peer_eof(gev_conn *c)
   pair *p = gev_conn_context(c);
   gev_conn *o = other_end(p, c);
 
-  if (c == p->down)
-    p->fin_down = true;
-  else
-    p->fin_up = true;
+  p->fin[side(p, c)] = true;
   if (o && gev_conn_read_buffer_len(c) == 0)
     gev_conn_shutdown_write(o);
 }
@@ -105,10 +109,7 @@ static void on_close(gev_conn *c)
   pair *p = gev_conn_context(c);
   gev_conn *o = other_end(p, c);
 
-  if (c == p->down)
-    p->down = NULL;
-  else
-    p->up = NULL;
+  p->end[side(p, c)] = NULL;
   if (o)
     gev_conn_close(o); /* after flushing what it still has to send */
   maybe_free(p);
@@ -124,16 +125,16 @@ static void on_upstream(gev_conn *up, int err, void *arg)
   p->connecting = false;
   if (err < 0) {
     fprintf(stderr, "proxy: upstream %s: %s\n", upstream, gev_strerror(err));
-    if (p->down)
-      gev_conn_close(p->down);
+    if (p->end[DOWN])
+      gev_conn_close(p->end[DOWN]);
     maybe_free(p);
     return;
   }
-  p->up = up;
-  if (!p->down)
+  p->end[UP] = up;
+  if (!p->end[DOWN])
     gev_conn_close(up); /* the client left while we connected */
   else
-    gev_conn_resume_read(p->down); /* shows what the client already sent */
+    gev_conn_resume_read(p->end[DOWN]); /* shows what the client already sent */
 }
 
 static void on_connect(gev_conn *c)
@@ -146,7 +147,7 @@ static void on_connect(gev_conn *c)
     gev_conn_close(c);
     return;
   }
-  p->down = c;
+  p->end[DOWN] = c;
   p->connecting = true;
   gev_conn_set_context(c, p);
   gev_conn_pause_read(c); /* until the upstream is there */
