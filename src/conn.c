@@ -37,6 +37,10 @@
  * bytes (plus ADOPT_MIN) use less than 1 / ADOPT_SLACK of it. */
 #define ADOPT_SLACK 4
 #define ADOPT_MIN 1024
+/* A shared buffer grown past SHARED_CAP gets fresh SHARED_CAP storage this
+ * long after the growth was seen: not at once, so a run of large messages
+ * does not reallocate for each one. */
+#define TRIM_DELAY_MS 1000
 
 static void settle(gev_conn *c);
 
@@ -540,6 +544,49 @@ static void process_scheduled(gev_conn *c)
   settle(c);
 }
 
+/* ---- the shared buffers' size ----------------------------------------- */
+
+/* A large message leaves its storage in the loop's shared buffers: a read
+ * that grew shared_in, or a handler that moved a large held input into
+ * shared_out (ringbuffer_move hands storage over). Unchecked, every loop
+ * would keep the largest message it ever saw, up to max_buffer each. */
+static void trim_one(ringbuffer **rb)
+{
+  ringbuffer *fresh;
+
+  if (ringbuffer_cap(*rb) <= SHARED_CAP || !ringbuffer_empty(*rb))
+    return;
+  fresh = ringbuffer_new(SHARED_CAP);
+  if (!fresh)
+    return; /* the large one still works; try again at the next growth */
+  ringbuffer_set_limit(fresh, ringbuffer_limit(*rb));
+  ringbuffer_free(*rb);
+  *rb = fresh;
+}
+
+static void trim_shared(void *arg)
+{
+  gev_loop *l = arg;
+
+  l->cs.trim_armed = false;
+  trim_one(&l->cs.shared_in);
+  trim_one(&l->cs.shared_out);
+}
+
+/* Once per pass: two compares, and a timer only after a growth. */
+static void watch_shared(gev_loop *l)
+{
+  gev__conn_state *cs = &l->cs;
+
+  if (cs->trim_armed || (ringbuffer_cap(cs->shared_in) <= SHARED_CAP &&
+                         ringbuffer_cap(cs->shared_out) <= SHARED_CAP))
+    return;
+  /* Fails only when the loop is stopping or out of memory: then the next
+   * pass tries again, or the loop's end frees the buffers anyway. */
+  if (gev_loop_run_after(l, TRIM_DELAY_MS, trim_shared, l))
+    cs->trim_armed = true;
+}
+
 void gev__conn_after_pass(gev_loop *l)
 {
   gev__conn_state *cs = &l->cs;
@@ -569,6 +616,7 @@ void gev__conn_after_pass(gev_loop *l)
     }
     gev_conn_unref(c);
   }
+  watch_shared(l);
 }
 
 void gev__conn_close_all(gev_loop *l)

@@ -50,6 +50,7 @@ typedef struct gev__conn_state {
       *shared_out;      /* reply target for connections without queued output */
   ringbuffer *pool[16]; /* spare buffers for connections that need their own */
   int npool;
+  bool trim_armed;             /* a shared buffer is due to shrink */
   uint64_t idle_ms;            /* the server's idle timeout; 0 = none */
   gev__connecting *connecting; /* outgoing connects under way */
   gev_client *clients;         /* gev_clients started on this loop */
