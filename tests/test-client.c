@@ -30,25 +30,32 @@
 
 /* ---- shared scaffolding ----------------------------------------------- */
 
-/* Keeps a loop busy in a task: what arrives meanwhile is seen by the next
- * pass, in one batch. */
+/* Keeps a loop busy in a task until block_release: what arrives meanwhile
+ * is seen by the next pass, in one batch. Released by the test, not after
+ * a fixed time, so a stalled test thread cannot let the loop go early. */
 typedef struct blocker {
   int entered;
-  int ms;
+  int release;
 } blocker;
 
 static void block_task(void *arg)
 {
   blocker *b = arg;
   th_st(&b->entered, 1);
-  usleep((useconds_t)b->ms * 1000);
+  for (int i = 0; i < 10000 && !th_ld(&b->release); i++)
+    usleep(1000); /* at most ~10 s: a test that forgets to release fails */
 }
 
-static void block_loop(gev_loop *l, blocker *b, int ms)
+static void block_loop(gev_loop *l, blocker *b)
 {
-  *b = (blocker){0, ms};
+  *b = (blocker){0, 0};
   ck_assert_int_eq(gev_loop_post(l, block_task, b), 0);
   ck_assert(th_wait_int(&b->entered, 1, 10000));
+}
+
+static void block_release(blocker *b)
+{
+  th_st(&b->release, 1);
 }
 
 /* True when nothing (no byte, no EOF) arrives on fd within ms. */
@@ -921,9 +928,11 @@ START_TEST(pause_from_other_connection)
 
   /* Both inputs become ready while the loop is busy: its next pass
    * dispatches A (readable first), then B. */
-  block_loop(gev_server_worker_loop(srv->s, 0), &b, 300);
+  block_loop(gev_server_worker_loop(srv->s, 0), &b);
   ck_assert(th_write_all(fa, "p", 1));
   ck_assert(th_write_all(fb, "data", 4));
+  usleep(20000); /* both on the wire before the loop looks */
+  block_release(&b);
   ck_assert(th_wait_int(&g_xp_a_msgs, 1, 10000));
   usleep(200000);
   ck_assert_msg(th_ld(&g_xp_b_msgs) == 0,
@@ -1513,10 +1522,11 @@ START_TEST(outgoing_max_buffer_enobufs)
 
   /* From another thread, while the loop cannot take anything: the cap
    * counts what is in flight. */
-  block_loop(lt.l, &blk, 300);
+  block_loop(lt.l, &blk);
   ck_assert_int_eq(gev_conn_send(p.c, g_mb_a, CAP + 1), -ENOBUFS);
   ck_assert_int_eq(gev_conn_send(p.c, b40, sizeof(b40)), 0);
   ck_assert_int_eq(gev_conn_send(p.c, b40, sizeof(b40)), -ENOBUFS);
+  block_release(&blk);
   ck_assert(th_read_exact(fd, rx, sizeof(b40)));
   ck_assert(memcmp(rx, b40, sizeof(b40)) == 0);
   ck_assert(quiet_for(fd, 200)); /* refused sends never arrive */

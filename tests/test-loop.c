@@ -135,9 +135,11 @@ START_TEST(test_reposting_task_does_not_starve_timers)
   spinner s = {.loop = gev_server_worker_loop(t->s, 0)};
 
   ck_assert_int_eq(gev_loop_post(s.loop, spin_task, &s), 0);
+  /* Spinning for sure before the timer is armed (a slow thread start
+   * could otherwise run the timer in the very first pass). */
+  ck_assert(th_wait_int((volatile int *)&s.reposts, 100, 10000));
   ck_assert(gev_loop_run_after(s.loop, 20, mark_timer, &s) != 0);
   ck_assert(th_wait_int((volatile int *)&s.timer_ran, 1, 10000));
-  ck_assert_int_gt(atomic_load(&s.reposts), 1);
   atomic_store(&s.stop, 1);
   th_stop(t);
 }
@@ -196,7 +198,9 @@ START_TEST(test_run_every_and_cancel)
   ck_assert(th_wait_int((volatile int *)&k.count, 5, 5000));
   ck_assert_int_eq(gev_loop_cancel(k.loop, id), 0);
   ck_assert_int_eq(gev_loop_cancel(k.loop, id), -ENOENT);
-  usleep(20000); /* a run already under way may finish */
+  /* A run already under way may finish: timers run before tasks in a
+   * pass, so once a task ran, no run of the cancelled timer is left. */
+  th_run_in_loop(k.loop, th_noop, NULL);
   n = atomic_load(&k.count);
   usleep(50000);
   ck_assert_int_eq(atomic_load(&k.count), n);

@@ -145,20 +145,21 @@ END_TEST
 
 START_TEST(test_idle_timeout_closes_idle_keeps_active)
 {
-  gev_options opt = {.num_loops = 2, .idle_timeout_ms = 300};
+  gev_options opt = {.num_loops = 2, .idle_timeout_ms = 1500};
   th_server *t = th_start(&echo_handler, &opt);
   int idle = th_connect(t->port), active = th_connect(t->port);
   char b = 'x';
   uint64_t start = th_now_ms();
 
   ck_assert(idle >= 0 && active >= 0);
-  /* The active one talks every 50 ms for 1.2 s, four idle periods. */
-  while (th_now_ms() - start < 1200) {
+  /* The active one talks every 100 ms for 4 s, over two idle periods; a
+   * fifteenth of the timeout between its bytes leaves room for stalls. */
+  while (th_now_ms() - start < 4000) {
     ck_assert(th_write_all(active, &b, 1));
     ck_assert(th_read_exact(active, &b, 1));
-    usleep(50000);
+    usleep(100000);
   }
-  ck_assert(th_wait_eof(idle, 3000));
+  ck_assert(th_wait_eof(idle, 10000));
   ck_assert(th_write_all(active, &b, 1));
   ck_assert(th_read_exact(active, &b, 1));
   close(idle);

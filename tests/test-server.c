@@ -973,7 +973,10 @@ END_TEST
 START_TEST(idle_connections_closed)
 {
   enum { N = 5 };
-  gev_options opt = {.num_loops = 2, .idle_timeout_ms = 150};
+  /* 1.5 s: each connection waits unused through up to 8 round trips of
+   * the others, and a stall of the test or the loop (a loaded machine)
+   * must not make that look like idleness. */
+  gev_options opt = {.num_loops = 2, .idle_timeout_ms = 1500};
   th_server *srv;
   int fds[N];
 
