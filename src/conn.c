@@ -573,7 +573,8 @@ static void trim_shared(void *arg)
   trim_one(&l->cs.shared_out);
 }
 
-/* Once per pass: two compares, and a timer only after a growth. */
+/* Once per pass: two size reads (8 instructions), and a timer only after
+ * a growth. */
 static void watch_shared(gev_loop *l)
 {
   gev__conn_state *cs = &l->cs;
