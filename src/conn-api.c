@@ -199,6 +199,90 @@ int gev_conn_shutdown_write(gev_conn *c)
   return transition(c, GEV__CONN_SHUTWR);
 }
 
+/* ---- lingering close -------------------------------------------------- */
+
+#define LINGER_DEFAULT_MS 5000
+
+typedef struct linger_task {
+  gev_conn *c;
+  uint64_t ms;
+} linger_task;
+
+static void linger_expired(void *arg)
+{
+  gev_conn *c = arg; /* alive: closing cancels this timer */
+
+  c->linger_timer = 0;
+  gev__conn_close_now(c);
+}
+
+/* In c's loop: FIN after the output (the SHUTWR machinery), input dropped
+ * from now on, and a deadline. The peer's EOF then closes c as it closes
+ * any shut-down connection; the deadline closes it otherwise. */
+static int linger_in_loop(gev_conn *c, uint64_t ms)
+{
+  if (c->flags & GEV__CONN_DISCARD)
+    return -ENOTCONN; /* lingering already */
+  /* From OPEN; SHUTWR (shut down before) lingers as it is. Fails when
+   * another thread closed c meanwhile, which the state then shows. */
+  (void)transition(c, GEV__CONN_SHUTWR);
+  if (atomic_load(&c->state) != GEV__CONN_SHUTWR)
+    return -ENOTCONN;
+  /* Held input (also what the on_message calling this leaves) is dropped
+   * after the pass, and reading resumes if the user had paused it: the
+   * peer's EOF must be seen. */
+  c->flags |= GEV__CONN_DISCARD | GEV__CONN_REDELIVER;
+  c->flags &= ~GEV__CONN_USER_PAUSED;
+  c->linger_timer = gev_loop_run_after(c->loop, ms ? ms : LINGER_DEFAULT_MS,
+                                       linger_expired, c);
+  if (!c->linger_timer)
+    return transition(c, GEV__CONN_CLOSING); /* no timer: a plain close */
+  gev__conn_schedule(c);
+  return 0;
+}
+
+static void linger_task_run(void *arg)
+{
+  linger_task *t = arg;
+
+  if (atomic_load(&t->c->state) != GEV__CONN_CLOSED)
+    linger_in_loop(t->c, t->ms);
+  gev_conn_unref(t->c);
+  free(t);
+}
+
+static void linger_task_drop(void *arg)
+{
+  linger_task *t = arg;
+
+  gev_conn_unref(t->c);
+  free(t);
+}
+
+int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms)
+{
+  linger_task *t;
+  int st;
+
+  if (!c)
+    return -EINVAL;
+  if (gev_loop_in_thread(c->loop))
+    return linger_in_loop(c, timeout_ms);
+  st = atomic_load(&c->state);
+  if (st != GEV__CONN_OPEN && st != GEV__CONN_SHUTWR)
+    return -ENOTCONN;
+  if (!(t = malloc(sizeof(*t))))
+    return -ENOMEM;
+  t->c = c;
+  t->ms = timeout_ms;
+  gev_conn_ref(c);
+  if (gev__loop_post_owned(c->loop, linger_task_run, t, linger_task_drop) < 0) {
+    linger_task_drop(t);
+    return -ENOTCONN;
+  }
+  return 0;
+}
+
 void gev_conn_ref(gev_conn *c)
 {
   atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);

@@ -29,6 +29,7 @@ enum {
   GEV__CONN_STALLED = 1u << 6,
   GEV__CONN_OUTGOING = 1u << 7,    /* from gev_loop_connect: not a server's */
   GEV__CONN_USER_PAUSED = 1u << 8, /* gev_conn_pause_read */
+  GEV__CONN_DISCARD = 1u << 9,     /* lingering: input is dropped unseen */
 };
 
 struct gev_conn {
@@ -60,7 +61,8 @@ struct gev_conn {
   void (*drain_fn)(gev_conn *c, void *arg);
   void *drain_arg;
   size_t low_water;
-  char peer[]; /* formatted peer address */
+  gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
+  char peer[];               /* formatted peer address */
 };
 
 /* conn.c, for connect.c: an outgoing connection for fd on loop l, with its

@@ -192,6 +192,10 @@ void gev__conn_close_now(gev_conn *c)
   atomic_store(&c->state, GEV__CONN_CLOSED);
   atomic_store(&c->reserved, GEV__RESERVE_CLOSED);
   list_remove(&l->cs, c);
+  if (c->linger_timer) { /* its callback must never see c closed */
+    gev_loop_cancel(l, c->linger_timer);
+    c->linger_timer = 0;
+  }
   /* Counted out before on_close, so that whoever sees on_close (or counts
    * them) never sees this connection still counted. */
   atomic_fetch_sub(&l->nconns, 1);
@@ -348,6 +352,13 @@ static void deliver(gev_conn *c, ringbuffer *in)
 {
   gev_loop *l = c->loop;
   gev__conn_state *cs = &l->cs;
+
+  if (c->flags & GEV__CONN_DISCARD) { /* lingering: read only to drop */
+    ringbuffer_retrieve_all(in);
+    settle(c);
+    return;
+  }
+
   /* After gev_conn_shutdown_write nothing more is sent: sends fail with
    * -ENOTCONN, and replies a later on_message appends to `out` go to a
    * scratch buffer and are dropped. Written after the FIN they would fail
@@ -429,7 +440,8 @@ static void on_peer_eof(gev_conn *c)
    * The state first: if the connection closed above, its on_close may
    * have freed the handler (a gev_client's lives in the client). */
   st = atomic_load(&c->state);
-  if ((st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR) && c->h->on_peer_eof)
+  if ((st == GEV__CONN_OPEN || st == GEV__CONN_SHUTWR) &&
+      !(c->flags & GEV__CONN_DISCARD) && c->h->on_peer_eof)
     c->h->on_peer_eof(c);
 }
 

@@ -1867,6 +1867,130 @@ START_TEST(shared_buffers_shrink_after_large_message)
 }
 END_TEST
 
+/* gev_conn_close_lingering: the reply, then FIN, and bytes the peer sends
+ * afterwards are read and dropped. A plain close leaves no socket to take
+ * them: the kernel answers with RST, which on a peer still sending (or
+ * with bytes in flight at the close) costs it the reply or a clean end;
+ * here, where the peer has read the reply, its next send fails. */
+static int lg_msgs, lg_rc, lg_send_rc, lg_again_rc, lg_eof_calls;
+static uint64_t lg_closed_at;
+static gev_conn *lg_conn;
+
+static void lg_connect(gev_conn *c)
+{
+  gev_conn_ref(c);
+  lg_conn = c;
+  th_count_connect(c);
+}
+
+static void lg_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  th_inc(&lg_msgs);
+  ringbuffer_retrieve_all(in);
+  ringbuffer_write(out, "reply", 5);
+  th_st(&lg_rc, gev_conn_close_lingering(c, 5000));
+  th_st(&lg_send_rc, gev_conn_send(c, "late", 4));
+  th_st(&lg_again_rc, gev_conn_close_lingering(c, 5000));
+}
+
+static void lg_peer_eof(gev_conn *c)
+{
+  (void)c;
+  th_inc(&lg_eof_calls);
+}
+
+static void lg_close(gev_conn *c)
+{
+  __atomic_store_n(&lg_closed_at, th_now_ms(), __ATOMIC_SEQ_CST);
+  th_count_close(c);
+}
+
+static th_server *lg_start(bool reply, int *fd)
+{
+  static gev_handler h;
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+
+  h = (gev_handler){.on_connect = lg_connect,
+                    .on_message = reply ? lg_msg : NULL,
+                    .on_close = lg_close,
+                    .on_peer_eof = lg_peer_eof};
+  th_reset_counters();
+  th_st(&lg_msgs, 0);
+  th_st(&lg_eof_calls, 0);
+  lg_conn = NULL;
+  srv = th_start(&h, &opt);
+  *fd = th_connect(srv->port);
+  ck_assert_int_ge(*fd, 0);
+  ck_assert(th_wait_int(&th_connects, 1, 10000));
+  return srv;
+}
+
+/* Reads to EOF for up to 10 s: 0 at EOF, else the errno of the failure. */
+static int read_to_eof(int fd)
+{
+  char b[64];
+  struct timeval tv = {.tv_sec = 10};
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  while ((n = read(fd, b, sizeof(b))) > 0)
+    ;
+  return n == 0 ? 0 : errno;
+}
+
+START_TEST(close_lingering_no_reset)
+{
+  char got[8];
+  int fd, err = 0;
+  socklen_t len = sizeof(err);
+  th_server *srv = lg_start(true, &fd);
+
+  ck_assert(th_write_all(fd, "req", 3));
+  ck_assert(th_read_exact(fd, got, 5));
+  ck_assert(memcmp(got, "reply", 5) == 0);
+  ck_assert_int_eq(read_to_eof(fd), 0); /* FIN after the reply */
+  ck_assert(th_write_all(fd, "late bytes", 10));
+  usleep(100000); /* a reset would be back by now */
+  ck_assert_msg(th_write_all(fd, "more", 4), "send after the FIN: %s",
+                strerror(errno));
+  ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+  ck_assert_msg(err == 0, "socket error %s", strerror(err));
+  ck_assert_int_eq(th_ld(&th_closes), 0); /* lingering until the peer goes */
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&lg_rc), 0);
+  ck_assert_int_eq(th_ld(&lg_send_rc), -ENOTCONN);
+  ck_assert_int_eq(th_ld(&lg_again_rc), -ENOTCONN);
+  ck_assert_int_eq(th_ld(&lg_msgs), 1);      /* the late bytes: dropped */
+  ck_assert_int_eq(th_ld(&lg_eof_calls), 0); /* not shown to the handler */
+  gev_conn_unref(lg_conn);
+  th_stop(srv);
+}
+END_TEST
+
+/* From another thread, on a peer that never closes: the deadline ends it,
+ * and not before. */
+START_TEST(close_lingering_deadline_from_thread)
+{
+  uint64_t t0;
+  int fd;
+  th_server *srv = lg_start(false, &fd);
+
+  t0 = th_now_ms();
+  ck_assert_int_eq(gev_conn_close_lingering(lg_conn, 300), 0);
+  ck_assert_int_eq(read_to_eof(fd), 0); /* FIN */
+  ck_assert(th_write_all(fd, "x", 1));  /* read and dropped, no RST */
+  ck_assert(th_wait_int(&th_closes, 1, 10000));
+  ck_assert_uint_ge(__atomic_load_n(&lg_closed_at, __ATOMIC_SEQ_CST), t0 + 300);
+  ck_assert_int_eq(gev_conn_close_lingering(lg_conn, 300), -ENOTCONN);
+  ck_assert_int_eq(gev_conn_close_lingering(NULL, 300), -EINVAL);
+  close(fd);
+  gev_conn_unref(lg_conn);
+  th_stop(srv);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
   const th_case cases[] = {
@@ -1893,6 +2017,9 @@ static Suite *conn_suite(void)
       {"kept_input_is_right_sized", kept_input_is_right_sized, 60},
       {"shared_buffers_shrink_after_large_message",
        shared_buffers_shrink_after_large_message, 60},
+      {"close_lingering_no_reset", close_lingering_no_reset, 60},
+      {"close_lingering_deadline_from_thread",
+       close_lingering_deadline_from_thread, 60},
       {"half_open_answers_after_peer_eof", half_open_answers_after_peer_eof,
        60},
       {"half_open_close_from_peer_eof", half_open_close_from_peer_eof, 60},

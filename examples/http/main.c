@@ -38,10 +38,8 @@ static _Thread_local size_t ok_len;
 /* Only connections that skip a body or close get one, so plain keep-alive
  * GETs allocate nothing per connection either. */
 typedef struct http_conn {
-  uint64_t skip;       /* body bytes still to discard */
-  bool close_after;    /* linger once they are discarded */
-  bool lingering;      /* answered and half-closed: discard all input */
-  gev_timer_id linger; /* ends the lingering */
+  uint64_t skip;    /* body bytes still to discard */
+  bool close_after; /* linger once they are discarded */
 } http_conn;
 
 /* How long a half-closed connection waits for the peer to close. */
@@ -132,34 +130,14 @@ static http_conn *state(gev_conn *c)
   return hc;
 }
 
-static void linger_end(void *arg)
-{
-  gev_conn *c = arg; /* valid: on_close cancels this timer */
-  http_conn *hc = gev_conn_context(c);
-
-  hc->linger = 0;
-  gev_conn_close(c);
-}
-
-/* Closes after the replies in `out`. Not with gev_conn_close at once: a
- * socket closed while the peer's bytes are still arriving (the rest of an
- * oversized head, a body, pipelined requests) makes the kernel send RST,
- * and the peer may then lose the reply we just queued. So we half-close
- * (FIN after the reply), keep reading and discarding until the peer
- * closes, and give up after LINGER_MS. */
+/* Closes after the replies in `out`, lingering (gev_conn_close_lingering):
+ * a socket closed while the peer's bytes are still arriving (the rest of
+ * an oversized head, a body, pipelined requests) makes the kernel send
+ * RST, and the peer may then lose the reply we just queued. */
 static void linger(gev_conn *c, ringbuffer *in)
 {
-  http_conn *hc = state(c);
-
   ringbuffer_retrieve_all(in);
-  if (hc && gev_conn_shutdown_write(c) == 0) {
-    hc->lingering = true;
-    hc->skip = 0;
-    hc->linger = gev_loop_run_after(gev_conn_loop(c), LINGER_MS, linger_end, c);
-    if (hc->linger)
-      return;
-  }
-  gev_conn_close(c);
+  gev_conn_close_lingering(c, LINGER_MS);
 }
 
 /* Answers a request we will not read further, then closes. */
@@ -195,10 +173,6 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   if (now != date_sec)
     refresh_date(now);
 
-  if (hc && hc->lingering) {
-    ringbuffer_retrieve_all(in);
-    return;
-  }
   if (hc && hc->skip) {
     size_t have = ringbuffer_len(in);
     size_t k = hc->skip < have ? (size_t)hc->skip : have;
@@ -254,11 +228,7 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 
 static void on_close(gev_conn *c)
 {
-  http_conn *hc = gev_conn_context(c);
-
-  if (hc && hc->linger)
-    gev_loop_cancel(gev_conn_loop(c), hc->linger);
-  free(hc);
+  free(gev_conn_context(c));
 }
 
 int main(int argc, char **argv)

@@ -350,8 +350,12 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     done = x.o.err || x.quit; /* QUIT, or a reply cut short (ENOMEM) */
   }
   if (done) {
+    /* After what is in `out`, and lingering: the client may still be
+     * sending (pipelined commands after the bad one), and a plain close
+     * would answer those bytes with RST, which can cost it the error
+     * reply. */
     ringbuffer_retrieve_all(in);
-    gev_conn_close(c); /* after what is in `out` */
+    gev_conn_close_lingering(c, 2000);
   }
 }
 

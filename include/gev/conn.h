@@ -48,6 +48,23 @@ GEV_EXPORT int gev_conn_close(gev_conn *c);
  */
 GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
 
+/**
+ * Close gracefully and linger: the queued output is sent, then FIN, and the
+ * connection keeps reading, discarding what arrives, until the peer closes
+ * too or @p timeout_ms pass (0: 5000); on_close follows either. Use it to
+ * end a connection whose peer may still be sending (an error reply to a
+ * request whose body is on its way, pipelined requests): closing a socket
+ * with bytes still arriving makes the kernel answer them with RST, and
+ * the peer then reads an error after, or instead of, the reply just sent.
+ * From the call on, on_message and on_peer_eof are not called and sends
+ * fail with -ENOTCONN, as after gev_conn_shutdown_write. At the deadline
+ * the connection closes at once, whatever is still unsent. Any thread; from
+ * another thread it takes effect in the connection's loop shortly after.
+ * @return 0; -ENOTCONN when closing, closed or already lingering; -EINVAL
+ *         for NULL; -ENOMEM.
+ */
+GEV_EXPORT int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms);
+
 /** Take a reference that keeps @p c's memory valid after on_close. Any
  *  thread, while the caller already holds c validly. */
 GEV_EXPORT void gev_conn_ref(gev_conn *c);
