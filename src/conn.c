@@ -352,8 +352,11 @@ static void deliver(gev_conn *c, ringbuffer *in)
 {
   gev_loop *l = c->loop;
   gev__conn_state *cs = &l->cs;
+  int st = atomic_load(&c->state);
 
-  if (c->flags & GEV__CONN_DISCARD) { /* lingering: read only to drop */
+  /* Closing, or lingering (gev_conn_close_lingering): the input is read
+   * only to be dropped, unseen by the handler. */
+  if (st == GEV__CONN_CLOSING || (c->flags & GEV__CONN_DISCARD)) {
     ringbuffer_retrieve_all(in);
     settle(c);
     return;
@@ -365,7 +368,7 @@ static void deliver(gev_conn *c, ringbuffer *in)
    * with EPIPE and close the connection, whose read side must stay open
    * until the peer closes. (Replies of the call that shuts down are still
    * sent: the state is read before the call.) */
-  bool shut = atomic_load(&c->state) == GEV__CONN_SHUTWR;
+  bool shut = st == GEV__CONN_SHUTWR;
   bool shared_out = shut || c->out == NULL;
   ringbuffer *out = shared_out ? cs->shared_out : c->out;
   size_t max = c->max_buffer, reserved = gev__conn_reserved(c);
@@ -458,12 +461,7 @@ static void handle_read(gev_conn *c, unsigned events)
 
   if (n > 0) {
     touch(c);
-    if (atomic_load(&c->state) == GEV__CONN_CLOSING) {
-      ringbuffer_retrieve_all(in); /* closing: input is discarded */
-      settle(c);
-    } else {
-      deliver(c, in);
-    }
+    deliver(c, in);
   } else if (n == 0) {
     on_peer_eof(c);
   } else if (err == EAGAIN || err == EINTR) {
