@@ -2,15 +2,17 @@
  * open, redialling with exponential backoff.
  *
  * A client is built on the internal form of gev_loop_connect. Its
- * connections point at the client's own handler (wh, the first member), so
- * the wrappers find the client from c->h without a lookup and without a
- * field in every connection. Only on_connect and on_close are wrapped;
- * on_message and on_peer_eof go straight to the user's functions.
+ * connections use the user's handler (a copy kept in the client) and tell
+ * the client, as their owner, when they open and when they have closed;
+ * the handler itself is never wrapped, so gev_conn_set_handler works on a
+ * client's connection too.
  *
  * Ownership: refs counts the caller (until gev_client_free) and the loop
  * (from the start task until the client has nothing left in the loop: no
- * connection, no connect under way, no retry timer). Everything but refs
- * and stopped is touched only in the loop's thread. */
+ * connection, no connect under way, no retry timer). `detached` says the
+ * loop has let go of the client for good (it finished, or was freed before
+ * running the start task): gev_client_free then touches the loop no more.
+ * Everything else but refs and stopped is the loop's thread's. */
 #include "conn-internal.h"
 
 #include <errno.h>
@@ -20,8 +22,8 @@
 #define DEFAULT_RETRY_MAX_MS 30000
 
 struct gev_client {
-  gev_handler wh; /* first: the connections' c->h points here */
-  gev_handler uh; /* the user's */
+  gev__handle handle; /* in the loop's registry from the start task on */
+  gev_handler uh;     /* the user's; the connections point here */
   gev_loop *l;
   gev__addr addr;
   gev_connect_options copt; /* every attempt; on_result is ours */
@@ -32,7 +34,8 @@ struct gev_client {
 
   /* Any thread. */
   atomic_int refs;
-  atomic_bool stopped; /* gev_client_free ran */
+  atomic_bool stopped;  /* gev_client_free ran */
+  atomic_bool detached; /* the loop let go of the client */
 
   /* The loop's thread only. */
   uint64_t delay; /* before the next attempt */
@@ -43,13 +46,7 @@ struct gev_client {
   bool shown;   /* the user's on_connect ran for conn: on_close is owed */
   bool started; /* the start task ran: on the loop's list, holds its ref */
   bool done;    /* the loop's reference is gone */
-  gev_client *prev, *next;
 };
-
-static gev_client *owner(gev_conn *c)
-{
-  return (gev_client *)(void *)(uintptr_t)c->h;
-}
 
 static void ref(gev_client *cl)
 {
@@ -67,6 +64,16 @@ static void unref_task(void *arg)
   unref(arg);
 }
 
+/* The loop is being freed with the start task unrun: it never had the
+ * client, and will not be there for gev_client_free. */
+static void start_drop(void *arg)
+{
+  gev_client *cl = arg;
+
+  atomic_store(&cl->detached, true);
+  unref(cl);
+}
+
 static bool ending(const gev_client *cl)
 {
   return atomic_load(&cl->stopped) || cl->l->finishing;
@@ -76,21 +83,16 @@ static bool ending(const gev_client *cl)
  * caller has decided that nothing more will be started. */
 static void finish(gev_client *cl)
 {
-  gev__conn_state *cs = &cl->l->cs;
-
   if (!cl->started || cl->done || cl->conn || cl->connecting || cl->timer)
     return;
   cl->done = true;
-  if (cl->prev)
-    cl->prev->next = cl->next;
-  else
-    cs->clients = cl->next;
-  if (cl->next)
-    cl->next->prev = cl->prev;
+  gev__handle_unregister(&cl->handle);
+  atomic_store(&cl->detached, true); /* gev_client_free: no loop needed */
   unref(cl);
 }
 
 static void attempt(gev_client *cl);
+static const gev__conn_owner owner_ops;
 
 static void retry_cb(void *arg)
 {
@@ -155,7 +157,8 @@ static void attempt(gev_client *cl)
     finish(cl);
     return;
   }
-  err = gev__connect_shared(cl->l, &cl->wh, &cl->addr, &cl->copt);
+  err =
+      gev__connect_shared(cl->l, &cl->uh, &cl->addr, &cl->copt, &owner_ops, cl);
   if (err == 0) {
     cl->connecting = true;
     return;
@@ -166,59 +169,73 @@ static void attempt(gev_client *cl)
   unref(cl);
 }
 
-static void w_connect(gev_conn *c)
+/* The connection is open: shown to the user unless the client was freed
+ * while it was connecting. */
+static bool opened(gev_conn *c, void *arg)
 {
-  gev_client *cl = owner(c);
+  gev_client *cl = arg;
 
-  if (atomic_load(&cl->stopped)) {
-    gev_conn_close(c); /* abandoned while connecting: never shown */
-    return;
-  }
+  (void)c;
+  if (atomic_load(&cl->stopped))
+    return false; /* closed at once; no on_connect, no on_close */
   cl->shown = true;
-  if (cl->uh.on_connect)
-    cl->uh.on_connect(c);
+  return true;
 }
 
-static void w_close(gev_conn *c)
+/* Before the user's on_close: the connection is no longer the client's.
+ * The reference keeps the client (and the handler the connection points
+ * at) alive through on_close, which may free it. */
+static void closing(gev_conn *c, void *arg)
 {
-  gev_client *cl = owner(c);
-  bool shown = cl->shown;
+  gev_client *cl = arg;
 
-  ref(cl); /* the user's on_close may free the client */
+  (void)c;
+  ref(cl);
   cl->conn = NULL;
   cl->shown = false;
-  if (shown && cl->uh.on_close)
-    cl->uh.on_close(c);
+}
+
+/* After the user's on_close: dial again. */
+static void closed(gev_conn *c, void *arg)
+{
+  gev_client *cl = arg;
+
+  (void)c;
   retry_later(cl);
   unref(cl);
 }
 
+static const gev__conn_owner owner_ops = {opened, closing, closed};
+
+/* The loop is finishing: no more retries. A connection or a connect under
+ * way is a handle of its own, stopped by the loop too; the client finishes
+ * when the last of them tells it. */
+static void stop(gev__handle *h)
+{
+  gev_client *cl = gev__container_of(h, gev_client, handle);
+
+  if (cl->timer) {
+    gev_loop_cancel(cl->l, cl->timer);
+    cl->timer = 0;
+  }
+  finish(cl);
+}
+
+static void no_after_pass(gev__handle *h)
+{
+  (void)h; /* a client never schedules itself */
+}
+
+static const gev__handle_ops client_ops = {"client", no_after_pass, stop};
+
 static void start_task(void *arg)
 {
   gev_client *cl = arg;
-  gev__conn_state *cs = &cl->l->cs;
 
   /* The task's reference becomes the loop's. */
   cl->started = true;
-  cl->next = cs->clients;
-  if (cl->next)
-    cl->next->prev = cl;
-  cs->clients = cl;
+  gev__handle_register(&cl->handle);
   attempt(cl);
-}
-
-void gev__client_cancel_all(gev_loop *l)
-{
-  gev_client *cl, *next;
-
-  for (cl = l->cs.clients; cl; cl = next) {
-    next = cl->next;
-    if (cl->timer) {
-      gev_loop_cancel(l, cl->timer);
-      cl->timer = 0;
-    }
-    finish(cl);
-  }
 }
 
 /* In the loop's thread, with stopped set. */
@@ -263,11 +280,8 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
     return err;
   }
   cl->uh = *h;
-  cl->wh = (gev_handler){.on_connect = w_connect,
-                         .on_message = h->on_message,
-                         .on_close = w_close,
-                         .on_peer_eof = h->on_peer_eof};
   cl->l = l;
+  gev__handle_init(&cl->handle, l, &client_ops);
   cl->copt = opt->connect;
   cl->copt.address = NULL; /* not kept: parsed above */
   cl->copt.on_result = attempt_result;
@@ -281,10 +295,11 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   cl->rng = ((uint64_t)(uintptr_t)cl ^ gev__now_ms() * 0x9e3779b97f4a7c15u) | 1;
   atomic_init(&cl->refs, 2); /* the caller's and the start task's */
   atomic_init(&cl->stopped, false);
+  atomic_init(&cl->detached, false);
   /* Stored before the post, which orders it before every callback: one may
    * read the caller's variable (to free the client, say). */
   *out = cl;
-  if ((err = gev__loop_post_owned(l, start_task, cl, unref_task)) < 0) {
+  if ((err = gev__loop_post_owned(l, start_task, cl, start_drop)) < 0) {
     *out = NULL;
     free(cl);
     return err;
@@ -297,7 +312,9 @@ void gev_client_free(gev_client *cl)
   if (!cl)
     return;
   atomic_store(&cl->stopped, true);
-  if (gev_loop_in_thread(cl->l)) {
+  if (atomic_load(&cl->detached)) {
+    unref(cl); /* the loop is done with it, and may be gone */
+  } else if (gev_loop_in_thread(cl->l)) {
     stop_now(cl);
     unref(cl);
   } else if (gev__loop_post_owned(cl->l, stop_task, cl, unref_task) < 0) {

@@ -4,42 +4,83 @@
 
 #include <stdatomic.h>
 
+#include <gev/transport.h>
+
 #include "server-internal.h"
 
-/* Connection states, readable from any thread. Only the owning loop moves a
- * connection to CLOSED; other threads move OPEN to SHUTWR or CLOSING. */
+/* Connection states. The table of transitions, with the event that causes
+ * each and what it does, heads conn.c; every change of state goes through
+ * its one function. Readable from any thread; other threads make only the
+ * transitions of gev_conn_close and gev_conn_shutdown_write. */
 enum {
-  GEV__CONN_OPEN = 0,
-  GEV__CONN_SHUTWR,  /* FIN after the queued output; still reading */
-  GEV__CONN_CLOSING, /* close after the queued output; input discarded */
-  GEV__CONN_CLOSED,
+  GEV__CS_OPEN = 0,      /* reading, handler sees input, sending */
+  GEV__CS_HALF_OPEN,     /* the peer's FIN came; the handler keeps sending */
+  GEV__CS_DRAINING,      /* the peer's FIN came; close once flushed */
+  GEV__CS_SHUTTING_DOWN, /* our FIN waits for the output; still reading */
+  GEV__CS_SHUT_WR,       /* our FIN is sent; reading until the peer's */
+  GEV__CS_LINGERING,     /* FIN after the output; input dropped; deadline */
+  GEV__CS_LINGER_FIN,    /* FIN sent; dropping input until EOF or deadline */
+  GEV__CS_CLOSING,       /* close once flushed; input dropped */
+  GEV__CS_FLUSHING,      /* close once flushed; nothing more to read */
+  GEV__CS_CLOSED,
+  GEV__CS_COUNT
 };
 
-/* Flags, owned by the loop's thread. */
+/* Events of the state table. */
 enum {
-  GEV__CONN_CONNECTED = 1u << 0, /* on_connect ran: on_close is owed */
-  GEV__CONN_PEER_EOF = 1u << 1,
-  GEV__CONN_PAUSED = 1u << 2,    /* output above half the cap: not reading */
-  GEV__CONN_SCHEDULED = 1u << 3, /* on the loop's list for after the pass */
-  GEV__CONN_REDELIVER = 1u << 4, /* show held input again after the pass */
-  GEV__CONN_FIN_SENT = 1u << 5,
+  GEV__CE_PEER_EOF = 0,   /* read gave EOF; the handler lets it close */
+  GEV__CE_PEER_EOF_KEEP,  /* read gave EOF; the handler has on_peer_eof */
+  GEV__CE_CLOSE,          /* gev_conn_close */
+  GEV__CE_SHUTDOWN_WRITE, /* gev_conn_shutdown_write */
+  GEV__CE_CLOSE_LINGERING,
+  GEV__CE_FLUSHED,  /* output and accepted sends are out (FIN or close due) */
+  GEV__CE_DEADLINE, /* the linger deadline or the idle timeout */
+  GEV__CE_ERROR,    /* socket error, reset, a cap, out of memory */
+  GEV__CE_LOOP_STOP,
+  GEV__CE_COUNT
+};
+
+/* Flags: facts beside the state, owned by the loop's thread. */
+enum {
+  GEV__CF_CONNECTED = 1u << 0,   /* on_connect ran: on_close is owed */
+  GEV__CF_PAUSED = 1u << 1,      /* output above half the cap: not reading */
+  GEV__CF_USER_PAUSED = 1u << 2, /* gev_conn_pause_read */
+  GEV__CF_REDELIVER = 1u << 3,   /* show held input again after the pass */
   /* The handler's last look at `in`, with `out` empty, consumed nothing:
    * after the peer's EOF no more bytes can change its mind, so held input
    * no longer keeps the connection open. */
-  GEV__CONN_STALLED = 1u << 6,
-  GEV__CONN_OUTGOING = 1u << 7,    /* from gev_loop_connect: not a server's */
-  GEV__CONN_USER_PAUSED = 1u << 8, /* gev_conn_pause_read */
-  GEV__CONN_DISCARD = 1u << 9,     /* lingering: input is dropped unseen */
+  GEV__CF_STALLED = 1u << 4,
+  GEV__CF_OUTGOING = 1u << 5, /* from gev_loop_connect */
+  GEV__CF_READ_WANTS_WRITE = 1u
+                             << 6, /* the transport's read waits for POLLOUT */
+  GEV__CF_WRITE_WANTS_READ = 1u << 7, /* its write (or FIN) waits for POLLIN */
+  GEV__CF_FIN_PENDING = 1u << 8,      /* the transport's shutdown must retry */
 };
 
+/* Who owns an outgoing connection besides its handler (a gev_client):
+ * told when it opens and when it has closed. Loop thread. */
+typedef struct gev__conn_owner {
+  /* Before on_connect. false: close c at once, unseen (no on_connect,
+   * no on_close). */
+  bool (*opened)(gev_conn *c, void *arg);
+  /* Just before on_close, and just after it (both also for an unseen
+   * connection, which gets no on_close). */
+  void (*closing)(gev_conn *c, void *arg);
+  void (*closed)(gev_conn *c, void *arg);
+} gev__conn_owner;
+
 struct gev_conn {
-  gev__io io; /* first: the poller hands back &io */
+  gev__io io;         /* first: the poller hands back &io */
+  gev__handle handle; /* registry and after-pass queue of the loop */
 
   /* Fixed at creation. */
   gev_loop *loop;
-  gev_server *server;   /* the loop's server; NULL on a standalone loop */
-  const gev_handler *h; /* the server's, or the copy after `peer` */
+  gev_server *server; /* the loop's server; NULL on a standalone loop */
   size_t max_buffer;
+  int listener; /* index of the server's listener; -1 for outgoing */
+  const gev_transport *tp;
+  const gev__conn_owner *owner;
+  void *owner_arg;
 
   /* Any thread. */
   atomic_int refs;
@@ -47,17 +88,19 @@ struct gev_conn {
   atomic_int fd;          /* io.fd as other threads may read it */
   atomic_size_t out_seen; /* write buffer length as last published */
   atomic_size_t reserved; /* accepted cross-thread sends not yet queued */
+  _Atomic(char *) local;  /* gev_conn_local_addr, formatted on first use */
 
   /* The loop's thread only. */
+  const gev_handler *h; /* the server's, the connect's copy, or h_own */
+  gev_handler *h_own;   /* gev_conn_set_handler's copy */
+  void *tp_state;
   unsigned flags;
   ringbuffer *in, *out;         /* own buffers; NULL while empty */
   ringbuffer *cur_in, *cur_out; /* the buffers on_message is looking at */
   void *ctx;
+  void (*ctx_free)(void *ctx); /* runs when the last reference goes */
   uint64_t last_active;
-  gev_conn *prev, *next; /* the loop's open list, by last activity */
-  gev_conn *next_flush;
-  gev_conn *next_zombie;
-  gev__connecting *connecting; /* while an outgoing connect is under way */
+  gev__list active; /* the loop's list by last activity */
   void (*drain_fn)(gev_conn *c, void *arg);
   void *drain_arg;
   size_t low_water;
@@ -65,21 +108,75 @@ struct gev_conn {
   char peer[];               /* formatted peer address */
 };
 
-/* conn.c, for connect.c: an outgoing connection for fd on loop l, with its
- * own copy of h or (copy_h false) pointing at h, which must then outlive
- * it. NULL on ENOMEM. */
-gev_conn *gev__conn_new_outgoing(gev_loop *l, const gev_handler *h, bool copy_h,
-                                 size_t max_buffer, int fd,
-                                 const struct sockaddr *sa, socklen_t len);
-/* conn.c: in l's thread, for a connection registered with the poller:
- * joins the loop's list and runs on_connect. */
-void gev__conn_established(gev_conn *c, gev_connect_fn result, void *arg);
-/* connect.c, for client.c: gev_loop_connect to a parsed address, with
- * connections pointing at h (not a copy): h must outlive them. */
+/* ---- conn.c: creation and the lifecycle -------------------------------- */
+
+/* A connection for fd on loop l. h must outlive it, unless copy_h: then
+ * it is copied into the connection's allocation. NULL on ENOMEM, fd
+ * untouched. Any thread (nothing is registered yet). */
+gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
+                        size_t max_buffer, int fd, const struct sockaddr *sa,
+                        socklen_t len);
+/* Loop thread: opens the transport (tp NULL: plaintext), registers c with
+ * the poller and the loop, and runs on_connect, after result(c, 0, arg)
+ * when given. On failure c is freed with its fd and the negative errno is
+ * returned (result is not called). */
+int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
+                    gev_connect_fn result, void *arg);
+/* Frees a connection that never started; its fd is closed too. */
+void gev__conn_free_unstarted(gev_conn *c);
+
+/* Loop thread: event ev on c (the table in conn.c). For the caller-driven
+ * events (close, shutdown, lingering) 0 or -ENOTCONN; internal events are
+ * always valid (asserted in debug builds). */
+int gev__conn_event(gev_conn *c, int ev);
+/* Loop thread: c has work for the end of the pass (output, held input,
+ * a pending close or FIN). The loop's reference keeps c alive until then. */
+void gev__conn_schedule(gev_conn *c);
+/* Loop thread: one attempt to write what c has queued; settles c. */
+void gev__conn_flush(gev_conn *c);
+/* Loop thread: sends from p straight to the socket (nothing may be queued
+ * before it): the bytes taken, 0 when none now, or -errno. */
+ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
+/* Loop thread: gev_conn_close_lingering's work. */
+int gev__conn_linger(gev_conn *c, uint64_t timeout_ms);
+/* Loop thread: gev_conn_pause_read / resume_read. */
+void gev__conn_set_paused(gev_conn *c, bool pause);
+/* The idle-timeout sweep, a periodic timer of each worker loop. */
+void gev__conn_idle_sweep(void *loop);
+/* The state's rules (any thread). */
+bool gev__conn_state_sends(int state);     /* sends are accepted */
+bool gev__conn_state_connected(int state); /* gev_conn_connected */
+
+/* ---- connect.c, for client.c ------------------------------------------- */
+
+/* gev_loop_connect to a parsed address. The connection points at h (not a
+ * copy: h must outlive it) and tells owner when it opens and closes. */
 int gev__connect_shared(gev_loop *l, const gev_handler *h,
-                        const gev__addr *addr, const gev_connect_options *opt);
-/* conn.c: frees a connection that never attached (fd left alone). */
-void gev__conn_free_unattached(gev_conn *c);
+                        const gev__addr *addr, const gev_connect_options *opt,
+                        const gev__conn_owner *owner, void *owner_arg);
+
+/* ---- conn-ref.c: run something in a connection's loop ------------------ */
+
+/* One request for c's loop. Embed it first in a larger struct to carry
+ * more (a send's bytes). fn runs in the loop unless c closed meanwhile. */
+typedef struct gev__conn_op gev__conn_op;
+struct gev__conn_op {
+  gev_conn *c;
+  int (*fn)(gev_conn *c, gev__conn_op *op);
+  uint64_t arg;
+};
+
+/* Runs fn(c, op) now when called in c's loop (its result is returned),
+ * else posts it with a reference to c (0 or -ENOTCONN when the loop has
+ * stopped). op is malloc'ed by the caller and always freed here (also when
+ * the loop drops it unrun). */
+int gev__conn_post(gev_conn *c, gev__conn_op *op);
+/* The same for an op without payload: allocated here (-ENOMEM). */
+int gev__conn_call(gev_conn *c, int (*fn)(gev_conn *c, gev__conn_op *op),
+                   uint64_t arg);
+
+/* ---- small helpers --------------------------------------------------------
+ */
 
 /* `reserved` once sending has ended for good (close or FIN decided). */
 #define GEV__RESERVE_CLOSED SIZE_MAX
@@ -103,16 +200,9 @@ static inline void gev__conn_publish_out(gev_conn *c)
                         memory_order_relaxed);
 }
 
-/* conn.c, the loop's thread only: */
-/* A spare buffer capped at c's max_buffer; NULL on ENOMEM. */
-ringbuffer *gev__conn_pool_get(gev_conn *c);
-/* Queues c for the end of the pass (output, pending close or FIN, held
- * input); the loop's reference keeps c alive until then. */
-void gev__conn_schedule(gev_conn *c);
-/* Closes at once, dropping what is queued; on_close runs. Idempotent. */
-void gev__conn_close_now(gev_conn *c);
-/* Sends from p straight to the socket (nothing may be queued before it):
- * the bytes the kernel took, 0 when it took none now, or -errno. */
-ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
+static inline int gev__conn_state(const gev_conn *c)
+{
+  return atomic_load(&((gev_conn *)c)->state);
+}
 
 #endif

@@ -1,10 +1,11 @@
 /* connect.c - outgoing connections: a non-blocking connect, watched for
- * writability, bounded by a loop timer; on success the connection joins
- * its loop like an accepted one.
+ * writability, bounded by a loop timer; on success the connection starts
+ * like an accepted one.
  *
  * The address is parsed (and resolved) in the caller's thread, so a bad
  * address fails the call itself; everything after that happens in the
- * loop's thread and ends in exactly one on_result. */
+ * loop's thread and ends in exactly one on_result. A connect under way is
+ * a handle of its loop: when the loop finishes, it fails with -ECANCELED. */
 #include "conn-internal.h"
 
 #include <errno.h>
@@ -14,27 +15,26 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_BUFFER ((size_t)64 * 1024 * 1024)
-
-/* A connect under way. Owned by the loop's list until it ends. */
-struct gev__connecting {
+/* A connect under way; the fd is registered through io until it ends. */
+typedef struct connecting {
+  gev__io io; /* first: the poller hands back &io */
+  gev__handle handle;
   gev_conn *c;
-  gev__connecting *prev, *next;
   gev_timer_id timer;
   gev_connect_fn on_result;
   void *arg;
-};
+  const gev_transport *tp;
+  void *tp_arg;
+} connecting;
 
 typedef struct connect_req {
   gev_loop *l;
   gev_handler h;
   const gev_handler *shared_h; /* if set, used instead of a copy of h */
+  const gev__conn_owner *owner;
+  void *owner_arg;
   gev__addr addr;
-  uint64_t timeout_ms;
-  size_t max_buffer;
-  void *context;
-  gev_connect_fn on_result;
-  void *arg;
+  gev_connect_options opt; /* address not kept: parsed into addr */
 } connect_req;
 
 static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
@@ -43,77 +43,79 @@ static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
     fn(c, err, arg);
 }
 
-static void unlink_connecting(gev_loop *l, gev__connecting *cx)
+/* Ends the connect: off the registry, its timer cancelled, freed. */
+static void end(connecting *cx)
 {
-  if (cx->prev)
-    cx->prev->next = cx->next;
-  else
-    l->cs.connecting = cx->next;
-  if (cx->next)
-    cx->next->prev = cx->prev;
+  gev__handle_unregister(&cx->handle);
   if (cx->timer)
-    gev_loop_cancel(l, cx->timer);
+    gev_loop_cancel(cx->handle.loop, cx->timer);
+  free(cx);
 }
 
-/* Ends a connect that failed: the fd goes (and with it the epoll
- * registration), the connection was never visible to anyone. */
-static void fail(gev_conn *c, int err)
+/* A connect that failed: the fd goes (and with it the epoll registration);
+ * the connection was never visible to anyone. */
+static void fail(connecting *cx, int err)
 {
-  gev__connecting *cx = c->connecting;
   gev_connect_fn fn = cx->on_result;
   void *arg = cx->arg;
 
-  unlink_connecting(c->loop, cx);
-  free(cx);
-  close(c->io.fd);
-  gev__conn_free_unattached(c);
+  gev__conn_free_unstarted(cx->c);
+  end(cx);
   report(fn, arg, NULL, err);
 }
 
-static void succeed(gev_conn *c)
+static void succeed(connecting *cx)
 {
-  gev__connecting *cx = c->connecting;
+  gev_conn *c = cx->c;
+  gev_loop *l = cx->handle.loop;
   gev_connect_fn fn = cx->on_result;
-  void *arg = cx->arg;
+  const gev_transport *tp = cx->tp;
+  void *arg = cx->arg, *tp_arg = cx->tp_arg;
+  int err;
 
-  if (gev__loop_io_set(c->loop, &c->io, GEV__EV_READ) < 0) {
-    fail(c, -ENOMEM);
-    return;
+  /* The fd's registration passes from the connect to the connection. */
+  c->io.interest = cx->io.interest;
+  end(cx);
+  atomic_fetch_add(&l->nconns, 1);
+  if ((err = gev__conn_start(c, tp, tp_arg, fn, arg)) < 0) {
+    atomic_fetch_sub(&l->nconns, 1);
+    report(fn, arg, NULL, err);
   }
-  unlink_connecting(c->loop, cx);
-  free(cx);
-  c->connecting = NULL;
-  atomic_fetch_add(&c->loop->nconns, 1);
-  gev__conn_established(c, fn, arg);
 }
 
 static void connecting_cb(gev__io *io, unsigned events)
 {
-  gev_conn *c = (gev_conn *)io;
+  connecting *cx = (connecting *)io;
   int err = 0;
   socklen_t len = sizeof(err);
 
   if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   if (err == 0 && (events & GEV__EV_WRITE))
-    succeed(c);
+    succeed(cx);
   else
-    fail(c, err ? -err : -ECONNREFUSED);
+    fail(cx, err ? -err : -ECONNREFUSED);
 }
 
 static void on_timeout(void *arg)
 {
-  gev__connecting *cx = arg;
+  connecting *cx = arg;
 
   cx->timer = 0; /* it is running: nothing to cancel */
-  fail(cx->c, -ETIMEDOUT);
+  fail(cx, -ETIMEDOUT);
 }
 
-void gev__connect_cancel_all(gev_loop *l)
+static void stop(gev__handle *h)
 {
-  while (l->cs.connecting)
-    fail(l->cs.connecting->c, -ECANCELED);
+  fail(gev__container_of(h, connecting, handle), -ECANCELED);
 }
+
+static void no_after_pass(gev__handle *h)
+{
+  (void)h; /* a connect never schedules itself */
+}
+
+static const gev__handle_ops connecting_ops = {"connect", no_after_pass, stop};
 
 static int open_socket(const gev__addr *a)
 {
@@ -128,57 +130,69 @@ static int open_socket(const gev__addr *a)
   return fd;
 }
 
+/* The connection and its connect record, or -errno (fd closed). */
+static int prepare(connect_req *r, int fd, connecting **out)
+{
+  const gev_connect_options *o = &r->opt;
+  size_t max = o->max_buffer ? o->max_buffer : GEV__DEFAULT_MAX_BUFFER;
+  gev_conn *c = gev__conn_new(
+      r->l, r->shared_h ? r->shared_h : &r->h, r->shared_h == NULL, max, fd,
+      (const struct sockaddr *)&r->addr.ss, r->addr.len);
+  connecting *cx = calloc(1, sizeof(*cx));
+
+  if (!c || !cx) {
+    free(cx);
+    if (c)
+      gev__conn_free_unstarted(c);
+    else
+      close(fd);
+    return -ENOMEM;
+  }
+  c->flags |= GEV__CF_OUTGOING;
+  c->ctx = o->context;
+  c->owner = r->owner;
+  c->owner_arg = r->owner_arg;
+  *cx = (connecting){.io = {.fd = fd, .cb = connecting_cb},
+                     .c = c,
+                     .on_result = o->on_result,
+                     .arg = o->arg,
+                     .tp = o->transport,
+                     .tp_arg = o->transport_arg};
+  gev__handle_init(&cx->handle, r->l, &connecting_ops);
+  *out = cx;
+  return 0;
+}
+
 /* In the loop's thread. */
 static void start(connect_req *r)
 {
   gev_loop *l = r->l;
-  gev__connecting *cx;
-  gev_conn *c;
-  int fd;
+  connecting *cx;
+  int fd, err;
 
+  gev__assert_in_loop(l);
   if (l->finishing) {
-    report(r->on_result, r->arg, NULL, -ECANCELED);
+    report(r->opt.on_result, r->opt.arg, NULL, -ECANCELED);
     return;
   }
-  if ((fd = open_socket(&r->addr)) < 0) {
-    report(r->on_result, r->arg, NULL, fd);
+  if ((fd = open_socket(&r->addr)) < 0 || (err = prepare(r, fd, &cx)) < 0) {
+    report(r->opt.on_result, r->opt.arg, NULL, fd < 0 ? fd : err);
     return;
   }
-  c = gev__conn_new_outgoing(l, r->shared_h ? r->shared_h : &r->h,
-                             r->shared_h == NULL, r->max_buffer, fd,
-                             (const struct sockaddr *)&r->addr.ss, r->addr.len);
-  cx = calloc(1, sizeof(*cx));
-  if (!c || !cx) {
-    free(cx);
-    if (c)
-      gev__conn_free_unattached(c);
-    close(fd);
-    report(r->on_result, r->arg, NULL, -ENOMEM);
-    return;
-  }
-  *cx = (gev__connecting){.c = c, .on_result = r->on_result, .arg = r->arg};
-  c->connecting = cx;
-  c->ctx = r->context;
-  cx->next = l->cs.connecting;
-  if (cx->next)
-    cx->next->prev = cx;
-  l->cs.connecting = cx;
-  c->io.cb = connecting_cb;
+  gev__handle_register(&cx->handle);
   if (connect(fd, (const struct sockaddr *)&r->addr.ss, r->addr.len) < 0 &&
       errno != EINPROGRESS) {
-    fail(c, -errno); /* refused at once, no such unix socket, ... */
+    fail(cx, -errno); /* refused at once, no such unix socket, ... */
     return;
   }
   /* Connected at once (unix sockets) or under way: writability tells. */
-  if (gev__loop_io_add(l, &c->io, GEV__EV_WRITE) < 0) {
-    fail(c, -ENOMEM);
+  if ((err = gev__loop_io_add(l, &cx->io, GEV__EV_WRITE)) < 0) {
+    fail(cx, err);
     return;
   }
-  if (r->timeout_ms) {
-    cx->timer = gev_loop_run_after(l, r->timeout_ms, on_timeout, cx);
-    if (!cx->timer)
-      fail(c, -ENOMEM);
-  }
+  if (r->opt.timeout_ms &&
+      !(cx->timer = gev_loop_run_after(l, r->opt.timeout_ms, on_timeout, cx)))
+    fail(cx, -ENOMEM);
 }
 
 static void start_task(void *arg)
@@ -192,11 +206,8 @@ static int submit(connect_req *r, gev_loop *l, const gev_connect_options *opt)
   int err;
 
   r->l = l;
-  r->timeout_ms = opt->timeout_ms;
-  r->max_buffer = opt->max_buffer ? opt->max_buffer : DEFAULT_MAX_BUFFER;
-  r->context = opt->context;
-  r->on_result = opt->on_result;
-  r->arg = opt->arg;
+  r->opt = *opt;
+  r->opt.address = NULL;
   /* Always through the queue, also from the loop's own thread: on_result
    * then never runs inside the caller's callback. If the loop is freed
    * before it ever runs, the request is freed and on_result does not run. */
@@ -208,13 +219,16 @@ static int submit(connect_req *r, gev_loop *l, const gev_connect_options *opt)
 }
 
 int gev__connect_shared(gev_loop *l, const gev_handler *h,
-                        const gev__addr *addr, const gev_connect_options *opt)
+                        const gev__addr *addr, const gev_connect_options *opt,
+                        const gev__conn_owner *owner, void *owner_arg)
 {
   connect_req *r = calloc(1, sizeof(*r));
 
   if (!r)
     return -ENOMEM;
   r->shared_h = h;
+  r->owner = owner;
+  r->owner_arg = owner_arg;
   r->addr = *addr;
   return submit(r, l, opt);
 }

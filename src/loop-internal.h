@@ -12,6 +12,8 @@
 
 #include <gev/gev.h>
 
+#include "bufs.h"
+#include "list.h"
 #include "poller.h"
 #include "timer-heap.h"
 
@@ -25,9 +27,6 @@ struct gev__io {
   gev__io_cb cb;
 };
 
-/* An outgoing connect under way (connect.c). */
-typedef struct gev__connecting gev__connecting;
-
 typedef struct gev__task {
   gev_task_fn fn;
   void *arg;
@@ -39,22 +38,26 @@ typedef struct gev__taskvec {
   size_t n, cap;
 } gev__taskvec;
 
-/* Per-loop connection state, owned by conn.c, touched only in the loop's
- * thread (except nconns). */
-typedef struct gev__conn_state {
-  gev_conn *head, *tail; /* open connections, least recently active first */
-  gev_conn *flush;       /* connections with work left for after the pass */
-  gev_conn *zombies;     /* closed; the loop's reference drops after the pass */
-  ringbuffer *shared_in; /* read target for connections without pending input */
-  ringbuffer
-      *shared_out;      /* reply target for connections without queued output */
-  ringbuffer *pool[16]; /* spare buffers for connections that need their own */
-  int npool;
-  bool trim_armed;             /* a shared buffer is due to shrink */
-  uint64_t idle_ms;            /* the server's idle timeout; 0 = none */
-  gev__connecting *connecting; /* outgoing connects under way */
-  gev_client *clients;         /* gev_clients started on this loop */
-} gev__conn_state;
+/* Something the loop owns beyond an fd: a connection, a pending connect, a
+ * persistent client. The loop knows handles, not their types: it keeps a
+ * registry of them (to stop them when it finishes) and a queue of those
+ * that asked for work after the pass. */
+typedef struct gev__handle gev__handle;
+typedef struct gev__handle_ops {
+  const char *name; /* for debugging: "conn", "connect", "client" */
+  /* After the pass in which gev__handle_schedule asked for it. */
+  void (*after_pass)(gev__handle *h);
+  /* The loop is finishing: end what h has under way (close, cancel). The
+   * loop has taken h off its registry before the call. */
+  void (*stop)(gev__handle *h);
+} gev__handle_ops;
+
+struct gev__handle {
+  const gev__handle_ops *ops;
+  gev_loop *loop;
+  gev__list link; /* in loop->handles while registered */
+  gev__list due;  /* in loop->due while scheduled */
+};
 
 struct gev_loop {
   /* Fixed after creation; read from any thread. */
@@ -84,22 +87,30 @@ struct gev_loop {
   gev__taskvec running;
   bool local_tasks; /* tasks posted from the loop's own thread */
   bool finishing;   /* gev__loop_finish runs: attach nothing new */
+  int error;        /* the poller failed: the loop stopped with this */
   uint64_t now_ms;  /* cached once per pass */
   gev__fired *fired;
-  gev__conn_state cs;
+  gev__list handles; /* every registered gev__handle */
+  gev__list due;     /* handles to call after the pass */
+  gev__bufs bufs;    /* shared I/O buffers and spares (bufs.h) */
+  /* Open connections, least recently active first, and the idle timeout
+   * that sweeps them (conn.c; the loop only initializes them). */
+  gev__list active;
+  uint64_t idle_ms;
 };
 
 /* 0 or -errno; *out owned by the caller (gev__loop_free). */
 int gev__loop_new(gev_loop **out, gev_server *s, int index);
 /* Frees the loop; queued tasks are dropped unrun. */
 void gev__loop_free(gev_loop *l);
-/* Runs passes in the calling thread until gev__loop_stop; at least one. */
-void gev__loop_run(gev_loop *l);
+/* Runs passes in the calling thread until gev__loop_stop; at least one.
+ * 0, or the negative errno of a poller failure that stopped the loop. */
+int gev__loop_run(gev_loop *l);
 /* Async-signal-safe: an atomic store and an eventfd write. */
 void gev__loop_stop(gev_loop *l);
-/* In the loop's thread after run returned: refuse new tasks and timers, run
- * the tasks already queued (so their references are dropped), finish
- * deferred frees. */
+/* In the loop's thread after run returned: stop every handle, refuse new
+ * tasks and timers, run the tasks already queued (so their references are
+ * dropped), finish deferred frees. */
 void gev__loop_finish(gev_loop *l);
 /* gev_loop_post for the library's own tasks: drop(arg) runs instead of
  * fn(arg) if the loop is freed before running the task, so what the task
@@ -111,20 +122,9 @@ void gev__loop_wake(gev_loop *l);
 
 int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events);
 int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events);
-int gev__loop_io_del(gev_loop *l, gev__io *io);
 
 /* Monotonic milliseconds. */
 uint64_t gev__now_ms(void);
-
-/* conn.c hooks the loop calls in its own thread. */
-int gev__conn_state_init(gev_loop *l);
-void gev__conn_state_free(gev_loop *l);
-void gev__conn_after_pass(gev_loop *l);
-void gev__conn_close_all(gev_loop *l);
-/* connect.c: fails the connects under way with -ECANCELED. */
-void gev__connect_cancel_all(gev_loop *l);
-/* client.c: the loop is finishing: clients waiting to retry stop. */
-void gev__client_cancel_all(gev_loop *l);
 
 #ifdef NDEBUG
 #define gev__assert_in_loop(l) ((void)(l))
@@ -132,5 +132,44 @@ void gev__client_cancel_all(gev_loop *l);
 #include <assert.h>
 #define gev__assert_in_loop(l) assert(gev_loop_in_thread(l))
 #endif
+
+/* ---- handles (the loop's thread only) ---------------------------------- */
+
+static inline void gev__handle_init(gev__handle *h, gev_loop *l,
+                                    const gev__handle_ops *ops)
+{
+  h->ops = ops;
+  h->loop = l;
+  gev__list_init(&h->link);
+  gev__list_init(&h->due);
+}
+
+/* h joins the registry: the loop stops it when it finishes. */
+static inline void gev__handle_register(gev__handle *h)
+{
+  gev__assert_in_loop(h->loop);
+  gev__list_append(&h->loop->handles, &h->link);
+}
+
+/* h leaves the registry (idempotent). */
+static inline void gev__handle_unregister(gev__handle *h)
+{
+  gev__list_remove(&h->link);
+}
+
+/* after_pass(h) runs at the end of this pass (or, when called while the
+ * loop runs after-pass work, of the next one, which then does not sleep).
+ * Whoever schedules h keeps it alive until then. */
+static inline void gev__handle_schedule(gev__handle *h)
+{
+  gev__assert_in_loop(h->loop);
+  if (!gev__list_linked(&h->due))
+    gev__list_append(&h->loop->due, &h->due);
+}
+
+static inline bool gev__handle_scheduled(const gev__handle *h)
+{
+  return gev__list_linked(&h->due);
+}
 
 #endif

@@ -4,9 +4,14 @@
  * both behind one mutex held for a few instructions, and wake it through its
  * eventfd. A pass is: wait for events (the timeout comes from the earliest
  * timer), dispatch them, run the timers that were due when the pass began,
- * run the tasks that were queued when the pass began, then let the
- * connection layer flush and free what the pass touched. */
+ * run the tasks that were queued when the pass began, then call the handles
+ * that asked for work after the pass (a connection flushing its output, or
+ * dropping the loop's reference once closed).
+ *
+ * The loop knows handles, not handle types: it calls them only through
+ * their gev__handle_ops, so no file here calls back into this one. */
 #include "loop-internal.h"
+#include "server-internal.h" /* the options a worker loop takes */
 
 #include <errno.h>
 #include <limits.h>
@@ -58,6 +63,11 @@ int gev__loop_new(gev_loop **out, gev_server *s, int index)
   atomic_init(&l->next_deadline, UINT64_MAX);
   atomic_init(&l->nconns, 0);
   gev__timers_init(&l->timers);
+  gev__list_init(&l->handles);
+  gev__list_init(&l->due);
+  gev__list_init(&l->active);
+  if (s)
+    l->idle_ms = (uint64_t)s->opt.idle_timeout_ms;
   l->fired = calloc(MAX_EVENTS, sizeof(*l->fired));
   if (!l->fired)
     goto out_free;
@@ -75,7 +85,7 @@ int gev__loop_new(gev_loop **out, gev_server *s, int index)
   l->wake_io = (gev__io){.fd = l->wakefd, .cb = wake_io_cb};
   if ((err = gev__loop_io_add(l, &l->wake_io, GEV__EV_READ)) < 0)
     goto out_wakefd;
-  if ((err = gev__conn_state_init(l)) < 0)
+  if ((err = gev__bufs_init(&l->bufs, s ? s->max_buffer : 0)) < 0)
     goto out_wakefd;
   *out = l;
   return 0;
@@ -101,7 +111,7 @@ void gev__loop_free(gev_loop *l)
   for (size_t i = 0; i < l->pending.n; i++)
     if (l->pending.v[i].drop)
       l->pending.v[i].drop(l->pending.v[i].arg);
-  gev__conn_state_free(l);
+  gev__bufs_free(&l->bufs);
   close(l->wakefd);
   gev__poller_close(&l->poller);
   pthread_mutex_destroy(&l->mu);
@@ -151,12 +161,6 @@ int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events)
   if (r == 0)
     io->interest = events;
   return r;
-}
-
-int gev__loop_io_del(gev_loop *l, gev__io *io)
-{
-  io->interest = 0;
-  return gev__poller_del(&l->poller, io->fd);
 }
 
 static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg,
@@ -268,7 +272,7 @@ static int next_timeout(gev_loop *l)
 {
   uint64_t deadline, now;
 
-  if (l->local_tasks || l->cs.flush || atomic_load(&l->stop))
+  if (l->local_tasks || !gev__list_empty(&l->due) || atomic_load(&l->stop))
     return 0;
   /* A timer added from another thread after this read wakes the loop. */
   deadline = atomic_load_explicit(&l->next_deadline, memory_order_relaxed);
@@ -321,12 +325,42 @@ static void run_tasks(gev_loop *l)
   l->running.n = 0;
 }
 
+/* Calls the handles that asked for work after the pass: a snapshot, so
+ * work they schedule meanwhile waits for the next pass (which then polls
+ * without sleeping) instead of keeping this one going. */
+static void run_due(gev_loop *l)
+{
+  gev__list batch;
+
+  if (gev__list_empty(&l->due))
+    return;
+  gev__list_move_all(&batch, &l->due);
+  while (!gev__list_empty(&batch)) {
+    gev__handle *h = gev__container_of(batch.next, gev__handle, due);
+
+    gev__list_remove(&h->due);
+    h->ops->after_pass(h);
+  }
+}
+
+/* A poller that fails for any reason but EINTR (which it reports as no
+ * events) will fail again at once: looping on it would spin. The loop
+ * stops and its runner returns the error. */
+static void poller_failed(gev_loop *l, int err)
+{
+  if (!l->error)
+    l->error = err;
+  atomic_store(&l->stop, true);
+}
+
 static void run_pass(gev_loop *l)
 {
   bool woke = false;
   int n = gev__poller_wait(&l->poller, l->fired, next_timeout(l));
 
   l->now_ms = gev__now_ms();
+  if (n < 0)
+    poller_failed(l, n);
   for (int i = 0; i < n; i++) {
     gev__io *io = l->fired[i].data;
     if (io == &l->wake_io)
@@ -338,10 +372,10 @@ static void run_pass(gev_loop *l)
     run_timers(l);
   if (woke || l->local_tasks)
     run_tasks(l);
-  gev__conn_after_pass(l);
+  run_due(l);
 }
 
-void gev__loop_run(gev_loop *l)
+int gev__loop_run(gev_loop *l)
 {
   gev_loop *prev = tls_loop;
 
@@ -351,6 +385,20 @@ void gev__loop_run(gev_loop *l)
     run_pass(l);
   while (!atomic_load(&l->stop));
   tls_loop = prev;
+  return l->error;
+}
+
+/* Every registered handle is stopped once. A stop may end other handles
+ * too (a client closing its connection): each leaves the registry as it
+ * ends, so taking the first one until none is left visits each once. */
+static void stop_handles(gev_loop *l)
+{
+  while (!gev__list_empty(&l->handles)) {
+    gev__handle *h = gev__container_of(l->handles.next, gev__handle, link);
+
+    gev__list_remove(&h->link);
+    h->ops->stop(h);
+  }
 }
 
 void gev__loop_finish(gev_loop *l)
@@ -358,14 +406,17 @@ void gev__loop_finish(gev_loop *l)
   gev_loop *prev = tls_loop;
 
   tls_loop = l;
-  l->finishing = true;
-  gev__conn_close_all(l);
+  l->finishing = true; /* nothing new attaches or starts from here on */
+  stop_handles(l);
+  run_due(l);
   pthread_mutex_lock(&l->mu);
   l->closed = true;
   pthread_mutex_unlock(&l->mu);
-  /* Tasks queued before the close may hold connection references. */
+  /* Tasks queued before the close may hold references, or start handles
+   * (which see `finishing` and end at once). */
   run_tasks(l);
-  gev__conn_after_pass(l);
+  stop_handles(l);
+  run_due(l);
   tls_loop = prev;
 }
 
@@ -381,14 +432,15 @@ int gev_loop_new(gev_loop **out)
 int gev_loop_run(gev_loop *l)
 {
   bool expected = false;
+  int err;
 
   if (!l || l->server)
     return -EINVAL;
   if (!atomic_compare_exchange_strong(&l->started, &expected, true))
     return -EALREADY;
-  gev__loop_run(l);
+  err = gev__loop_run(l);
   gev__loop_finish(l);
-  return 0;
+  return err;
 }
 
 void gev_loop_stop(gev_loop *l)

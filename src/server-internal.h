@@ -8,6 +8,9 @@
 #include "addr.h"
 #include "loop-internal.h"
 
+/* max_buffer when the options give 0. */
+#define GEV__DEFAULT_MAX_BUFFER ((size_t)64 * 1024 * 1024)
+
 /* A listening socket and what it needs to survive fd exhaustion. */
 typedef struct gev__listener {
   gev__io io;
@@ -22,6 +25,7 @@ typedef struct gev__worker {
   gev_loop *loop;
   pthread_t thread;
   bool running;
+  int error;              /* the loop stopped with this (a poller failure) */
   gev__listener listener; /* reuse_port only; io.fd < 0 otherwise */
 } gev__worker;
 
@@ -52,16 +56,5 @@ struct gev_server {
  * Takes ownership of fd in every case. */
 void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
                           socklen_t len);
-
-/* conn.c: creates a connection for fd owned by loop l (any thread; fd is
- * owned by the connection from here on). NULL on ENOMEM, fd untouched. */
-gev_conn *gev__conn_new(gev_server *s, gev_loop *l, int fd,
-                        const struct sockaddr *sa, socklen_t len);
-/* conn.c: in l's thread: registers c and calls on_connect. */
-void gev__conn_attach(gev_conn *c);
-/* conn.c: closes the fd of a connection that never attached and frees it. */
-void gev__conn_discard(gev_conn *c);
-/* conn.c: the idle-timeout sweep, a periodic timer of each worker loop. */
-void gev__conn_idle_sweep(void *loop);
 
 #endif

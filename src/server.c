@@ -18,7 +18,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_BUFFER ((size_t)64 * 1024 * 1024)
 /* Accepts per readiness event: bounded so timers and tasks keep running
  * under a connection storm. */
 #define ACCEPT_BATCH 256
@@ -56,14 +55,31 @@ static bool admit(gev_server *s)
   return true;
 }
 
-static void attach_task(void *arg)
+/* A connection that will not start: out of the counts it was admitted to. */
+static void uncount(gev_server *s, gev_loop *l)
 {
-  gev__conn_attach(arg);
+  atomic_fetch_sub(&l->nconns, 1);
+  atomic_fetch_sub(&s->nconns, 1);
 }
 
-static void discard_task(void *arg)
+/* In the connection's loop: it starts (on_connect) or, when the loop is
+ * finishing or out of resources, goes (freed with its fd). */
+static void start_task(void *arg)
 {
-  gev__conn_discard(arg);
+  gev_conn *c = arg;
+  const gev_options *o = &c->server->opt;
+
+  if (gev__conn_start(c, o->transport, o->transport_arg, NULL, NULL) < 0)
+    uncount(c->server, c->loop);
+}
+
+/* The loop was freed before it ran the hand-off. */
+static void drop_task(void *arg)
+{
+  gev_conn *c = arg;
+
+  uncount(c->server, c->loop);
+  gev__conn_free_unstarted(c);
 }
 
 void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
@@ -81,18 +97,18 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   if (sa->sa_family != AF_UNIX)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   l = ls->hand_off ? pick_loop(s) : ls->loop;
-  atomic_fetch_add(&l->nconns, 1);
-  c = gev__conn_new(s, l, fd, sa, len);
+  atomic_fetch_add(&l->nconns, 1); /* counted now, for least-connections */
+  c = gev__conn_new(l, &s->h, false, s->max_buffer, fd, sa, len);
   if (!c) {
     close(fd);
-    atomic_fetch_sub(&l->nconns, 1);
-    atomic_fetch_sub(&s->nconns, 1);
+    uncount(s, l);
     return;
   }
+  c->listener = 0;
   if (!ls->hand_off)
-    gev__conn_attach(c);
-  else if (gev__loop_post_owned(l, attach_task, c, discard_task) < 0)
-    gev__conn_discard(c);
+    start_task(c);
+  else if (gev__loop_post_owned(l, start_task, c, drop_task) < 0)
+    drop_task(c);
 }
 
 static void resume_accepting(void *arg)
@@ -289,7 +305,7 @@ int gev_server_new(gev_server **out, const gev_handler *h,
     return -ENOMEM;
   }
   s->opt.address = s->addr_text;
-  s->max_buffer = opt->max_buffer ? opt->max_buffer : DEFAULT_MAX_BUFFER;
+  s->max_buffer = opt->max_buffer ? opt->max_buffer : GEV__DEFAULT_MAX_BUFFER;
   s->nloops = opt->num_loops > 0 ? opt->num_loops : online_cpus();
   if (s->opt.backlog == 0)
     s->opt.backlog = SOMAXCONN;
@@ -307,6 +323,8 @@ int gev_server_new(gev_server **out, const gev_handler *h,
 
 /* ---- running ---------------------------------------------------------- */
 
+/* A worker whose loop failed stops the whole server: gev_server_start
+ * then returns the error rather than serving with a loop missing. */
 static void *worker_main(void *arg)
 {
   gev__worker *w = arg;
@@ -314,13 +332,18 @@ static void *worker_main(void *arg)
 
   snprintf(name, sizeof(name), "gev-loop-%d", w->loop->index);
   pthread_setname_np(pthread_self(), name);
-  gev__loop_run(w->loop);
+  w->error = gev__loop_run(w->loop);
+  if (w->error)
+    gev__loop_stop(w->loop->server->acceptor);
   gev__loop_finish(w->loop);
   return NULL;
 }
 
-static void stop_workers(gev_server *s)
+/* Joins the workers; the first error a worker loop stopped with, or 0. */
+static int stop_workers(gev_server *s)
 {
+  int err = 0;
+
   for (int i = 0; i < s->nloops; i++)
     if (s->workers[i].running)
       gev__loop_stop(s->workers[i].loop);
@@ -331,7 +354,10 @@ static void stop_workers(gev_server *s)
     pthread_join(w->thread, NULL);
     w->running = false;
     listener_close(&w->listener);
+    if (!err)
+      err = w->error;
   }
+  return err;
 }
 
 /* Workers start with every signal blocked, so that signals (SIGINT and its
@@ -356,7 +382,7 @@ static int start_workers(gev_server *s)
 int gev_server_start(gev_server *s)
 {
   bool expected = false;
-  int err;
+  int err, werr;
 
   if (!s)
     return -EINVAL;
@@ -366,13 +392,13 @@ int gev_server_start(gev_server *s)
     stop_workers(s);
     return err;
   }
-  gev__loop_run(s->acceptor);
+  err = gev__loop_run(s->acceptor);
   /* Stop taking connections first, so the port can be bound again at once
    * and nothing is handed to a worker that is stopping. */
   listener_close(&s->listener);
-  stop_workers(s);
+  werr = stop_workers(s);
   gev__loop_finish(s->acceptor);
-  return 0;
+  return err ? err : werr;
 }
 
 void gev_server_stop(gev_server *s)

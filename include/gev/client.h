@@ -31,6 +31,10 @@ typedef struct gev_connect_options {
   void *context;       /* initial gev_conn_context, visible in on_connect */
   gev_connect_fn on_result; /* may be NULL */
   void *arg;                /* passed to on_result */
+  /* How the connection moves its bytes (<gev/transport.h>); NULL:
+   * plaintext. transport_arg is passed to its open(). */
+  const struct gev_transport *transport;
+  void *transport_arg;
 } gev_connect_options;
 
 /**

@@ -9,11 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <gev/export.h>
 #include <gev/ringbuffer.h>
-
-#ifndef GEV_EXPORT
-#define GEV_EXPORT __attribute__((visibility("default")))
-#endif
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,9 +1,33 @@
 /*
- * conn.h - one connection, owned by one worker loop.
+ * conn.h - one connection, owned by one loop, and the handler that answers
+ * it.
  *
- * A gev_conn * is valid from on_connect until on_close returns. To keep it
- * longer (e.g. to send from another thread), take a reference with
- * gev_conn_ref inside a callback and drop it with gev_conn_unref.
+ * Lifetime. A gev_conn * is valid from on_connect until on_close returns.
+ * To keep it longer (to send from another thread, say), take a reference
+ * with gev_conn_ref while it is valid, and drop it with gev_conn_unref.
+ * "The caller holds c validly" means: the call runs inside one of c's
+ * callbacks, or the caller owns a reference it took that way; a pointer
+ * kept without a reference may be freed at any time after on_close.
+ *
+ * Deferred effects. gev_conn_send, gev_conn_close, gev_conn_shutdown_write
+ * and gev_conn_close_lingering never run a callback inside the call: a
+ * close they cause, on_close, and drain notifications run later in the
+ * connection's loop (after the current dispatch pass when called there).
+ * So a handler may call them on any connection and keep using it until it
+ * returns.
+ *
+ * After the server. A referenced connection outlives its server's
+ * gev_server_free as memory only: every call below on it stays safe and
+ * reports the connection closed (gev_conn_send: -ENOTCONN,
+ * gev_conn_connected: false) until the last gev_conn_unref, which is
+ * allowed from any thread. Calls that name its loop (gev_conn_loop) return
+ * a pointer that is dangling by then.
+ *
+ * The user's context. A context set with gev_conn_set_context is the
+ * user's; gev_conn_set_context_free names a function the library calls
+ * with it when the last reference goes (after on_close, in the thread that
+ * drops that reference), so a context shared with other threads needs no
+ * second reference count.
  */
 #ifndef GEV_CONN_H
 #define GEV_CONN_H
@@ -13,6 +37,38 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/**
+ * Connection callbacks. Every callback of one connection runs in the thread
+ * of the worker loop that owns it, in the order on_connect, on_message*,
+ * on_close, and on_close runs exactly once. Any member may be NULL.
+ */
+typedef struct gev_handler {
+  /** The connection is open. gev_conn_send and gev_conn_close work here. */
+  void (*on_connect)(gev_conn *c);
+  /* Consume what you parsed from `in`; append replies to `out`. The
+   * library sends `out` when the callback returns: that is how a
+   * handler returns its replies. Bytes left in `in` are kept and shown
+   * again, after more arrive or when output has drained. `out` refuses
+   * writes past max_buffer with -ENOBUFS. Both buffers belong to the
+   * library and are valid only during the call. */
+  void (*on_message)(gev_conn *c, ringbuffer *in, ringbuffer *out);
+  /** The connection is closed (the fd is still open during the call and
+   *  closed right after). Sends now fail with -ENOTCONN. */
+  void (*on_close)(gev_conn *c);
+  /** Optional; set it to keep connections half-open. The peer sent FIN:
+   *  it will send nothing more, but may still be reading. Runs once, in
+   *  the loop's thread, after on_message saw the input that came before
+   *  the FIN, unless the connection is already closing. When set, the
+   *  peer's EOF no longer closes the connection: it stays open for
+   *  sending (gev_conn_send, replies to held input) until the handler
+   *  calls gev_conn_shutdown_write (then it closes once the output has
+   *  drained) or gev_conn_close, or an error or idle timeout closes it. A
+   *  proxy uses this to pass a client's FIN on to the upstream and still
+   *  deliver the upstream's answer. When NULL (the default), the peer's
+   *  EOF closes the connection once its output has drained. */
+  void (*on_peer_eof)(gev_conn *c);
+} gev_handler;
 
 /**
  * Queue @p n bytes from @p p for sending; the bytes are copied. Inside this
@@ -66,18 +122,44 @@ GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
 GEV_EXPORT int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms);
 
 /** Take a reference that keeps @p c's memory valid after on_close. Any
- *  thread, while the caller already holds c validly. */
+ *  thread, while the caller holds c validly (see the head of this file). */
 GEV_EXPORT void gev_conn_ref(gev_conn *c);
 
-/** Drop a reference taken with gev_conn_ref; the last one frees @p c.
- *  Any thread. */
+/** Drop a reference taken with gev_conn_ref; the last one frees @p c (and
+ *  calls the context's free function, if set). Any thread, also after
+ *  gev_server_free or gev_loop_free. */
 GEV_EXPORT void gev_conn_unref(gev_conn *c);
 
-/** @return true until the connection starts closing. Any thread. */
+/** @return true until the connection starts closing (gev_conn_close,
+ *  gev_conn_close_lingering, an error; a half-closed connection still
+ *  counts as connected). Any thread. */
 GEV_EXPORT bool gev_conn_connected(const gev_conn *c);
 
-/** Attach a user pointer (NULL initially). The library never touches it. */
+/** Attach a user pointer (NULL initially). The library never touches it,
+ *  except to pass it to the function set with gev_conn_set_context_free.
+ *  Owning loop's thread (or before other threads can see c). */
 GEV_EXPORT void gev_conn_set_context(gev_conn *c, void *ctx);
+
+/**
+ * Have @p free_fn(ctx) called with the context when the last reference to
+ * @p c goes: after on_close, in whichever thread drops that reference
+ * (the loop's, or one that called gev_conn_unref). NULL (the default)
+ * calls nothing. Owning loop's thread.
+ */
+GEV_EXPORT void gev_conn_set_context_free(gev_conn *c,
+                                          void (*free_fn)(void *ctx));
+
+/**
+ * Give @p c to another handler (copied; @p h need not outlive the call),
+ * from the next callback on: no on_connect is called for it; input left
+ * in `in` by the current callback is shown to h's on_message right after
+ * the current dispatch pass; on_close goes to h. How an HTTP handler hands
+ * an upgraded connection to a WebSocket one. Owning loop's thread, inside
+ * one of c's callbacks.
+ * @return 0; -EINVAL for NULL or another thread; -ENOTCONN once closed;
+ *         -ENOMEM.
+ */
+GEV_EXPORT int gev_conn_set_handler(gev_conn *c, const gev_handler *h);
 
 /** @return the user pointer set with gev_conn_set_context. */
 GEV_EXPORT void *gev_conn_context(const gev_conn *c);
@@ -85,6 +167,16 @@ GEV_EXPORT void *gev_conn_context(const gev_conn *c);
 /** @return "ip:port", "[v6]:port" or the unix peer path ("" for an
  *          unnamed unix peer); valid as long as @p c. */
 GEV_EXPORT const char *gev_conn_peer_addr(const gev_conn *c);
+
+/** @return the local address, formatted like gev_conn_peer_addr ("" when
+ *          it cannot be read, e.g. after close before anyone asked); valid
+ *          as long as @p c. Any thread. */
+GEV_EXPORT const char *gev_conn_local_addr(const gev_conn *c);
+
+/** @return the index of the server's listener that accepted @p c (0 for a
+ *          server with one address); -1 for an outgoing connection or NULL.
+ *          Any thread. */
+GEV_EXPORT int gev_conn_listener(const gev_conn *c);
 
 /** @return the socket fd while open, -1 after on_close. Do not close it. */
 GEV_EXPORT int gev_conn_fd(const gev_conn *c);

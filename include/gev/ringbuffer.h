@@ -18,9 +18,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#ifndef GEV_EXPORT
-#define GEV_EXPORT __attribute__((visibility("default")))
-#endif
+#include <gev/export.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -6,43 +6,12 @@
 #define GEV_SERVER_H
 
 #include <gev/common.h>
+#include <gev/conn.h> /* gev_handler */
 #include <gev/loop.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/**
- * Connection callbacks. Every callback of one connection runs in the thread
- * of the worker loop that owns it, in the order on_connect, on_message*,
- * on_close, and on_close runs exactly once. Any member may be NULL.
- */
-typedef struct gev_handler {
-  /** The connection is open. gev_conn_send and gev_conn_close work here. */
-  void (*on_connect)(gev_conn *c);
-  /* Consume what you parsed from `in`; append replies to `out`. The
-   * library sends `out` when the callback returns: that is how a
-   * handler returns its replies. Bytes left in `in` are kept and shown
-   * again, after more arrive or when output has drained. `out` refuses
-   * writes past max_buffer with -ENOBUFS. Both buffers belong to the
-   * library and are valid only during the call. */
-  void (*on_message)(gev_conn *c, ringbuffer *in, ringbuffer *out);
-  /** The connection is closed (the fd is still open during the call and
-   *  closed right after). Sends now fail with -ENOTCONN. */
-  void (*on_close)(gev_conn *c);
-  /** Optional; set it to keep connections half-open. The peer sent FIN:
-   *  it will send nothing more, but may still be reading. Runs once, in
-   *  the loop's thread, after on_message saw the input that came before
-   *  the FIN, unless the connection is already closing. When set, the
-   *  peer's EOF no longer closes the connection: it stays open for
-   *  sending (gev_conn_send, replies to held input) until the handler
-   *  calls gev_conn_shutdown_write (then it closes once the output has
-   *  drained) or gev_conn_close, or an error or idle timeout closes it. A
-   *  proxy uses this to pass a client's FIN on to the upstream and still
-   *  deliver the upstream's answer. When NULL (the default), the peer's
-   *  EOF closes the connection once its output has drained. */
-  void (*on_peer_eof)(gev_conn *c);
-} gev_handler;
 
 /** How the acceptor deals connections to worker loops. */
 typedef enum {
@@ -61,6 +30,10 @@ typedef struct gev_options {
   size_t max_buffer; /* per-connection cap on in and out buffers; 0 = 64 MiB */
   int backlog;       /* 0 = SOMAXCONN */
   void *user_data;
+  /* How every accepted connection moves its bytes (<gev/transport.h>);
+   * NULL: plaintext. transport_arg is passed to its open(). */
+  const struct gev_transport *transport;
+  void *transport_arg;
 } gev_options;
 
 /**

@@ -1,0 +1,76 @@
+/*
+ * transport.h - how a connection moves bytes: the seam under TLS.
+ *
+ * A connection reads, writes, shuts down and closes through a small table of
+ * operations. The default is plaintext (the socket itself); an add-on such
+ * as TLS supplies its own table in gev_options.transport or
+ * gev_connect_options.transport, and the handler above sees plain bytes
+ * either way.
+ *
+ * Every operation runs in the connection's loop thread. `state` is what
+ * open() stored (NULL without open). Results:
+ *   > 0                       bytes moved;
+ *   0                         read: the peer's orderly end of stream;
+ *                             write/send: nothing could be taken now;
+ *   -EAGAIN                   would block in the operation's own direction
+ *                             (read: wait for readable; write: writable);
+ *   GEV_TRANSPORT_WANT_WRITE  read (or shutdown) cannot go on until the
+ *                             socket is writable (a TLS handshake or key
+ *                             update that must send first);
+ *   GEV_TRANSPORT_WANT_READ   write (or shutdown) cannot go on until the
+ *                             socket is readable;
+ *   -ENOBUFS                  read: the input buffer is at its cap;
+ *   other negative errno      the connection is broken: it closes.
+ * A transport must never raise SIGPIPE (use MSG_NOSIGNAL).
+ */
+#ifndef GEV_TRANSPORT_H
+#define GEV_TRANSPORT_H
+
+#include <sys/types.h>
+
+#include <gev/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Read needs the socket writable first; write needs it readable first.
+ *  Outside the errno range, so they never collide with a real error. */
+#define GEV_TRANSPORT_WANT_READ (-5001)
+#define GEV_TRANSPORT_WANT_WRITE (-5002)
+
+/** The operations of a transport. Every member but open and close must be
+ *  set. The table must outlive every connection that uses it. */
+typedef struct gev_transport {
+  /** Optional. A connection starts using the transport, before on_connect
+   *  (accepted) or before the connect result is reported (outgoing).
+   *  @p arg is the one given with the table. Store per-connection state in
+   *  *state. 0, or a negative errno: the connection is then closed without
+   *  on_connect (an outgoing one reports the error as its result). */
+  int (*open)(gev_conn *c, void *arg, void **state);
+  /** Read what is available into @p in (ringbuffer_read_fd for sockets);
+   *  never more than ringbuffer_limit(in) allows. */
+  ssize_t (*read)(void *state, int fd, ringbuffer *in);
+  /** Write from @p out and consume what was written (ringbuffer_write_fd). */
+  ssize_t (*write)(void *state, int fd, ringbuffer *out);
+  /** Write @p n bytes from @p p, nothing queued before them: the bytes
+   *  taken (possibly fewer than n, possibly 0). */
+  ssize_t (*send)(void *state, int fd, const void *p, size_t n);
+  /** End the sending direction after everything written so far (FIN, or a
+   *  TLS close_notify and FIN). 0 when done, or a result as above. */
+  int (*shutdown)(void *state, int fd);
+  /** Optional. The connection is closing: release @p state. The library
+   *  closes the fd right after. Called once, also when open failed. */
+  void (*close)(void *state);
+} gev_transport;
+
+/** The plaintext transport every connection uses by default: the socket's
+ *  own read, sendmsg and shutdown. Useful to wrap (a test transport, a
+ *  byte counter) by calling its members from your own. */
+GEV_EXPORT const gev_transport *gev_transport_plain(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GEV_TRANSPORT_H */
