@@ -1,0 +1,356 @@
+/* test-lifecycle.c - a connection's life as the connection layer defines
+ * it: the handler switch, the context's destructor, its addresses, the
+ * order of freeing clients and loops, and a loop whose poller fails. */
+#include "helpers.h"
+
+#include "loop-internal.h" /* the poller's fd, to make it fail */
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- gev_conn_set_handler --------------------------------------------- */
+
+/* The first handler answers "A:" lines until it reads "UP\n"; then it
+ * hands the connection to the second, which answers "B:" and gets the
+ * bytes that came in the same read as "UP\n". */
+static int sw_first_closes, sw_second_closes, sw_second_connects;
+
+static void second_connect(gev_conn *c)
+{
+  (void)c;
+  th_inc(&sw_second_connects); /* must never run: no on_connect on a switch */
+}
+
+static void second_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  char buf[256];
+  size_t n = ringbuffer_read(in, buf, sizeof(buf));
+
+  (void)c;
+  ringbuffer_write(out, "B:", 2);
+  ringbuffer_write(out, buf, n);
+}
+
+static void second_close(gev_conn *c)
+{
+  (void)c;
+  th_inc(&sw_second_closes);
+}
+
+static const gev_handler second = {second_connect, second_msg, second_close};
+
+static void first_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  ssize_t at = ringbuffer_find(in, "UP\n", 3);
+
+  if (at < 0) {
+    char buf[256];
+    size_t n = ringbuffer_read(in, buf, sizeof(buf));
+    ringbuffer_write(out, "A:", 2);
+    ringbuffer_write(out, buf, n);
+    return;
+  }
+  ringbuffer_retrieve(in, (size_t)at + 3);
+  ck_assert_int_eq(gev_conn_set_handler(c, &second), 0);
+  ringbuffer_write(out, "OK\n", 3); /* this call's reply still goes out */
+}
+
+static void first_close(gev_conn *c)
+{
+  (void)c;
+  th_inc(&sw_first_closes);
+}
+
+START_TEST(set_handler_hands_over_with_leftover_input)
+{
+  gev_handler first = {th_count_connect, first_msg, first_close};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  char got[32];
+  int fd;
+
+  th_reset_counters();
+  srv = th_start(&first, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_write_all(fd, "x", 1));
+  ck_assert(th_read_exact(fd, got, 3));
+  ck_assert(memcmp(got, "A:x", 3) == 0);
+  /* "UP" and the bytes behind it in one write: the second handler must be
+   * shown "tail" without any further input. */
+  ck_assert(th_write_all(fd, "UP\ntail", 7));
+  ck_assert(th_read_exact(fd, got, 3 + 6));
+  ck_assert_msg(memcmp(got, "OK\nB:tail", 9) == 0, "got %.9s", got);
+  ck_assert(th_write_all(fd, "y", 1));
+  ck_assert(th_read_exact(fd, got, 3));
+  ck_assert(memcmp(got, "B:y", 3) == 0);
+  close(fd);
+  ck_assert(th_wait_int(&sw_second_closes, 1, 5000));
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&sw_first_closes), 0);
+  ck_assert_int_eq(th_ld(&sw_second_closes), 1);
+  ck_assert_int_eq(th_ld(&sw_second_connects), 0);
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+}
+END_TEST
+
+static int sh_rc[3];
+
+static void sh_connect(gev_conn *c)
+{
+  th_st(&sh_rc[0], gev_conn_set_handler(c, NULL));
+  th_inc(&th_connects);
+}
+
+static gev_conn *sh_conn;
+
+static void sh_keep(gev_conn *c)
+{
+  gev_conn_ref(c);
+  sh_conn = c;
+  th_inc(&th_connects);
+}
+
+static void sh_from_thread(void *arg)
+{
+  (void)arg;
+}
+
+START_TEST(set_handler_refuses_misuse)
+{
+  gev_handler h = {sh_connect, th_echo_msg, th_count_close};
+  gev_handler k = {sh_keep, th_echo_msg, th_count_close};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  int fd;
+
+  th_reset_counters();
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_wait_int(&th_connects, 1, 5000));
+  close(fd);
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&sh_rc[0]), -EINVAL);
+
+  /* From a thread that is not the loop's; and once closed. */
+  th_reset_counters();
+  srv = th_start(&k, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_wait_int(&th_connects, 1, 5000));
+  ck_assert_int_eq(gev_conn_set_handler(sh_conn, &h), -EINVAL);
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 5000));
+  th_run_in_loop(gev_conn_loop(sh_conn), sh_from_thread, NULL);
+  th_stop(srv);
+  gev_conn_unref(sh_conn);
+}
+END_TEST
+
+/* ---- the context's destructor ----------------------------------------- */
+
+static int ctx_freed, ctx_freed_after_close;
+static gev_conn *ctx_conn;
+
+static void ctx_free_fn(void *ctx)
+{
+  /* After on_close, and with the very pointer that was set. */
+  if (th_ld(&th_closes) >= 1)
+    th_inc(&ctx_freed_after_close);
+  free(ctx);
+  th_inc(&ctx_freed);
+}
+
+static void ctx_connect(gev_conn *c)
+{
+  gev_conn_set_context(c, strdup("state"));
+  gev_conn_set_context_free(c, ctx_free_fn);
+  th_inc(&th_connects);
+}
+
+static void ctx_connect_ref(gev_conn *c)
+{
+  ctx_connect(c);
+  gev_conn_ref(c);
+  ctx_conn = c;
+}
+
+START_TEST(context_free_runs_at_last_reference)
+{
+  gev_handler h = {ctx_connect, th_echo_msg, th_count_close};
+  gev_handler r = {ctx_connect_ref, th_echo_msg, th_count_close};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  int fd;
+
+  /* No user reference: freed with the loop's, after on_close. */
+  th_reset_counters();
+  th_st(&ctx_freed, 0);
+  th_st(&ctx_freed_after_close, 0);
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_echo_roundtrip(fd, 100, 1));
+  close(fd);
+  ck_assert(th_wait_int(&ctx_freed, 1, 5000));
+  ck_assert_int_eq(th_ld(&ctx_freed_after_close), 1);
+
+  /* A reference held past on_close, and past the server: freed by the
+   * last unref, in this thread. */
+  th_stop(srv);
+  th_reset_counters();
+  th_st(&ctx_freed, 0);
+  srv = th_start(&r, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_echo_roundtrip(fd, 100, 2));
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 5000));
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&ctx_freed), 0);
+  ck_assert(!gev_conn_connected(ctx_conn));
+  ck_assert_int_eq(gev_conn_send(ctx_conn, "x", 1), -ENOTCONN);
+  ck_assert_int_eq(gev_conn_close(ctx_conn), -ENOTCONN);
+  gev_conn_unref(ctx_conn);
+  ck_assert_int_eq(th_ld(&ctx_freed), 1);
+}
+END_TEST
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static char la_local[128], la_peer[128];
+static int la_listener = -2;
+
+static void la_connect(gev_conn *c)
+{
+  snprintf(la_local, sizeof(la_local), "%s", gev_conn_local_addr(c));
+  snprintf(la_peer, sizeof(la_peer), "%s", gev_conn_peer_addr(c));
+  th_st(&la_listener, gev_conn_listener(c));
+  th_inc(&th_connects);
+}
+
+START_TEST(local_addr_and_listener)
+{
+  gev_handler h = {la_connect, th_echo_msg, th_count_close};
+  gev_options opt = {.num_loops = 1};
+  char want[64];
+  th_server *srv;
+  int fd;
+
+  th_reset_counters();
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_wait_int(&th_connects, 1, 5000));
+  snprintf(want, sizeof(want), "127.0.0.1:%d", srv->port);
+  ck_assert_str_eq(la_local, want);
+  ck_assert_str_ne(la_peer, la_local); /* the client's ephemeral port */
+  ck_assert_int_eq(th_ld(&la_listener), 0);
+  ck_assert_int_eq(gev_conn_listener(NULL), -1);
+  close(fd);
+  th_stop(srv);
+}
+END_TEST
+
+/* ---- freeing a client after its loop ------------------------------------ */
+
+/* The rule in client.h: gev_client_free after gev_loop_free is safe, both
+ * when the loop ran (and finished) and when it never ran. Under ASan or
+ * valgrind the old code read the freed loop here. */
+START_TEST(client_free_after_loop_free)
+{
+  gev_client_options co = {.connect = {.address = "127.0.0.1:1"}};
+  th_loop_thread lt;
+  gev_client *cl;
+  gev_loop *l;
+
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  ck_assert_int_eq(gev_client_new(&cl, l, &th_echo_handler, &co), 0);
+  gev_loop_free(l); /* never ran: the client's start task is dropped */
+  gev_client_free(cl);
+
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_client_new(&cl, lt.l, &th_echo_handler, &co), 0);
+  th_run_in_loop(lt.l, th_noop, NULL);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
+  gev_loop_free(lt.l);
+  gev_client_free(cl);
+}
+END_TEST
+
+/* ---- a failing poller ---------------------------------------------------- */
+
+/* Turns the loop's epoll fd into a plain file: epoll_wait then fails with
+ * EINVAL on every call. The loop must stop with that error rather than
+ * spin (the old loop ignored it and spun). */
+static void break_poller(void *arg)
+{
+  gev_loop *l = arg;
+  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_ge(dup2(fd, l->poller.epfd), 0);
+  close(fd);
+}
+
+START_TEST(poller_error_stops_loop)
+{
+  th_loop_thread lt;
+  uint64_t cpu;
+
+  th_lt_start(&lt);
+  cpu = th_cpu_ms();
+  ck_assert_int_eq(gev_loop_post(lt.l, break_poller, lt.l), 0);
+  /* Bounded: join fails the test after its limit if the loop spins. */
+  th_join(lt.t, 10);
+  ck_assert_int_eq(lt.rc, -EINVAL);
+  ck_assert_uint_lt(th_cpu_ms() - cpu, 2000);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+static void break_worker(void *arg)
+{
+  break_poller(arg);
+}
+
+START_TEST(poller_error_in_worker_stops_server)
+{
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 2};
+  gev_server *s;
+  int rc;
+
+  ck_assert_int_eq(gev_server_new(&s, &th_echo_handler, &opt), 0);
+  /* Queued before start: runs in worker 1 once it runs. */
+  ck_assert_int_eq(gev_loop_post(gev_server_worker_loop(s, 1), break_worker,
+                                 gev_server_worker_loop(s, 1)),
+                   0);
+  rc = gev_server_start(s); /* returns: the failed worker stopped it */
+  ck_assert_int_eq(rc, -EINVAL);
+  gev_server_free(s);
+}
+END_TEST
+
+static Suite *lifecycle_suite(void)
+{
+  const th_case cases[] = {
+      {"set_handler_hands_over_with_leftover_input",
+       set_handler_hands_over_with_leftover_input, 30},
+      {"set_handler_refuses_misuse", set_handler_refuses_misuse, 30},
+      {"context_free_runs_at_last_reference",
+       context_free_runs_at_last_reference, 30},
+      {"local_addr_and_listener", local_addr_and_listener, 30},
+      {"client_free_after_loop_free", client_free_after_loop_free, 30},
+      {"poller_error_stops_loop", poller_error_stops_loop, 30},
+      {"poller_error_in_worker_stops_server",
+       poller_error_in_worker_stops_server, 30},
+  };
+
+  return th_suite("lifecycle", cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+int main(void)
+{
+  return th_run(lifecycle_suite());
+}
