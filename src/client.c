@@ -312,14 +312,10 @@ void gev_client_free(gev_client *cl)
   if (!cl)
     return;
   atomic_store(&cl->stopped, true);
-  if (atomic_load(&cl->detached)) {
+  if (atomic_load(&cl->detached))
     unref(cl); /* the loop is done with it, and may be gone */
-  } else if (gev_loop_in_thread(cl->l)) {
-    stop_now(cl);
-    unref(cl);
-  } else if (gev__loop_post_owned(cl->l, stop_task, cl, unref_task) < 0) {
+  else if (gev__loop_call(cl->l, stop_task, cl, unref_task) < 0)
     unref(cl); /* the loop has closed: it finishes the client by itself */
-  }
 }
 
 gev_conn *gev_client_conn(const gev_client *cl)

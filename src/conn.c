@@ -250,8 +250,10 @@ static int write_out(gev_conn *c, ringbuffer *out)
 
 ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
 {
-  ssize_t w = c->tp->send(c->tp_state, c->io.fd, p, n);
+  ssize_t w;
 
+  gev__assert_in_loop(c->loop);
+  w = c->tp->send(c->tp_state, c->io.fd, p, n);
   if (w > 0)
     touch(c);
   else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
@@ -696,6 +698,7 @@ void gev__conn_idle_sweep(void *arg)
 {
   gev_loop *l = arg;
 
+  gev__assert_in_loop(l);
   while (!gev__list_empty(&l->active)) {
     gev_conn *c = gev__container_of(l->active.next, gev_conn, active);
 

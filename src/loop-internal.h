@@ -117,6 +117,9 @@ void gev__loop_finish(gev_loop *l);
  * owns is released (gev_loop_post's user tasks are simply not run). */
 int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
                          gev_task_fn drop);
+/* fn(arg) at once in l's own thread, else posted as gev__loop_post_owned
+ * does. 0 or its error (then neither fn nor drop ran). */
+int gev__loop_call(gev_loop *l, gev_task_fn fn, void *arg, gev_task_fn drop);
 /* Write the eventfd (async-signal-safe). */
 void gev__loop_wake(gev_loop *l);
 

@@ -47,13 +47,9 @@ static void wake_io_cb(gev__io *io, unsigned events)
     ;
 }
 
-int gev__loop_new(gev_loop **out, gev_server *s, int index)
+/* Everything that cannot fail. */
+static void init_fields(gev_loop *l, gev_server *s, int index)
 {
-  gev_loop *l = calloc(1, sizeof(*l));
-  int err = -ENOMEM;
-
-  if (!l)
-    return -ENOMEM;
   l->server = s;
   l->index = index;
   l->wakefd = -1;
@@ -68,6 +64,16 @@ int gev__loop_new(gev_loop **out, gev_server *s, int index)
   gev__list_init(&l->active);
   if (s)
     l->idle_ms = (uint64_t)s->opt.idle_timeout_ms;
+}
+
+int gev__loop_new(gev_loop **out, gev_server *s, int index)
+{
+  gev_loop *l = calloc(1, sizeof(*l));
+  int err = -ENOMEM;
+
+  if (!l)
+    return -ENOMEM;
+  init_fields(l, s, index);
   l->fired = calloc(MAX_EVENTS, sizeof(*l->fired));
   if (!l->fired)
     goto out_free;
@@ -146,7 +152,10 @@ void gev__loop_stop(gev_loop *l)
 
 int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events)
 {
-  int r = gev__poller_add(&l->poller, io->fd, events, io);
+  int r;
+
+  gev__assert_in_loop(l);
+  r = gev__poller_add(&l->poller, io->fd, events, io);
 
   if (r == 0)
     io->interest = events;
@@ -155,6 +164,7 @@ int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events)
 
 int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events)
 {
+  gev__assert_in_loop(l);
   if (io->interest == events)
     return 0;
   int r = gev__poller_mod(&l->poller, io->fd, events, io);
@@ -206,6 +216,14 @@ int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
   if (need_wake)
     gev__loop_wake(l);
   return r;
+}
+
+int gev__loop_call(gev_loop *l, gev_task_fn fn, void *arg, gev_task_fn drop)
+{
+  if (!gev_loop_in_thread(l))
+    return gev__loop_post_owned(l, fn, arg, drop);
+  fn(arg);
+  return 0;
 }
 
 /* Under mu, after the heap changed. */

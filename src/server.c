@@ -90,6 +90,7 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   gev_conn *c;
   int one = 1;
 
+  gev__assert_in_loop(ls->loop);
   if (!admit(s)) {
     close(fd); /* past max_connections: refused */
     return;
