@@ -150,12 +150,11 @@ void gev__loop_stop(gev_loop *l)
   gev__loop_wake(l);
 }
 
+/* Not asserted to the loop's thread: the loop's own eventfd and a server's
+ * listeners are added before the loop runs. */
 int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events)
 {
-  int r;
-
-  gev__assert_in_loop(l);
-  r = gev__poller_add(&l->poller, io->fd, events, io);
+  int r = gev__poller_add(&l->poller, io->fd, events, io);
 
   if (r == 0)
     io->interest = events;
