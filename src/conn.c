@@ -54,6 +54,7 @@
  * GEV__RESERVE_CLOSED, atomic with the sends themselves: every send that
  * got 0 is delivered, every later one gets -ENOTCONN. */
 #include "conn-internal.h"
+#include "transport-plain.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -124,39 +125,48 @@ static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     ENDS(FLUSHING),
 };
 
-/* What each state does with the socket. read: input is read; show: the
- * handler sees it (else it is dropped unseen); reply: what the handler
+/* What each state does with the socket. READ: input is read; SHOW: the
+ * handler sees it (else it is dropped unseen); REPLY: what the handler
  * appends to `out` is sent (else dropped: after our FIN it could not be);
- * send: gev_conn_send is accepted; flush: FLUSHED is due once the output is
- * out; up: gev_conn_connected. */
-typedef struct rule {
-  bool read, show, reply, send, flush, up;
-} rule;
+ * SEND: gev_conn_send is accepted; FLUSH: FLUSHED is due once the output
+ * is out; UP: gev_conn_connected. One byte a state: one load answers
+ * every question the hot path asks. */
+enum { READ = 1, SHOW = 2, REPLY = 4, SEND = 8, FLUSH = 16, UP = 32 };
 
-static const rule rules[GEV__CS_COUNT] = {
-    [GEV__CS_OPEN] = {1, 1, 1, 1, 0, 1},
-    [GEV__CS_HALF_OPEN] = {0, 1, 1, 1, 0, 1},
-    [GEV__CS_DRAINING] = {0, 1, 1, 1, 1, 1},
-    [GEV__CS_SHUTTING_DOWN] = {1, 1, 0, 0, 1, 1},
-    [GEV__CS_SHUT_WR] = {1, 1, 0, 0, 0, 1},
-    [GEV__CS_LINGERING] = {1, 0, 0, 0, 1, 0},
-    [GEV__CS_LINGER_FIN] = {1, 0, 0, 0, 0, 0},
-    [GEV__CS_CLOSING] = {1, 0, 0, 0, 1, 0},
-    [GEV__CS_FLUSHING] = {0, 0, 0, 0, 1, 0},
-    [GEV__CS_CLOSED] = {0, 0, 0, 0, 0, 0},
+static const unsigned char rules[GEV__CS_COUNT] = {
+    [GEV__CS_OPEN] = READ | SHOW | REPLY | SEND | UP,
+    [GEV__CS_HALF_OPEN] = SHOW | REPLY | SEND | UP,
+    [GEV__CS_DRAINING] = SHOW | REPLY | SEND | FLUSH | UP,
+    [GEV__CS_SHUTTING_DOWN] = READ | SHOW | FLUSH | UP,
+    [GEV__CS_SHUT_WR] = READ | SHOW | UP,
+    [GEV__CS_LINGERING] = READ | FLUSH,
+    [GEV__CS_LINGER_FIN] = READ,
+    [GEV__CS_CLOSING] = READ | FLUSH,
+    [GEV__CS_FLUSHING] = FLUSH,
+    [GEV__CS_CLOSED] = 0,
 };
+
+static bool has(int st, unsigned what)
+{
+  return (rules[st] & what) != 0;
+}
 
 bool gev__conn_state_sends(int state)
 {
-  return rules[state].send;
+  return has(state, SEND);
 }
 
 bool gev__conn_state_connected(int state)
 {
-  return rules[state].up;
+  return has(state, UP);
 }
 
 static void act(gev_conn *c, int action);
+
+static bool closed(const gev_conn *c)
+{
+  return gev__conn_state(c) == GEV__CS_CLOSED;
+}
 
 /* The one place a state changes. A CAS, because gev_conn_close and
  * gev_conn_shutdown_write move the state from other threads. */
@@ -214,29 +224,86 @@ static int wake_op(gev_conn *c, gev__conn_op *op)
   return 0;
 }
 
-static void update_interest(gev_conn *c)
+/* The transport is called through its table, but the default one
+ * directly (transport-plain.h says why). */
+static ssize_t tp_read(gev_conn *c, ringbuffer *in)
 {
-  unsigned ev = 0, f = c->flags;
+  if (c->tp == &gev__plain)
+    return gev__plain_read(c->io.fd, in);
+  return c->tp->read(c->tp_state, c->io.fd, in);
+}
 
-  if ((rules[gev__conn_state(c)].read &&
-       !(f &
-         (GEV__CF_PAUSED | GEV__CF_USER_PAUSED | GEV__CF_READ_WANTS_WRITE))) ||
+static ssize_t tp_write(gev_conn *c, ringbuffer *out)
+{
+  if (c->tp == &gev__plain)
+    return gev__plain_write(c->io.fd, out);
+  return c->tp->write(c->tp_state, c->io.fd, out);
+}
+
+static ssize_t tp_send(gev_conn *c, const void *p, size_t n)
+{
+  if (c->tp == &gev__plain)
+    return gev__plain_send(c->io.fd, p, n);
+  return c->tp->send(c->tp_state, c->io.fd, p, n);
+}
+
+#define WAITS (GEV__CF_READ_WANTS_WRITE | GEV__CF_WRITE_WANTS_READ)
+
+/* A transport waiting on the other direction turns the interest around:
+ * a read that must write first waits for writability only (readable
+ * events would find it blocked again and spin), a write that must read
+ * first waits for readability. */
+static unsigned waiting_interest(gev_conn *c, bool read, unsigned f)
+{
+  unsigned ev = 0;
+
+  if ((read && !(f & GEV__CF_READ_WANTS_WRITE)) ||
       (f & GEV__CF_WRITE_WANTS_READ))
     ev |= GEV__EV_READ;
   if (((c->out || (f & GEV__CF_FIN_PENDING)) &&
        !(f & GEV__CF_WRITE_WANTS_READ)) ||
       (f & GEV__CF_READ_WANTS_WRITE))
     ev |= GEV__EV_WRITE;
-  if (gev__loop_io_set(c->loop, &c->io, ev) < 0)
+  return ev;
+}
+
+/* Read while the state reads and nothing pauses it; write while output
+ * (or a FIN the transport must retry) waits. */
+static inline void update_interest(gev_conn *c, int st)
+{
+  unsigned f = c->flags, ev;
+  bool read = has(st, READ) && !(f & (GEV__CF_PAUSED | GEV__CF_USER_PAUSED));
+
+  if (f & (WAITS | GEV__CF_FIN_PENDING))
+    ev = waiting_interest(c, read, f);
+  else
+    ev = (read ? GEV__EV_READ : 0) | (c->out ? GEV__EV_WRITE : 0);
+  if (ev != c->io.interest && gev__loop_io_set(c->loop, &c->io, ev) < 0)
     gev__conn_event(c, GEV__CE_ERROR);
+}
+
+static void trim_shared(void *loop)
+{
+  gev_loop *l = loop;
+
+  gev__bufs_trim(&l->bufs);
+}
+
+/* A large message grew a shared buffer: shrink it a while later. Fails
+ * only when the loop is stopping or out of memory; the next growth tries
+ * again, or the loop's end frees the buffers anyway. */
+static void watch_shared(gev_loop *l)
+{
+  if (!l->bufs.trim_armed &&
+      gev_loop_run_after(l, TRIM_DELAY_MS, trim_shared, l))
+    l->bufs.trim_armed = true;
 }
 
 /* One write attempt. 0, or -errno for a broken connection. */
 static int write_out(gev_conn *c, ringbuffer *out)
 {
-  ssize_t n = c->tp->write(c->tp_state, c->io.fd, out);
+  ssize_t n = tp_write(c, out);
 
-  c->flags &= ~GEV__CF_WRITE_WANTS_READ;
   if (n > 0) {
     touch(c);
     return 0;
@@ -253,7 +320,7 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
   ssize_t w;
 
   gev__assert_in_loop(c->loop);
-  w = c->tp->send(c->tp_state, c->io.fd, p, n);
+  w = tp_send(c, p, n);
   if (w > 0)
     touch(c);
   else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
@@ -367,7 +434,7 @@ static void release_empty(gev_conn *c, int st)
 {
   gev__bufs *b = &c->loop->bufs;
 
-  if (c->in && !rules[st].show)
+  if (c->in && !has(st, SHOW))
     ringbuffer_retrieve_all(c->in);
   if (c->out && ringbuffer_empty(c->out)) {
     gev__bufs_put(b, c->out);
@@ -433,15 +500,16 @@ static void settle(gev_conn *c)
   if (st == GEV__CS_CLOSED)
     return;
   release_empty(c, st);
-  if ((c->flags & GEV__CF_FIN_PENDING) && !c->out)
-    send_fin(c);
-  if (!c->out && rules[st].flush && flushed(c, st))
-    return;
-  if (gev__conn_state(c) == GEV__CS_CLOSED)
-    return;
+  if (!c->out && ((c->flags & GEV__CF_FIN_PENDING) || has(st, FLUSH))) {
+    if ((c->flags & GEV__CF_FIN_PENDING) && (send_fin(c), closed(c)))
+      return;
+    if (has(st, FLUSH) && flushed(c, st))
+      return;
+    st = gev__conn_state(c); /* FLUSHED may have sent a FIN */
+  }
   apply_backpressure(c);
-  update_interest(c);
-  if (c->drain_fn && gev__conn_state(c) != GEV__CS_CLOSED &&
+  update_interest(c, st);
+  if (c->drain_fn && !closed(c) &&
       gev__buf_len(c->out) + gev__conn_reserved(c) <= c->low_water) {
     void (*fn)(gev_conn *, void *) = c->drain_fn;
 
@@ -473,23 +541,6 @@ void gev__conn_flush(gev_conn *c)
 
 /* ---- the read path ---------------------------------------------------- */
 
-static void trim_shared(void *loop)
-{
-  gev_loop *l = loop;
-
-  gev__bufs_trim(&l->bufs);
-}
-
-/* A large message grew a shared buffer: shrink it a while later. Fails
- * only when the loop is stopping or out of memory; the next growth tries
- * again, or the loop's end frees the buffers anyway. */
-static void watch_shared(gev_loop *l)
-{
-  if (!l->bufs.trim_armed &&
-      gev_loop_run_after(l, TRIM_DELAY_MS, trim_shared, l))
-    l->bufs.trim_armed = true;
-}
-
 /* Shows `in` to the handler with `out` for its replies. */
 static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
 {
@@ -511,7 +562,7 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
     ringbuffer_retrieve_all(in);
   c->cur_in = c->cur_out = NULL;
   ringbuffer_set_limit(out, max);
-  if (!rules[st].reply)
+  if (!has(st, REPLY))
     ringbuffer_retrieve_all(out); /* after our FIN: cannot be sent */
   if (empty_out && ringbuffer_len(in) >= before)
     c->flags |= GEV__CF_STALLED;
@@ -523,7 +574,7 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
    * that follows: when the kernel takes the whole output at once, settle
    * would never see it above half, never show the held input again, and
    * a peer waiting for its replies would wait forever. */
-  if (rules[st].reply && !ringbuffer_empty(in) && max / 2 > 0 &&
+  if (has(st, REPLY) && !ringbuffer_empty(in) && max / 2 > 0 &&
       ringbuffer_len(out) + reserved >= max / 2)
     c->flags |= GEV__CF_PAUSED;
 }
@@ -534,18 +585,23 @@ static void keep(gev_conn *c, ringbuffer *in, ringbuffer *out, bool shared_out)
 {
   gev_loop *l = c->loop;
   gev__bufs *b = &l->bufs;
+  size_t olen = ringbuffer_len(out);
   int err = 0;
 
+  /* Large storage reaches the shared output by a large reply, by a move
+   * from a large shared input (seen at its read), or by a move from a
+   * connection's own input: its capacity is asked only then. */
+  if (shared_out && (olen > GEV__SHARED_CAP || in != b->in) &&
+      ringbuffer_cap(out) > GEV__SHARED_CAP)
+    watch_shared(l);
   if (in == b->in && !ringbuffer_empty(in) &&
       !gev__bufs_adopt(b, &b->in, &c->in, c->max_buffer))
     err = -ENOMEM;
-  if (!err && !ringbuffer_empty(out) && !(c->io.interest & GEV__EV_WRITE))
+  if (!err && olen && !(c->io.interest & GEV__EV_WRITE))
     err = write_out(c, out);
   if (!err && shared_out && !ringbuffer_empty(out) &&
       !gev__bufs_adopt(b, &b->out, &c->out, c->max_buffer))
     err = -ENOMEM;
-  if (shared_out && ringbuffer_cap(b->out) > GEV__SHARED_CAP)
-    watch_shared(l); /* the handler handed large storage over */
   if (err) {
     ringbuffer_retrieve_all(b->out);
     ringbuffer_retrieve_all(b->in);
@@ -561,10 +617,10 @@ static void deliver(gev_conn *c, ringbuffer *in)
 {
   gev__bufs *b = &c->loop->bufs;
   int st = gev__conn_state(c);
-  bool shared_out = !rules[st].reply || c->out == NULL;
+  bool shared_out = !has(st, REPLY) || c->out == NULL;
   ringbuffer *out = shared_out ? b->out : c->out;
 
-  if (!rules[st].show) {
+  if (!has(st, SHOW)) {
     ringbuffer_retrieve_all(in);
     settle(c);
     return;
@@ -578,7 +634,7 @@ static void deliver(gev_conn *c, ringbuffer *in)
  * or stay half-open for a handler with on_peer_eof. */
 static void on_peer_eof(gev_conn *c)
 {
-  if (c->in && rules[gev__conn_state(c)].show)
+  if (c->in && has(gev__conn_state(c), SHOW))
     deliver(c, c->in);
   /* The state first: if c closed above, its on_close may have freed the
    * handler. */
@@ -606,7 +662,10 @@ static void on_input_full(gev_conn *c, ringbuffer *in)
     gev__conn_event(c, GEV__CE_ERROR);
 }
 
-static void handle_read(gev_conn *c, unsigned events)
+/* Inlined into io_cb, whose plaintext path is the hot one (io_waiting
+ * calls it too). */
+static inline __attribute__((always_inline)) void handle_read(gev_conn *c,
+                                                              unsigned events)
 {
   gev__bufs *b = &c->loop->bufs;
   ringbuffer *in = c->in ? c->in : b->in;
@@ -614,8 +673,7 @@ static void handle_read(gev_conn *c, unsigned events)
 
   if (in == b->in) /* outgoing connections may have their own cap */
     ringbuffer_set_limit(in, c->max_buffer);
-  c->flags &= ~GEV__CF_READ_WANTS_WRITE;
-  n = c->tp->read(c->tp_state, c->io.fd, in);
+  n = tp_read(c, in);
   if (n > 0) {
     touch(c);
     if (in == b->in && n > GEV__SHARED_CAP)
@@ -628,7 +686,7 @@ static void handle_read(gev_conn *c, unsigned events)
       gev__conn_event(c, GEV__CE_ERROR);
   } else if (n == GEV_TRANSPORT_WANT_WRITE) {
     c->flags |= GEV__CF_READ_WANTS_WRITE;
-    update_interest(c);
+    settle(c); /* the interest turns to writability */
   } else if (n == -ENOBUFS) {
     on_input_full(c, in);
   } else {
@@ -636,27 +694,55 @@ static void handle_read(gev_conn *c, unsigned events)
   }
 }
 
+/* The transport waits on the other direction (a TLS handshake, say): the
+ * readiness it waited for lets the blocked operation go on. Off the
+ * plaintext path, which never waits so. */
+static void io_waiting(gev_conn *c, unsigned events)
+{
+  unsigned f = c->flags;
+  bool write = events & GEV__EV_WRITE;
+  bool read = events & (GEV__EV_READ | GEV__EV_ERROR);
+
+  if ((f & GEV__CF_WRITE_WANTS_READ) && (events & GEV__EV_READ)) {
+    c->flags &= ~GEV__CF_WRITE_WANTS_READ;
+    write = true;
+  }
+  if ((f & GEV__CF_READ_WANTS_WRITE) && (events & GEV__EV_WRITE)) {
+    c->flags &= ~GEV__CF_READ_WANTS_WRITE;
+    read = true;
+  }
+  if (write) {
+    handle_write(c);
+    if (closed(c))
+      return;
+  }
+  if (read && !(c->flags & (WAITS | GEV__CF_PAUSED | GEV__CF_USER_PAUSED)) &&
+      has(gev__conn_state(c), READ))
+    handle_read(c, events);
+  else if (events & GEV__EV_ERROR)
+    gev__conn_event(c, GEV__CE_ERROR);
+}
+
 static void io_cb(gev__io *io, unsigned events)
 {
   gev_conn *c = (gev_conn *)io;
-  unsigned f = c->flags;
 
-  if (gev__conn_state(c) == GEV__CS_CLOSED)
+  if (closed(c))
     return; /* closed earlier in this pass */
-  if ((events & GEV__EV_WRITE) ||
-      ((f & GEV__CF_WRITE_WANTS_READ) && (events & GEV__EV_READ))) {
+  if (c->flags & WAITS) {
+    io_waiting(c, events);
+    return;
+  }
+  if (events & GEV__EV_WRITE) {
     handle_write(c);
-    if (gev__conn_state(c) == GEV__CS_CLOSED)
+    if (closed(c))
       return;
   }
-  if ((f & GEV__CF_READ_WANTS_WRITE) && (events & GEV__EV_WRITE))
-    events |= GEV__EV_READ; /* the transport's read can go on now */
   /* USER_PAUSED is checked besides the interest: gev_conn_pause_read
    * changes the interest only after the pass, so a pause from another
    * connection's callback (a proxy pausing its feeder) would otherwise let
    * a read event already fetched in this pass through to on_message. */
-  if (((io->interest & GEV__EV_READ) || (f & GEV__CF_READ_WANTS_WRITE)) &&
-      rules[gev__conn_state(c)].read && !(c->flags & GEV__CF_USER_PAUSED)) {
+  if ((io->interest & GEV__EV_READ) && !(c->flags & GEV__CF_USER_PAUSED)) {
     if (events & (GEV__EV_READ | GEV__EV_ERROR))
       handle_read(c, events);
   } else if (events & GEV__EV_ERROR) {
@@ -679,7 +765,7 @@ static void after_pass(gev__handle *h)
   }
   if ((c->flags & GEV__CF_REDELIVER) && !(c->flags & GEV__CF_USER_PAUSED)) {
     c->flags &= ~GEV__CF_REDELIVER;
-    if (c->in && rules[st].show) {
+    if (c->in && has(st, SHOW)) {
       deliver(c, c->in);
       return;
     }
@@ -786,7 +872,7 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
   c->server = l->server;
   c->max_buffer = max_buffer;
   c->listener = -1;
-  c->tp = gev_transport_plain();
+  c->tp = &gev__plain;
   atomic_init(&c->refs, 1); /* the loop's */
   atomic_init(&c->state, GEV__CS_OPEN);
   atomic_init(&c->fd, fd);

@@ -1,43 +1,27 @@
 /* transport-plain.c - the default transport: bytes go straight to and from
- * the socket, in the calls the hot path has always made (one readv, one
- * sendmsg or sendto per message). */
-#include <gev/transport.h>
+ * the socket, in the calls the hot path has always made (one read or readv,
+ * one send or sendmsg per message). The operations themselves are inline
+ * in transport-plain.h; this is the table that names them. */
+#include "transport-plain.h"
 
-#include "sys.h"
-
-#include <errno.h>
 #include <sys/socket.h>
 
 static ssize_t plain_read(void *state, int fd, ringbuffer *in)
 {
-  int err = 0;
-  ssize_t n = ringbuffer_read_fd(in, fd, &err);
-
   (void)state;
-  if (n >= 0)
-    return n;
-  return err == EINTR ? -EAGAIN : -err;
+  return gev__plain_read(fd, in);
 }
 
 static ssize_t plain_write(void *state, int fd, ringbuffer *out)
 {
-  int err = 0;
-  ssize_t n = ringbuffer_write_fd(out, fd, &err);
-
   (void)state;
-  if (n >= 0)
-    return n;
-  return err == EINTR || err == EAGAIN ? 0 : -err;
+  return gev__plain_write(fd, out);
 }
 
 static ssize_t plain_send(void *state, int fd, const void *p, size_t n)
 {
-  ssize_t w = gev__sys_send(fd, p, n, MSG_NOSIGNAL);
-
   (void)state;
-  if (w >= 0)
-    return w;
-  return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+  return gev__plain_send(fd, p, n);
 }
 
 static int plain_shutdown(void *state, int fd)
@@ -47,7 +31,7 @@ static int plain_shutdown(void *state, int fd)
   return shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN ? -errno : 0;
 }
 
-static const gev_transport plain = {
+const gev_transport gev__plain = {
     .read = plain_read,
     .write = plain_write,
     .send = plain_send,
@@ -56,5 +40,5 @@ static const gev_transport plain = {
 
 const gev_transport *gev_transport_plain(void)
 {
-  return &plain;
+  return &gev__plain;
 }
