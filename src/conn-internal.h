@@ -23,6 +23,7 @@ enum {
   GEV__CS_CLOSING,       /* close once flushed; input dropped */
   GEV__CS_FLUSHING,      /* close once flushed; nothing more to read */
   GEV__CS_CLOSED,
+  GEV__CS_HANDSHAKE, /* the transport's handshake runs; no handler yet */
   GEV__CS_COUNT
 };
 
@@ -37,6 +38,7 @@ enum {
   GEV__CE_DEADLINE, /* the linger deadline or the idle timeout */
   GEV__CE_ERROR,    /* socket error, reset, a cap, out of memory */
   GEV__CE_LOOP_STOP,
+  GEV__CE_READY, /* the transport's handshake completed */
   GEV__CE_COUNT
 };
 
@@ -55,6 +57,7 @@ enum {
                              << 6, /* the transport's read waits for POLLOUT */
   GEV__CF_WRITE_WANTS_READ = 1u << 7, /* its write (or FIN) waits for POLLIN */
   GEV__CF_FIN_PENDING = 1u << 8,      /* the transport's shutdown must retry */
+  GEV__CF_STARTED = 1u << 9,          /* result and owner told: the start ran */
 };
 
 /* Who owns an outgoing connection besides its handler (a gev_client):
@@ -105,7 +108,10 @@ struct gev_conn {
   void *drain_arg;
   size_t low_water;
   gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
-  char peer[];               /* formatted peer address */
+  gev_connect_fn result;     /* outgoing: reported once the start runs */
+  void *result_arg;
+  int error;   /* why a handshake failed, for the outgoing result */
+  char peer[]; /* formatted peer address */
 };
 
 /* ---- conn.c: creation and the lifecycle -------------------------------- */
@@ -118,8 +124,9 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
                         socklen_t len);
 /* Loop thread: opens the transport (tp NULL: plaintext), registers c with
  * the poller and the loop, and runs on_connect, after result(c, 0, arg)
- * when given. On failure c is freed with its fd and the negative errno is
- * returned (result is not called). */
+ * when given; with a transport that has a handshake, those wait for it to
+ * complete (and result reports its failure). On failure c is freed with
+ * its fd and the negative errno is returned (result is not called). */
 int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
                     gev_connect_fn result, void *arg);
 /* Frees a connection that never started; its fd is closed too. */

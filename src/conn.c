@@ -32,8 +32,12 @@
  *   CLOSING        PEER_EOF(_KEEP)   FLUSHING       -
  *   CLOSING        FLUSHED           CLOSED         close
  *   FLUSHING       FLUSHED           CLOSED         close
+ *   HANDSHAKE      READY             OPEN           start: result, on_connect
  *   any but CLOSED DEADLINE, ERROR   CLOSED         close (output dropped)
  *   any but CLOSED LOOP_STOP         CLOSED         one last write, close
+ *
+ * A connection starts in HANDSHAKE instead of OPEN when its transport has
+ * a handshake; closed from there, it never reached the handler.
  *
  * READABLE and WRITABLE change no state; what they do depends on the
  * state's row in `rules` below (is input read, shown to the handler, are
@@ -69,7 +73,7 @@
 
 /* ---- the table -------------------------------------------------------- */
 
-enum { A_NONE = 0, A_WAKE, A_PEER_EOF, A_FIN, A_CLOSE, A_STOP };
+enum { A_NONE = 0, A_WAKE, A_PEER_EOF, A_FIN, A_CLOSE, A_STOP, A_START };
 
 typedef struct edge {
   unsigned char ok, to, action;
@@ -123,6 +127,8 @@ static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     ENDS(CLOSING),
     E(FLUSHING, FLUSHED, CLOSED, CLOSE),
     ENDS(FLUSHING),
+    E(HANDSHAKE, READY, OPEN, START),
+    ENDS(HANDSHAKE),
 };
 
 /* What each state does with the socket. READ: input is read; SHOW: the
@@ -144,6 +150,7 @@ static const unsigned char rules[GEV__CS_COUNT] = {
     [GEV__CS_CLOSING] = READ | FLUSH,
     [GEV__CS_FLUSHING] = FLUSH,
     [GEV__CS_CLOSED] = 0,
+    [GEV__CS_HANDSHAKE] = 0,
 };
 
 static bool has(int st, unsigned what)
@@ -358,6 +365,14 @@ static void send_fin(gev_conn *c)
     gev__conn_event(c, GEV__CE_ERROR);
 }
 
+/* Closed in its handshake: an outgoing connection reports why. */
+static void never_started(gev_conn *c)
+{
+  if (c->result)
+    c->result(NULL, c->error ? c->error : -ECONNABORTED, c->result_arg);
+  c->result = NULL;
+}
+
 /* Everything but the memory goes: the handler hears of it, the fd closes,
  * the buffers return to the pool. The loop's reference drops after the
  * pass (after_pass), so callers up the stack may still look at c. */
@@ -376,14 +391,16 @@ static void close_now(gev_conn *c)
   atomic_fetch_sub(&l->nconns, 1);
   if (c->server && !(c->flags & GEV__CF_OUTGOING))
     atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
-  if (c->owner)
+  if (!(c->flags & GEV__CF_STARTED))
+    never_started(c);
+  else if (c->owner)
     c->owner->closing(c, c->owner_arg);
   if (c->flags & GEV__CF_CONNECTED) {
     c->flags &= ~GEV__CF_CONNECTED;
     if (c->h->on_close)
       c->h->on_close(c);
   }
-  if (c->owner)
+  if (c->owner && (c->flags & GEV__CF_STARTED))
     c->owner->closed(c, c->owner_arg);
   if (c->tp->close)
     c->tp->close(c->tp_state);
@@ -402,6 +419,8 @@ static void close_now(gev_conn *c)
   gev__conn_publish_out(c);
   gev__handle_schedule(&c->handle);
 }
+
+static void begin(gev_conn *c);
 
 static void act(gev_conn *c, int action)
 {
@@ -422,6 +441,7 @@ static void act(gev_conn *c, int action)
     close_now(c);
     break;
   case A_CLOSE: close_now(c); break;
+  case A_START: begin(c); break;
   default: break;
   }
 }
@@ -694,6 +714,8 @@ static inline __attribute__((always_inline)) void handle_read(gev_conn *c,
   }
 }
 
+static void step_handshake(gev_conn *c);
+
 /* The transport waits on the other direction (a TLS handshake, say): the
  * readiness it waited for lets the blocked operation go on. Off the
  * plaintext path, which never waits so. */
@@ -703,6 +725,10 @@ static void io_waiting(gev_conn *c, unsigned events)
   bool write = events & GEV__EV_WRITE;
   bool read = events & (GEV__EV_READ | GEV__EV_ERROR);
 
+  if (gev__conn_state(c) == GEV__CS_HANDSHAKE) {
+    step_handshake(c);
+    return;
+  }
   if ((f & GEV__CF_WRITE_WANTS_READ) && (events & GEV__EV_READ)) {
     c->flags &= ~GEV__CF_WRITE_WANTS_READ;
     write = true;
@@ -910,6 +936,54 @@ static int open_io(gev_conn *c, const gev_transport *tp, void *tp_arg)
   return err;
 }
 
+/* The handler meets the connection: the connect result, the owner, then
+ * on_connect. */
+static void begin(gev_conn *c)
+{
+  gev_connect_fn result = c->result;
+
+  c->result = NULL;
+  c->flags |= GEV__CF_CONNECTED | GEV__CF_STARTED;
+  if (result)
+    result(c, 0, c->result_arg);
+  if (c->owner && !c->owner->opened(c, c->owner_arg)) {
+    c->flags &= ~GEV__CF_CONNECTED; /* never shown: no on_close either */
+    gev__conn_event(c, GEV__CE_CLOSE);
+  } else if (c->h->on_connect) {
+    c->h->on_connect(c);
+  }
+  if (gev__conn_state(c) != GEV__CS_OPEN || c->out)
+    gev__conn_schedule(c);
+}
+
+/* One step of the transport's handshake; on completion the connection
+ * opens and reads once: the transport may hold bytes that came with the
+ * handshake's last flight, which no readiness will announce. */
+static void step_handshake(gev_conn *c)
+{
+  int r = c->tp->handshake(c->tp_state, c->io.fd);
+
+  c->flags &= ~WAITS;
+  if (r == 0) {
+    gev__conn_event(c, GEV__CE_READY);
+    if (!closed(c) && has(gev__conn_state(c), READ) &&
+        !(c->flags & (GEV__CF_USER_PAUSED | GEV__CF_PAUSED)))
+      handle_read(c, 0);
+    settle(c);
+    return;
+  }
+  if (r == -EAGAIN || r == GEV_TRANSPORT_WANT_READ) {
+    c->flags |= GEV__CF_WRITE_WANTS_READ; /* wait for readability */
+  } else if (r == GEV_TRANSPORT_WANT_WRITE) {
+    c->flags |= GEV__CF_READ_WANTS_WRITE; /* wait for writability */
+  } else {
+    c->error = r;
+    gev__conn_event(c, GEV__CE_ERROR);
+    return;
+  }
+  update_interest(c, GEV__CS_HANDSHAKE);
+}
+
 int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
                     gev_connect_fn result, void *arg)
 {
@@ -925,16 +999,13 @@ int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
   gev__handle_register(&c->handle);
   if (l->idle_ms)
     gev__list_append(&l->active, &c->active);
-  c->flags |= GEV__CF_CONNECTED;
-  if (result)
-    result(c, 0, arg);
-  if (c->owner && !c->owner->opened(c, c->owner_arg)) {
-    c->flags &= ~GEV__CF_CONNECTED; /* never shown: no on_close either */
-    gev__conn_event(c, GEV__CE_CLOSE);
-  } else if (c->h->on_connect) {
-    c->h->on_connect(c);
+  c->result = result;
+  c->result_arg = arg;
+  if (c->tp->handshake) {
+    atomic_store(&c->state, GEV__CS_HANDSHAKE); /* born there: no handler */
+    step_handshake(c);
+  } else {
+    begin(c);
   }
-  if (gev__conn_state(c) != GEV__CS_OPEN || c->out)
-    gev__conn_schedule(c);
   return 0;
 }

@@ -8,6 +8,8 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gev/transport.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +334,185 @@ START_TEST(poller_error_in_worker_stops_server)
 }
 END_TEST
 
+/* ---- a transport with a handshake -------------------------------------- */
+
+/* A toy handshake: the side that accepted waits for "HI\n" (with the first
+ * step asking for writability, to exercise that wait too); anything else
+ * fails it. It reads greedily, so bytes the peer sent right after the
+ * greeting end up inside the transport, as TLS records do: its read hands
+ * them out first, and the library must ask for them without a readiness
+ * event. */
+typedef struct hs {
+  int steps;
+  size_t got, left;
+  char buf[64];
+} hs;
+
+static int hs_opens, hs_closes;
+
+static int hs_open(gev_conn *c, void *arg, void **state)
+{
+  (void)c;
+  (void)arg;
+  *state = calloc(1, sizeof(hs));
+  th_inc(&hs_opens);
+  return *state ? 0 : -ENOMEM;
+}
+
+static void hs_close(void *state)
+{
+  free(state);
+  th_inc(&hs_closes);
+}
+
+static int hs_handshake(void *state, int fd)
+{
+  hs *h = state;
+  ssize_t n;
+
+  if (h->steps++ == 0)
+    return GEV_TRANSPORT_WANT_WRITE;
+  n = recv(fd, h->buf + h->got, sizeof(h->buf) - h->got, MSG_DONTWAIT);
+  if (n == 0)
+    return -ECONNRESET;
+  if (n < 0)
+    return errno == EAGAIN ? GEV_TRANSPORT_WANT_READ : -errno;
+  h->got += (size_t)n;
+  if (h->got < 3)
+    return GEV_TRANSPORT_WANT_READ;
+  if (memcmp(h->buf, "HI\n", 3) != 0)
+    return -EPROTO;
+  h->left = h->got - 3;
+  memmove(h->buf, h->buf + 3, h->left);
+  return 0;
+}
+
+static ssize_t hs_read(void *state, int fd, ringbuffer *in)
+{
+  hs *h = state;
+
+  if (h->left) {
+    size_t n = h->left;
+    if (ringbuffer_write(in, h->buf, n) < 0)
+      return -ENOBUFS;
+    h->left = 0;
+    return (ssize_t)n;
+  }
+  return gev_transport_plain()->read(NULL, fd, in);
+}
+
+static ssize_t hs_write(void *state, int fd, ringbuffer *out)
+{
+  (void)state;
+  return gev_transport_plain()->write(NULL, fd, out);
+}
+
+static ssize_t hs_send(void *state, int fd, const void *p, size_t n)
+{
+  (void)state;
+  return gev_transport_plain()->send(NULL, fd, p, n);
+}
+
+static int hs_shutdown(void *state, int fd)
+{
+  (void)state;
+  return gev_transport_plain()->shutdown(NULL, fd);
+}
+
+static const gev_transport hs_transport = {
+    .open = hs_open,
+    .read = hs_read,
+    .write = hs_write,
+    .send = hs_send,
+    .shutdown = hs_shutdown,
+    .close = hs_close,
+    .handshake = hs_handshake,
+};
+
+START_TEST(handshake_before_on_connect)
+{
+  gev_options opt = {.num_loops = 1, .transport = &hs_transport};
+  th_server *srv;
+  char got[8];
+  int fd, bad;
+
+  th_reset_counters();
+  th_st(&hs_opens, 0);
+  th_st(&hs_closes, 0);
+  srv = th_start(&th_echo_handler, &opt);
+  fd = th_connect(srv->port);
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_wait_int(&hs_opens, 1, 5000));
+  usleep(100 * 1000);
+  ck_assert_int_eq(th_ld(&th_connects), 0); /* the handshake waits */
+  /* The greeting and the first bytes in one segment: "hello" sits inside
+   * the transport when the handshake completes. */
+  ck_assert(th_write_all(fd, "HI\nhello", 8));
+  ck_assert(th_read_exact(fd, got, 5));
+  ck_assert(memcmp(got, "hello", 5) == 0);
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+  ck_assert(th_echo_roundtrip(fd, 5000, 7));
+
+  /* A failed handshake: closed, unseen by the handler. */
+  bad = th_connect(srv->port);
+  ck_assert(th_write_all(bad, "NO\n", 3));
+  ck_assert(th_wait_eof(bad, 5000));
+  close(bad);
+  ck_assert(th_wait_int(&hs_closes, 1, 5000));
+  ck_assert_int_eq(th_ld(&th_connects), 1);
+  ck_assert_int_eq(th_ld(&th_closes), 0);
+  close(fd);
+  ck_assert(th_wait_int(&th_closes, 1, 5000));
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&hs_opens), th_ld(&hs_closes));
+}
+END_TEST
+
+static int hs_results[2], hs_errs[2];
+
+static void hs_result(gev_conn *c, int err, void *arg)
+{
+  int i = (int)(intptr_t)arg;
+
+  th_st(&hs_errs[i], err);
+  if (c)
+    gev_conn_close(c);
+  th_inc(&hs_results[i]);
+}
+
+/* An outgoing connection reports its result once the handshake is over:
+ * success, or the handshake's error. */
+START_TEST(handshake_result_outgoing)
+{
+  const char *say[2] = {"HI\n", "NO\n"};
+  th_loop_thread lt;
+
+  th_lt_start(&lt);
+  for (int i = 0; i < 2; i++) {
+    char addr[64];
+    int port, lfd = th_listen_plain(8, &port), fd;
+    gev_connect_options co = {.address = addr,
+                              .on_result = hs_result,
+                              .arg = (void *)(intptr_t)i,
+                              .transport = &hs_transport};
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    ck_assert_int_eq(gev_loop_connect(lt.l, &th_echo_handler, &co), 0);
+    fd = th_accept(lfd);
+    usleep(50 * 1000);
+    ck_assert_int_eq(th_ld(&hs_results[i]), 0); /* not before the greeting */
+    ck_assert(th_write_all(fd, say[i], 3));
+    ck_assert(th_wait_int(&hs_results[i], 1, 5000));
+    close(fd);
+    close(lfd);
+  }
+  ck_assert_int_eq(th_ld(&hs_errs[0]), 0);
+  ck_assert_int_eq(th_ld(&hs_errs[1]), -EPROTO);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 static Suite *lifecycle_suite(void)
 {
   const th_case cases[] = {
@@ -345,6 +526,8 @@ static Suite *lifecycle_suite(void)
       {"poller_error_stops_loop", poller_error_stops_loop, 30},
       {"poller_error_in_worker_stops_server",
        poller_error_in_worker_stops_server, 30},
+      {"handshake_before_on_connect", handshake_before_on_connect, 30},
+      {"handshake_result_outgoing", handshake_result_outgoing, 30},
   };
 
   return th_suite("lifecycle", cases, sizeof(cases) / sizeof(cases[0]));

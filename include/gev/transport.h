@@ -62,6 +62,17 @@ typedef struct gev_transport {
   /** Optional. The connection is closing: release @p state. The library
    *  closes the fd right after. Called once, also when open failed. */
   void (*close)(void *state);
+  /** Optional. A handshake that must complete before the handler sees the
+   *  connection (TLS). Called right after open and then whenever the
+   *  socket is ready in the direction it asked for: 0 when complete (then
+   *  on_connect runs, or an outgoing connection reports its result),
+   *  -EAGAIN or GEV_TRANSPORT_WANT_READ to wait for readability,
+   *  GEV_TRANSPORT_WANT_WRITE for writability, another negative errno when
+   *  it failed: the connection closes without on_connect or on_close, and
+   *  an outgoing one reports that error as its result. Bytes the peer sent
+   *  after the handshake may already be inside the transport: the library
+   *  reads once right after completion, whatever the socket says. */
+  int (*handshake)(void *state, int fd);
 } gev_transport;
 
 /** The plaintext transport every connection uses by default: the socket's
