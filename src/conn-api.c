@@ -233,6 +233,16 @@ const char *gev_conn_local_addr(const gev_conn *c)
   return none;
 }
 
+const gev_transport *gev_conn_transport(const gev_conn *c)
+{
+  return c ? c->tp : NULL;
+}
+
+void *gev_conn_transport_state(const gev_conn *c)
+{
+  return c ? c->tp_state : NULL;
+}
+
 int gev_conn_listener(const gev_conn *c)
 {
   return c ? c->listener : -1;

@@ -33,6 +33,7 @@
  *   CLOSING        FLUSHED           CLOSED         close
  *   FLUSHING       FLUSHED           CLOSED         close
  *   HANDSHAKE      READY             OPEN           start: result, on_connect
+ *   HANDSHAKE      CLOSE             CLOSING        wake the loop (a timeout)
  *   any but CLOSED DEADLINE, ERROR   CLOSED         close (output dropped)
  *   any but CLOSED LOOP_STOP         CLOSED         one last write, close
  *
@@ -128,6 +129,7 @@ static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     E(FLUSHING, FLUSHED, CLOSED, CLOSE),
     ENDS(FLUSHING),
     E(HANDSHAKE, READY, OPEN, START),
+    E(HANDSHAKE, CLOSE, CLOSING, WAKE),
     ENDS(HANDSHAKE),
 };
 

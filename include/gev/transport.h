@@ -69,11 +69,23 @@ typedef struct gev_transport {
    *  -EAGAIN or GEV_TRANSPORT_WANT_READ to wait for readability,
    *  GEV_TRANSPORT_WANT_WRITE for writability, another negative errno when
    *  it failed: the connection closes without on_connect or on_close, and
-   *  an outgoing one reports that error as its result. Bytes the peer sent
+   *  an outgoing one reports that error as its result. gev_conn_close
+   *  ends a handshake from any thread (a timeout, say). Bytes the peer sent
    *  after the handshake may already be inside the transport: the library
    *  reads once right after completion, whatever the socket says. */
   int (*handshake)(void *state, int fd);
 } gev_transport;
+
+/** @return the transport @p c uses (gev_transport_plain() by default);
+ *  NULL for NULL. Any thread. */
+GEV_EXPORT const gev_transport *gev_conn_transport(const gev_conn *c);
+
+/** @return the state the transport's open() stored for @p c (NULL for the
+ *  plaintext transport), for a transport's own accessors (the TLS version
+ *  of a connection, say). Owning loop's thread; valid until on_close
+ *  returns (or, for a connection closed in its handshake, until the
+ *  transport's close()). */
+GEV_EXPORT void *gev_conn_transport_state(const gev_conn *c);
 
 /** The plaintext transport every connection uses by default: the socket's
  *  own read, sendmsg and shutdown. Useful to wrap (a test transport, a
