@@ -226,7 +226,7 @@ static void no_after_pass(gev__handle *h)
   (void)h; /* a client never schedules itself */
 }
 
-static const gev__handle_ops client_ops = {"client", no_after_pass, stop};
+static const gev__handle_ops client_ops = {"client", no_after_pass, stop, NULL};
 
 static void start_task(void *arg)
 {

@@ -53,11 +53,13 @@ enum {
    * no longer keeps the connection open. */
   GEV__CF_STALLED = 1u << 4,
   GEV__CF_OUTGOING = 1u << 5, /* from gev_loop_connect */
-  GEV__CF_READ_WANTS_WRITE = 1u
-                             << 6, /* the transport's read waits for POLLOUT */
-  GEV__CF_WRITE_WANTS_READ = 1u << 7, /* its write (or FIN) waits for POLLIN */
-  GEV__CF_FIN_PENDING = 1u << 8,      /* the transport's shutdown must retry */
-  GEV__CF_STARTED = 1u << 9,          /* result and owner told: the start ran */
+  /* The transport's read waits for writability; its write (or FIN) for
+   * readability; its shutdown must be tried again. */
+  GEV__CF_READ_WANTS_WRITE = 1u << 6,
+  GEV__CF_WRITE_WANTS_READ = 1u << 7,
+  GEV__CF_FIN_PENDING = 1u << 8,
+  GEV__CF_STARTED = 1u << 9,   /* result and owner told: the start ran */
+  GEV__CF_DRAINING = 1u << 10, /* the server shuts down: close once idle */
 };
 
 /* Who owns an outgoing connection besides its handler (a gev_client):

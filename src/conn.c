@@ -392,7 +392,7 @@ static void close_now(gev_conn *c)
    * them) never sees this connection still counted. */
   atomic_fetch_sub(&l->nconns, 1);
   if (c->server && !(c->flags & GEV__CF_OUTGOING))
-    atomic_fetch_sub(&c->server->nconns, 1); /* frees a max_connections slot */
+    gev__server_uncount(c->server); /* frees a max_connections slot */
   if (!(c->flags & GEV__CF_STARTED))
     never_started(c);
   else if (c->owner)
@@ -495,6 +495,17 @@ static bool flushed(gev_conn *c, int st)
   return gev__conn_state(c) == GEV__CS_CLOSED;
 }
 
+/* A graceful shutdown closes a connection whose handler has no
+ * on_shutdown as soon as nothing is left in either direction (the output
+ * is out, no input is held, no send is on its way). */
+static bool idle_in_drain(gev_conn *c, int st)
+{
+  if (c->in || gev__conn_reserved(c) || !has(st, SEND) || c->h->on_shutdown)
+    return false;
+  gev__conn_event(c, GEV__CE_CLOSE);
+  return false; /* closes after the pass */
+}
+
 /* Backpressure: stop reading while the output is above half the cap, and
  * show held input again once it is below. */
 static void apply_backpressure(gev_conn *c)
@@ -522,10 +533,13 @@ static void settle(gev_conn *c)
   if (st == GEV__CS_CLOSED)
     return;
   release_empty(c, st);
-  if (!c->out && ((c->flags & GEV__CF_FIN_PENDING) || has(st, FLUSH))) {
+  if (!c->out && ((c->flags & (GEV__CF_FIN_PENDING | GEV__CF_DRAINING)) ||
+                  has(st, FLUSH))) {
     if ((c->flags & GEV__CF_FIN_PENDING) && (send_fin(c), closed(c)))
       return;
     if (has(st, FLUSH) && flushed(c, st))
+      return;
+    if ((c->flags & GEV__CF_DRAINING) && idle_in_drain(c, st))
       return;
     st = gev__conn_state(c); /* FLUSHED may have sent a FIN */
   }
@@ -806,7 +820,27 @@ static void stop(gev__handle *h)
   gev__conn_event(gev__container_of(h, gev_conn, handle), GEV__CE_LOOP_STOP);
 }
 
-static const gev__handle_ops conn_ops = {"conn", after_pass, stop};
+/* The server shuts down: the handler hears of it once (on_shutdown) and
+ * ends the connection itself, or the connection closes once idle. Only
+ * the server's own connections: outgoing ones end with the loop. */
+static void drain(gev__handle *h)
+{
+  gev_conn *c = gev__container_of(h, gev_conn, handle);
+  int st = gev__conn_state(c);
+
+  if (st == GEV__CS_CLOSED ||
+      (c->flags & (GEV__CF_DRAINING | GEV__CF_OUTGOING)))
+    return;
+  c->flags |= GEV__CF_DRAINING;
+  if (st == GEV__CS_HANDSHAKE)
+    gev__conn_event(c, GEV__CE_CLOSE); /* never shown: nothing to finish */
+  else if (c->h->on_shutdown)
+    c->h->on_shutdown(c);
+  else
+    gev__conn_schedule(c); /* settle closes it once idle */
+}
+
+static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
 
 void gev__conn_idle_sweep(void *arg)
 {
@@ -954,6 +988,8 @@ static void begin(gev_conn *c)
   } else if (c->h->on_connect) {
     c->h->on_connect(c);
   }
+  if (c->loop->draining && !closed(c))
+    drain(&c->handle); /* arrived while the server shuts down */
   if (gev__conn_state(c) != GEV__CS_OPEN || c->out)
     gev__conn_schedule(c);
 }

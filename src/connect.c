@@ -115,7 +115,8 @@ static void no_after_pass(gev__handle *h)
   (void)h; /* a connect never schedules itself */
 }
 
-static const gev__handle_ops connecting_ops = {"connect", no_after_pass, stop};
+static const gev__handle_ops connecting_ops = {"connect", no_after_pass, stop,
+                                               NULL};
 
 static int open_socket(const gev__addr *a)
 {

@@ -50,6 +50,8 @@ typedef struct gev__handle_ops {
   /* The loop is finishing: end what h has under way (close, cancel). The
    * loop has taken h off its registry before the call. */
   void (*stop)(gev__handle *h);
+  /* Optional. The loop drains (a graceful shutdown): wind down. */
+  void (*drain)(gev__handle *h);
 } gev__handle_ops;
 
 struct gev__handle {
@@ -69,6 +71,7 @@ struct gev_loop {
   /* Any thread, lock-free. */
   atomic_bool started; /* standalone loops: gev_loop_run ran */
   atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
+  atomic_bool async;   /* gev__loop_async: call async_fn on the next pass */
   atomic_int nconns;   /* open connections, for least-connections */
   /* The earliest timer deadline (UINT64_MAX: none), written under mu
    * whenever the heap changes, so that a pass with no timer due reads one
@@ -85,10 +88,13 @@ struct gev_loop {
   /* The loop's thread only. */
   gev__io wake_io;
   gev__taskvec running;
-  bool local_tasks; /* tasks posted from the loop's own thread */
-  bool finishing;   /* gev__loop_finish runs: attach nothing new */
-  int error;        /* the poller failed: the loop stopped with this */
-  uint64_t now_ms;  /* cached once per pass */
+  bool local_tasks;     /* tasks posted from the loop's own thread */
+  bool finishing;       /* gev__loop_finish runs: attach nothing new */
+  int error;            /* the poller failed: the loop stopped with this */
+  bool draining;        /* gev__loop_drain ran: handles wind down */
+  gev_task_fn async_fn; /* set before the loop runs */
+  void *async_arg;
+  uint64_t now_ms; /* cached once per pass */
   gev__fired *fired;
   gev__list handles; /* every registered gev__handle */
   gev__list due;     /* handles to call after the pass */
@@ -120,6 +126,12 @@ int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
 /* fn(arg) at once in l's own thread, else posted as gev__loop_post_owned
  * does. 0 or its error (then neither fn nor drop ran). */
 int gev__loop_call(gev_loop *l, gev_task_fn fn, void *arg, gev_task_fn drop);
+/* Async-signal-safe: l runs its async_fn once, soon, in its own thread
+ * (an atomic store and an eventfd write). Set async_fn before l runs. */
+void gev__loop_async(gev_loop *l);
+/* Loop thread: every registered handle with a drain operation gets it,
+ * and the loop remembers that it drains (for handles that start later). */
+void gev__loop_drain(gev_loop *l);
 /* Write the eventfd (async-signal-safe). */
 void gev__loop_wake(gev_loop *l);
 

@@ -56,6 +56,7 @@ static void init_fields(gev_loop *l, gev_server *s, int index)
   l->poller.epfd = -1;
   atomic_init(&l->stop, false);
   atomic_init(&l->started, false);
+  atomic_init(&l->async, false);
   atomic_init(&l->next_deadline, UINT64_MAX);
   atomic_init(&l->nconns, 0);
   gev__timers_init(&l->timers);
@@ -142,6 +143,32 @@ void gev__loop_wake(gev_loop *l)
   do
     r = write(l->wakefd, &one, sizeof(one));
   while (r < 0 && errno == EINTR);
+}
+
+void gev__loop_async(gev_loop *l)
+{
+  atomic_store(&l->async, true);
+  gev__loop_wake(l);
+}
+
+/* Each handle is visited once even when a drain ends others (a handler
+ * closing a connection's partner): they all move to a list of their own
+ * and go back to the registry one by one, before their drain runs. */
+void gev__loop_drain(gev_loop *l)
+{
+  gev__list todo;
+
+  gev__assert_in_loop(l);
+  l->draining = true;
+  gev__list_move_all(&todo, &l->handles);
+  while (!gev__list_empty(&todo)) {
+    gev__handle *h = gev__container_of(todo.next, gev__handle, link);
+
+    gev__list_remove(&h->link);
+    gev__list_append(&l->handles, &h->link);
+    if (h->ops->drain)
+      h->ops->drain(h);
+  }
 }
 
 void gev__loop_stop(gev_loop *l)
@@ -387,6 +414,8 @@ static void run_pass(gev_loop *l)
   if (l->now_ms >=
       atomic_load_explicit(&l->next_deadline, memory_order_relaxed))
     run_timers(l);
+  if (woke && atomic_load(&l->async) && atomic_exchange(&l->async, false))
+    l->async_fn(l->async_arg);
   if (woke || l->local_tasks)
     run_tasks(l);
   run_due(l);

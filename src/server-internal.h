@@ -45,11 +45,22 @@ struct gev_server {
   /* Any thread. */
   atomic_int nconns; /* accepted and not yet closed */
   atomic_bool started;
+  atomic_bool shutdown;      /* gev_server_shutdown was called */
+  atomic_bool draining;      /* the acceptor began it: the last close ends it */
+  _Atomic uint64_t drain_ms; /* its deadline, from the call */
 
   /* Acceptor thread only. */
   gev__listener listener; /* io.fd < 0 with reuse_port over TCP */
   unsigned rr_next;
 };
+
+/* An accepted connection leaves the count (closed, or never started); the
+ * last one out during a graceful shutdown ends it. Any thread. */
+static inline void gev__server_uncount(gev_server *s)
+{
+  if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_load(&s->draining))
+    gev__loop_stop(s->acceptor);
+}
 
 /* Counts an accepted fd against max_connections and gives it to a loop
  * (hand-off through a task, or directly when already in the owner loop).

@@ -59,7 +59,7 @@ static bool admit(gev_server *s)
 static void uncount(gev_server *s, gev_loop *l)
 {
   atomic_fetch_sub(&l->nconns, 1);
-  atomic_fetch_sub(&s->nconns, 1);
+  gev__server_uncount(s);
 }
 
 /* In the connection's loop: it starts (on_connect) or, when the loop is
@@ -225,12 +225,16 @@ static int check_options(const gev_handler *h, const gev_options *opt)
   return 0;
 }
 
+static void begin_shutdown(void *arg);
+
 static int create_loops(gev_server *s)
 {
   int err = gev__loop_new(&s->acceptor, s, -1);
 
   if (err)
     return err;
+  s->acceptor->async_fn = begin_shutdown; /* gev_server_shutdown's wake-up */
+  s->acceptor->async_arg = s;
   s->workers = calloc((size_t)s->nloops, sizeof(*s->workers));
   if (!s->workers)
     return -ENOMEM;
@@ -312,6 +316,9 @@ int gev_server_new(gev_server **out, const gev_handler *h,
     s->opt.backlog = SOMAXCONN;
   atomic_init(&s->nconns, 0);
   atomic_init(&s->started, false);
+  atomic_init(&s->shutdown, false);
+  atomic_init(&s->draining, false);
+  atomic_init(&s->drain_ms, 0);
   s->listener.io.fd = s->listener.reserve_fd = -1;
   if ((err = gev__addr_parse(opt->address, &s->addr)) < 0 ||
       (err = create_loops(s)) < 0 || (err = open_listeners(s)) < 0) {
@@ -319,6 +326,60 @@ int gev_server_new(gev_server **out, const gev_handler *h,
     return err;
   }
   *out = s;
+  return 0;
+}
+
+/* ---- graceful shutdown ------------------------------------------------ */
+
+/* In a worker: its own listener (reuse_port) closes, its connections
+ * wind down. */
+static void drain_worker(void *arg)
+{
+  gev__worker *w = arg;
+
+  listener_close(&w->listener);
+  gev__loop_drain(w->loop);
+}
+
+static void drain_deadline(void *arg)
+{
+  gev_server *s = arg;
+
+  gev__loop_stop(s->acceptor); /* the workers close what is left */
+}
+
+/* In the acceptor, woken by gev_server_shutdown: refuse new connections,
+ * tell every worker, and end at the last close or at the deadline. */
+static void begin_shutdown(void *arg)
+{
+  gev_server *s = arg;
+  uint64_t ms = atomic_load(&s->drain_ms);
+
+  listener_close(&s->listener);
+  atomic_store(&s->draining, true);
+  for (int i = 0; i < s->nloops; i++)
+    if (gev_loop_post(s->workers[i].loop, drain_worker, &s->workers[i]) < 0)
+      gev__loop_stop(s->acceptor); /* a worker has stopped: stop it all */
+  if (!gev_loop_run_after(s->acceptor, ms, drain_deadline, s))
+    gev__loop_stop(s->acceptor); /* no timer: no deadline to wait for */
+  /* After `draining` is visible: a close that came before it found the
+   * flag unset, and this sees its count. */
+  if (atomic_load(&s->nconns) == 0)
+    gev__loop_stop(s->acceptor);
+}
+
+int gev_server_shutdown(gev_server *s, uint64_t timeout_ms)
+{
+  bool expected = false;
+  int saved = errno; /* may run in a signal handler */
+
+  if (!s)
+    return -EINVAL;
+  if (!atomic_compare_exchange_strong(&s->shutdown, &expected, true))
+    return -EALREADY;
+  atomic_store(&s->drain_ms, timeout_ms);
+  gev__loop_async(s->acceptor);
+  errno = saved;
   return 0;
 }
 

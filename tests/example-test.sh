@@ -90,6 +90,27 @@ echo)
   exec 3<&-
   "$client" -p "$port" -c 20 -P 4 -s 1000 -n 200 -d 30 >"$tmp/client" || fail "echo-client: $(cat "$tmp/client")"
   stop TERM
+  # Graceful shutdown: an idle connection is closed at once, long before
+  # the drain's 60 s bound, and the server exits 0.
+  start --drain-ms 60000
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  printf 'before\n' >&3; read_line 3; [ "$line" = before ] || fail "echoed '$line'"
+  t0=$SECONDS
+  stop TERM
+  [ $((SECONDS - t0)) -lt 5 ] || fail "an idle connection held the drain"
+  IFS= read -r -t 5 line <&3 && fail "read '$line' after the shutdown"
+  exec 3<&-
+  # A connection with output still queued (its peer does not read) keeps
+  # the drain going; a second signal stops at once.
+  start --drain-ms 60000
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  head -c 16000000 /dev/zero >&3 & wpid=$!
+  sleep 0.5
+  kill -TERM "$pid"; sleep 0.5
+  kill -0 "$pid" 2>/dev/null || fail "exited with output still queued"
+  stop TERM
+  kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null
+  exec 3<&-
   ;;
 push)
   start -i 50

@@ -1,6 +1,7 @@
 /* example.c - see example.h. */
 #include "example.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,11 +9,16 @@
 #include <string.h>
 
 static gev_server *running;
+static int drain_ms = 5000;
 
+/* The first SIGINT or SIGTERM shuts down gracefully (connections finish,
+ * bounded by --drain-ms); a second one, while that runs, stops at once.
+ * Both calls are async-signal-safe. */
 static void on_signal(int sig)
 {
   (void)sig;
-  gev_server_stop(running); /* async-signal-safe */
+  if (gev_server_shutdown(running, (uint64_t)drain_ms) == -EALREADY)
+    gev_server_stop(running);
 }
 
 static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
@@ -21,7 +27,7 @@ static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
 
   fprintf(f,
           "usage: %s [-p PORT] [-l LOOPS] [-a HOST] [--unix PATH] "
-          "[--reuse-port]",
+          "[--reuse-port] [--drain-ms N]",
           prog);
   for (int i = 0; i < nextra; i++)
     fprintf(f, " [-%c %s]", extra[i].key, extra[i].name);
@@ -29,7 +35,10 @@ static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
              "  -l, --loops N     worker loops, 0 = one per CPU (default 1)\n"
              "  -a, --address H   host to bind (default 127.0.0.1)\n"
              "      --unix PATH   listen on a unix socket instead\n"
-             "      --reuse-port  one SO_REUSEPORT listener per loop\n");
+             "      --reuse-port  one SO_REUSEPORT listener per loop\n"
+             "      --drain-ms N  on SIGINT/SIGTERM, let connections finish\n"
+             "                    for up to N ms (default 5000); a second\n"
+             "                    signal stops at once\n");
   for (int i = 0; i < nextra; i++)
     fprintf(f, "  -%c, --%-12s %s\n", extra[i].key, extra[i].name,
             extra[i].help);
@@ -57,10 +66,11 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
       {"address", required_argument, 0, 'a'},
       {"unix", required_argument, 0, 'U'},
       {"reuse-port", no_argument, 0, 'R'},
+      {"drain-ms", required_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},
   };
   char so[64] = "p:l:a:h";
-  int nlo = 6, c;
+  int nlo = 7, c;
 
   *a = (ex_args){.port = 0, .loops = 1, .host = "127.0.0.1"};
   for (int i = 0; i < nextra && nlo < 31; i++) {
@@ -78,6 +88,7 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
     case 'a': a->host = optarg; break;
     case 'U': a->unix_path = optarg; break;
     case 'R': a->reuse_port = true; break;
+    case 'D': drain_ms = ex_int("--drain-ms", optarg); break;
     case 'h': usage(argv[0], extra, nextra, 0); break;
     default: {
       int i;

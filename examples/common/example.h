@@ -2,8 +2,9 @@
  *
  * Every example takes -p/--port N (0 picks a free port), -l/--loops N,
  * -a/--address HOST (default 127.0.0.1), -u... per example, and prints one
- * line "listening on HOST:PORT" once it accepts connections. SIGINT and
- * SIGTERM stop it cleanly (gev_server_stop from the signal handler). */
+ * line "listening on HOST:PORT" once it accepts connections. SIGINT or
+ * SIGTERM shuts it down gracefully (gev_server_shutdown, bounded by
+ * --drain-ms N, default 5000); a second signal stops it at once. */
 #ifndef GEV_EXAMPLE_H
 #define GEV_EXAMPLE_H
 
@@ -33,8 +34,8 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
  * static, valid until the next call). */
 void ex_apply(const ex_args *a, gev_options *opt);
 
-/* Creates the server, prints "listening on HOST:PORT", runs until SIGINT or
- * SIGTERM, frees it. If ready is not NULL it is called with the server
+/* Creates the server, prints "listening on HOST:PORT", runs until a
+ * SIGINT or SIGTERM shutdown has finished, frees it. If ready is not NULL it is called with the server
  * before it starts (to add timers). Returns the process exit status. */
 int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
            void (*ready)(gev_server *s));

@@ -68,6 +68,14 @@ typedef struct gev_handler {
    *  deliver the upstream's answer. When NULL (the default), the peer's
    *  EOF closes the connection once its output has drained. */
   void (*on_peer_eof)(gev_conn *c);
+  /** Optional. The server shuts down (gev_server_shutdown): runs once per
+   *  accepted connection, in its loop, also for one that arrives during
+   *  the shutdown. The handler finishes what it is doing and ends the
+   *  connection (gev_conn_close, or gev_conn_close_lingering after a last
+   *  reply); the shutdown's deadline closes it otherwise. When NULL, the
+   *  connection is closed as gev_conn_close does as soon as it has no
+   *  unsent output, no unconsumed input and no send on its way. */
+  void (*on_shutdown)(gev_conn *c);
 } gev_handler;
 
 /**

@@ -75,6 +75,26 @@ GEV_EXPORT int gev_server_start(gev_server *s);
 GEV_EXPORT void gev_server_stop(gev_server *s);
 
 /**
+ * Shut down gracefully: the listeners close at once (new connections are
+ * refused); every open connection gets on_shutdown(c) once, in its loop,
+ * if the handler has one; without it, a connection is closed as
+ * gev_conn_close does as soon as it has no unsent output, no unconsumed
+ * input and no send on its way. Nothing a handler appended to `out` or
+ * gev_conn_send accepted is lost unless the deadline passes: connections
+ * still open @p timeout_ms after the call are closed at once (their
+ * output dropped). gev_server_start returns, as after gev_server_stop, as
+ * soon as the last connection has closed, at the latest at the deadline.
+ * Outgoing connections on the server's loops are not waited for: they
+ * close when the loops stop. gev_server_stop during a shutdown stops at
+ * once. Async-signal-safe (an atomic exchange and an eventfd write): any
+ * thread, also a signal handler; before gev_server_start it takes effect
+ * when the server starts.
+ * @return 0; -EINVAL for NULL; -EALREADY when a shutdown is under way (or
+ *         was).
+ */
+GEV_EXPORT int gev_server_shutdown(gev_server *s, uint64_t timeout_ms);
+
+/**
  * Release everything: listeners, loops, queued tasks (freed unrun) and
  * timers. Call it after gev_server_start has returned, or instead of it.
  * NULL is accepted.
