@@ -15,5 +15,6 @@
 #include <gev/server.h>
 #include <gev/conn.h>
 #include <gev/client.h>
+#include <gev/version.h>
 
 #endif /* GEV_GEV_H */
