@@ -45,12 +45,13 @@ typedef struct gev_connect_options {
  * l, if any; outgoing connections never count against max_connections.
  * Any thread. The address is resolved in the calling thread.
  *
+ * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
  *         (unless NULL), provided the loop runs (a loop freed without ever
  *         running drops the request). -EINVAL for NULL arguments or a malformed
- * address, -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
+ *         address, -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
@@ -93,11 +94,12 @@ typedef struct gev_client_options {
  * @param out receives the client, owned by the caller until gev_client_free;
  *            stored before any of its callbacks can run (they may read it),
  *            NULL on error.
+ * @param l the loop the client and its connections live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0; -EINVAL for NULL arguments, a malformed address,
  *         retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
- * -ESHUTDOWN when l has stopped; -ENOMEM.
+ *         -ESHUTDOWN when l has stopped; -ENOMEM.
  */
 GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,
                               const gev_handler *h,
@@ -113,14 +115,23 @@ GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,
  * already due may still run until the loop takes the request in, so keep
  * what they use alive until on_close (or until the loop has stopped). The
  * memory is released once the loop is done with it. NULL is ignored.
+ * @param cl the client; NULL is ignored
  */
 GEV_EXPORT void gev_client_free(gev_client *cl);
 
-/** The client's open connection, or NULL while it is connecting or waiting
- *  to retry. Only in the loop's thread. */
+/**
+ * The client's open connection. Only in the loop's thread.
+ * @param cl the client
+ * @return the connection, or NULL while it is connecting or waiting to
+ *         retry.
+ */
 GEV_EXPORT gev_conn *gev_client_conn(const gev_client *cl);
 
-/** The loop @p cl runs on. Any thread. */
+/**
+ * The loop @p cl runs on. Any thread.
+ * @param cl the client
+ * @return the loop given to gev_client_new.
+ */
 GEV_EXPORT gev_loop *gev_client_loop(const gev_client *cl);
 
 #ifdef __cplusplus

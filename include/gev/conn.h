@@ -46,7 +46,7 @@ extern "C" {
 typedef struct gev_handler {
   /** The connection is open. gev_conn_send and gev_conn_close work here. */
   void (*on_connect)(gev_conn *c);
-  /* Consume what you parsed from `in`; append replies to `out`. The
+  /** Consume what you parsed from `in`; append replies to `out`. The
    * library sends `out` when the callback returns: that is how a
    * handler returns its replies. Bytes left in `in` are kept and shown
    * again, after more arrive or when output has drained. `out` refuses
@@ -86,6 +86,9 @@ typedef struct gev_handler {
  * nothing is queued ahead of them; what the kernel does not take waits.
  * From another thread they travel in a task and count against max_buffer
  * at once. Any thread.
+ * @param c the connection
+ * @param p the bytes to send
+ * @param n how many bytes (0 is allowed)
  * @return 0; -ENOTCONN once the connection is closing or closed; -ENOBUFS
  *         when the output would exceed max_buffer (nothing is queued);
  *         -EINVAL for NULL c or NULL p with n > 0; -ENOMEM.
@@ -98,6 +101,7 @@ GEV_EXPORT int gev_conn_send(gev_conn *c, const void *p, size_t n);
  * before); on_close follows. Input that arrives meanwhile is discarded.
  * The flush waits as long as the peer does not read: combine with
  * idle_timeout_ms to bound it. Any thread.
+ * @param c the connection
  * @return 0; -ENOTCONN when already closing or closed; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_conn_close(gev_conn *c);
@@ -108,6 +112,7 @@ GEV_EXPORT int gev_conn_close(gev_conn *c);
  * later on_message appends to `out` is discarded (it could not be sent
  * after the FIN); the replies of the on_message that calls this are still
  * sent. Any thread.
+ * @param c the connection
  * @return 0; -ENOTCONN when closing, closed or already shut down; -EINVAL.
  */
 GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
@@ -124,28 +129,43 @@ GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
  * fail with -ENOTCONN, as after gev_conn_shutdown_write. At the deadline
  * the connection closes at once, whatever is still unsent. Any thread; from
  * another thread it takes effect in the connection's loop shortly after.
+ * @param c the connection
+ * @param timeout_ms how long to linger at most, in milliseconds; 0 for 5000
  * @return 0; -ENOTCONN when closing, closed or already lingering; -EINVAL
  *         for NULL; -ENOMEM.
  */
 GEV_EXPORT int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms);
 
-/** Take a reference that keeps @p c's memory valid after on_close. Any
- *  thread, while the caller holds c validly (see the head of this file). */
+/**
+ * Take a reference that keeps @p c's memory valid after on_close. Any
+ * thread, while the caller holds c validly (see the head of this file).
+ * @param c the connection
+ */
 GEV_EXPORT void gev_conn_ref(gev_conn *c);
 
-/** Drop a reference taken with gev_conn_ref; the last one frees @p c (and
- *  calls the context's free function, if set). Any thread, also after
- *  gev_server_free or gev_loop_free. */
+/**
+ * Drop a reference taken with gev_conn_ref; the last one frees @p c (and
+ * calls the context's free function, if set). Any thread, also after
+ * gev_server_free or gev_loop_free.
+ * @param c the connection
+ */
 GEV_EXPORT void gev_conn_unref(gev_conn *c);
 
-/** @return true until the connection starts closing (gev_conn_close,
- *  gev_conn_close_lingering, an error; a half-closed connection still
- *  counts as connected). Any thread. */
+/**
+ * @param c the connection
+ * @return true until the connection starts closing (gev_conn_close,
+ *         gev_conn_close_lingering, an error; a half-closed connection still
+ *         counts as connected). Any thread.
+ */
 GEV_EXPORT bool gev_conn_connected(const gev_conn *c);
 
-/** Attach a user pointer (NULL initially). The library never touches it,
- *  except to pass it to the function set with gev_conn_set_context_free.
- *  Owning loop's thread (or before other threads can see c). */
+/**
+ * Attach a user pointer (NULL initially). The library never touches it,
+ * except to pass it to the function set with gev_conn_set_context_free.
+ * Owning loop's thread (or before other threads can see c).
+ * @param c the connection
+ * @param ctx the user pointer (NULL clears it)
+ */
 GEV_EXPORT void gev_conn_set_context(gev_conn *c, void *ctx);
 
 /**
@@ -153,6 +173,9 @@ GEV_EXPORT void gev_conn_set_context(gev_conn *c, void *ctx);
  * @p c goes: after on_close, in whichever thread drops that reference
  * (the loop's, or one that called gev_conn_unref). NULL (the default)
  * calls nothing. Owning loop's thread.
+ * @param c the connection
+ * @param free_fn called with the context when the last reference goes;
+ *                NULL for none
  */
 GEV_EXPORT void gev_conn_set_context_free(gev_conn *c,
                                           void (*free_fn)(void *ctx));
@@ -164,41 +187,70 @@ GEV_EXPORT void gev_conn_set_context_free(gev_conn *c,
  * the current dispatch pass; on_close goes to h. How an HTTP handler hands
  * an upgraded connection to a WebSocket one. Owning loop's thread, inside
  * one of c's callbacks.
+ * @param c the connection
+ * @param h the new handler, copied
  * @return 0; -EINVAL for NULL or another thread; -ENOTCONN once closed;
  *         -ENOMEM.
  */
 GEV_EXPORT int gev_conn_set_handler(gev_conn *c, const gev_handler *h);
 
-/** @return the user pointer set with gev_conn_set_context. */
+/**
+ * @param c the connection
+ * @return the user pointer set with gev_conn_set_context.
+ */
 GEV_EXPORT void *gev_conn_context(const gev_conn *c);
 
-/** @return "ip:port", "[v6]:port" or the unix peer path ("" for an
- *          unnamed unix peer); valid as long as @p c. */
+/**
+ * @param c the connection
+ * @return "ip:port", "[v6]:port" or the unix peer path ("" for an
+ *         unnamed unix peer); valid as long as @p c.
+ */
 GEV_EXPORT const char *gev_conn_peer_addr(const gev_conn *c);
 
-/** @return the local address, formatted like gev_conn_peer_addr ("" when
- *          it cannot be read, e.g. after close before anyone asked); valid
- *          as long as @p c. Any thread. */
+/**
+ * @param c the connection
+ * @return the local address, formatted like gev_conn_peer_addr ("" when
+ *         it cannot be read, e.g. after close before anyone asked); valid
+ *         as long as @p c. Any thread.
+ */
 GEV_EXPORT const char *gev_conn_local_addr(const gev_conn *c);
 
-/** @return the index of the server's listener that accepted @p c (0 for a
- *          server with one address); -1 for an outgoing connection or NULL.
- *          Any thread. */
+/**
+ * @param c the connection
+ * @return the index of the server's listener that accepted @p c (0 for a
+ *         server with one address); -1 for an outgoing connection or NULL.
+ *         Any thread.
+ */
 GEV_EXPORT int gev_conn_listener(const gev_conn *c);
 
-/** @return the socket fd while open, -1 after on_close. Do not close it. */
+/**
+ * @param c the connection
+ * @return the socket fd while open, -1 after on_close. Do not close it.
+ */
 GEV_EXPORT int gev_conn_fd(const gev_conn *c);
 
-/** @return the owning worker loop. */
+/**
+ * @param c the connection
+ * @return the owning worker loop.
+ */
 GEV_EXPORT gev_loop *gev_conn_loop(gev_conn *c);
 
-/** @return the server the connection belongs to. */
+/**
+ * @param c the connection
+ * @return the server the connection belongs to.
+ */
 GEV_EXPORT gev_server *gev_conn_server(gev_conn *c);
 
-/** @return bytes received and not consumed yet. Owning loop's thread. */
+/**
+ * @param c the connection
+ * @return bytes received and not consumed yet. Owning loop's thread.
+ */
 GEV_EXPORT size_t gev_conn_read_buffer_len(const gev_conn *c);
 
-/** @return bytes queued for sending. Owning loop's thread. */
+/**
+ * @param c the connection
+ * @return bytes queued for sending. Owning loop's thread.
+ */
 GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
 
 /* ---- flow control, for handlers that stream (proxies, relays) ---------- */
@@ -208,6 +260,7 @@ GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
  * gev_conn_resume_read. Output is still written, and a peer reset is still
  * noticed. Any thread (from another thread it takes effect in the loop
  * shortly after).
+ * @param c the connection
  * @return 0; -ENOTCONN once closed; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_conn_pause_read(gev_conn *c);
@@ -215,6 +268,7 @@ GEV_EXPORT int gev_conn_pause_read(gev_conn *c);
 /**
  * Read again after gev_conn_pause_read. Input held back meanwhile is shown
  * to on_message again after the current dispatch pass. Any thread.
+ * @param c the connection
  * @return 0; -ENOTCONN once closed; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_conn_resume_read(gev_conn *c);
@@ -230,6 +284,10 @@ GEV_EXPORT int gev_conn_resume_read(gev_conn *c);
  * Typical use: pause reading the connection that feeds @p c while c's output
  * is high, and resume it from fn (backpressure across two connections).
  * Owning loop's thread only.
+ * @param c the connection
+ * @param low_water the output level, in bytes, to be told about
+ * @param fn called once with (c, arg) in the owning loop's thread; NULL cancels
+ * @param arg passed to @p fn
  * @return 0; -EINVAL for NULL c or another thread; -ENOTCONN once closed.
  */
 GEV_EXPORT int gev_conn_notify_drain(gev_conn *c, size_t low_water,

@@ -30,35 +30,57 @@ typedef struct ringbuffer ringbuffer;
 /**
  * Create a buffer with a capacity of at least @p initial_capacity bytes.
  * A capacity of 0 allocates no storage until the first write.
+ * @param initial_capacity the capacity to start with, in bytes; 0
+ *                         allocates nothing yet
  * @return the buffer, owned by the caller (free it with ringbuffer_free),
  *         or NULL when memory is exhausted.
  */
 GEV_EXPORT ringbuffer *ringbuffer_new(size_t initial_capacity);
 
-/** Free @p rb and its storage. NULL is accepted and ignored. */
+/**
+ * Free @p rb and its storage. NULL is accepted and ignored.
+ * @param rb the buffer; NULL is accepted
+ */
 GEV_EXPORT void ringbuffer_free(ringbuffer *rb);
 
-/** @return the number of bytes stored. */
+/**
+ * @param rb the ring buffer
+ * @return the number of bytes stored.
+ */
 GEV_EXPORT size_t ringbuffer_len(const ringbuffer *rb);
 
-/** @return the current capacity in bytes (0 while no storage is allocated). */
+/**
+ * @param rb the ring buffer
+ * @return the current capacity in bytes (0 while no storage is allocated).
+ */
 GEV_EXPORT size_t ringbuffer_cap(const ringbuffer *rb);
 
-/** @return true when no byte is stored. */
+/**
+ * @param rb the ring buffer
+ * @return true when no byte is stored.
+ */
 GEV_EXPORT bool ringbuffer_empty(const ringbuffer *rb);
 
 /**
  * Cap the capacity at @p max_cap bytes (0 removes the cap). Growth stops at
  * the cap even when it is not a power of two. A cap below the current length
  * does not drop bytes: it only makes every further write fail.
+ * @param rb the ring buffer
+ * @param max_cap the largest capacity allowed, in bytes; 0 for none
  */
 GEV_EXPORT void ringbuffer_set_limit(ringbuffer *rb, size_t max_cap);
 
-/** @return the limit set by ringbuffer_set_limit, 0 when there is none. */
+/**
+ * @param rb the ring buffer
+ * @return the limit set by ringbuffer_set_limit, 0 when there is none.
+ */
 GEV_EXPORT size_t ringbuffer_limit(const ringbuffer *rb);
 
 /**
  * Append @p n bytes from @p p, all or nothing.
+ * @param rb the ring buffer
+ * @param p the bytes to append
+ * @param n how many bytes to append
  * @return 0 on success; -ENOBUFS when len + n would exceed the limit or
  *         SSIZE_MAX; -ENOMEM when growing failed. On error nothing changes.
  */
@@ -66,6 +88,9 @@ GEV_EXPORT int ringbuffer_write(ringbuffer *rb, const void *p, size_t n);
 
 /**
  * Copy up to @p n bytes into @p dst and consume them.
+ * @param rb the ring buffer
+ * @param dst where the bytes are copied to
+ * @param n the most bytes to copy
  * @return the number of bytes copied (less than n when fewer are stored).
  */
 GEV_EXPORT size_t ringbuffer_read(ringbuffer *rb, void *dst, size_t n);
@@ -75,15 +100,25 @@ GEV_EXPORT size_t ringbuffer_read(ringbuffer *rb, void *dst, size_t n);
  * consuming them. seg[1].iov_len is 0 when one segment suffices; unused
  * segments are zeroed. The pointers stay valid until the next call that
  * writes, grows, linearizes or shrinks the buffer.
+ * @param rb the ring buffer
+ * @param n the most bytes to describe
+ * @param seg receives the segments
  * @return the number of bytes described (min(n, len)).
  */
 GEV_EXPORT size_t ringbuffer_peek(const ringbuffer *rb, size_t n,
                                   struct iovec seg[2]);
 
-/** Consume @p n bytes without copying them. n larger than len consumes all. */
+/**
+ * Consume @p n bytes without copying them. n larger than len consumes all.
+ * @param rb the ring buffer
+ * @param n how many bytes to consume
+ */
 GEV_EXPORT void ringbuffer_retrieve(ringbuffer *rb, size_t n);
 
-/** Consume every stored byte. The storage is kept. */
+/**
+ * Consume every stored byte. The storage is kept.
+ * @param rb the ring buffer
+ */
 GEV_EXPORT void ringbuffer_retrieve_all(ringbuffer *rb);
 
 /**
@@ -91,6 +126,8 @@ GEV_EXPORT void ringbuffer_retrieve_all(ringbuffer *rb);
  * place (no allocation), and return a pointer to them inside the buffer.
  * The pointer is valid until the next call that writes, grows, linearizes
  * or shrinks the buffer.
+ * @param rb the ring buffer
+ * @param n how many bytes to make contiguous
  * @return the pointer; NULL when n > len or when n is 0 and nothing is
  *         allocated.
  */
@@ -99,6 +136,9 @@ GEV_EXPORT void *ringbuffer_linearize(ringbuffer *rb, size_t n);
 /**
  * Find the first occurrence of the @p m bytes at @p needle in the stored
  * bytes, including occurrences split by the wrap.
+ * @param rb the ring buffer
+ * @param needle the bytes to look for
+ * @param m the length of @p needle
  * @return the offset from the first stored byte, or -1 when absent (also
  *         when m is 0).
  */
@@ -114,6 +154,9 @@ GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
  * while storing the spilled bytes can lose them; the stream is then broken and
  * should be closed. Not a pthread cancellation point (the system call is made
  * directly).
+ * @param rb the ring buffer
+ * @param fd the descriptor to read from
+ * @param saved_errno receives errno on error; may be NULL
  * @return the bytes read; 0 at end of file; -1 on error with *saved_errno
  *         set (ENOBUFS when the buffer is at its limit, EAGAIN, ENOMEM...).
  *         saved_errno may be NULL.
@@ -127,6 +170,9 @@ GEV_EXPORT ssize_t ringbuffer_read_fd(ringbuffer *rb, int fd, int *saved_errno);
  * closed peer gives EPIPE and never raises SIGPIPE; on other descriptors it
  * uses writev, which still raises SIGPIPE on a pipe without a reader.
  * Not a pthread cancellation point on sockets.
+ * @param rb the ring buffer
+ * @param fd the descriptor to write to
+ * @param saved_errno receives errno on error; may be NULL
  * @return the bytes written; 0 when nothing is stored; -1 on error with
  *         *saved_errno set. saved_errno may be NULL.
  */
@@ -143,6 +189,9 @@ GEV_EXPORT ssize_t ringbuffer_write_fd(ringbuffer *rb, int fd,
  * An echo or a relay passes what it read on this way for the cost of a few
  * stores. Pointers from peek or linearize into either buffer are invalid
  * afterwards.
+ * @param dst the buffer the bytes are appended to
+ * @param src the buffer the bytes are taken from
+ * @param n the most bytes to move
  * @return the bytes moved; -ENOBUFS when they would take @p dst past its
  *         limit or SSIZE_MAX; -ENOMEM when growing @p dst failed; -EINVAL
  *         when @p dst and @p src are the same buffer. On error nothing
@@ -153,6 +202,8 @@ GEV_EXPORT ssize_t ringbuffer_move(ringbuffer *dst, ringbuffer *src, size_t n);
 /**
  * Extension: release the storage when the buffer is empty and its capacity
  * exceeds @p keep bytes, so an idle owner holds no large allocation.
+ * @param rb the ring buffer
+ * @param keep the capacity, in bytes, to keep
  * @return the capacity afterwards.
  */
 GEV_EXPORT size_t ringbuffer_shrink(ringbuffer *rb, size_t keep);

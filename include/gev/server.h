@@ -62,6 +62,7 @@ GEV_EXPORT int gev_server_new(gev_server **out, const gev_handler *h,
  * Start the worker threads and run the acceptor loop in the calling thread
  * until gev_server_stop. Returns only after every connection got on_close
  * and every worker thread has been joined.
+ * @param s the server
  * @return 0; -EALREADY when the server was started before; -EINVAL for
  *         NULL; or the errno of pthread_create (nothing is left running).
  */
@@ -71,6 +72,7 @@ GEV_EXPORT int gev_server_start(gev_server *s);
  * Ask the server to stop. Async-signal-safe (an atomic store and an eventfd
  * write): callable from any thread and from a signal handler, also before
  * gev_server_start (which then returns at once) and after it returned.
+ * @param s the server
  */
 GEV_EXPORT void gev_server_stop(gev_server *s);
 
@@ -89,6 +91,8 @@ GEV_EXPORT void gev_server_stop(gev_server *s);
  * once. Async-signal-safe (an atomic exchange and an eventfd write): any
  * thread, also a signal handler; before gev_server_start it takes effect
  * when the server starts.
+ * @param s the server
+ * @param timeout_ms how long connections may take to finish, in milliseconds
  * @return 0; -EINVAL for NULL; -EALREADY when a shutdown is under way (or
  *         was).
  */
@@ -98,44 +102,83 @@ GEV_EXPORT int gev_server_shutdown(gev_server *s, uint64_t timeout_ms);
  * Release everything: listeners, loops, queued tasks (freed unrun) and
  * timers. Call it after gev_server_start has returned, or instead of it.
  * NULL is accepted.
+ * @param s the server; NULL is accepted
  */
 GEV_EXPORT void gev_server_free(gev_server *s);
 
-/** @return the bound TCP port (useful with port 0), or 0 for unix sockets. */
+/**
+ * @param s the server
+ * @return the bound TCP port (useful with port 0), or 0 for unix sockets.
+ */
 GEV_EXPORT int gev_server_port(const gev_server *s);
 
-/** @return the user_data given in the options. */
+/**
+ * @param s the server
+ * @return the user_data given in the options.
+ */
 GEV_EXPORT void *gev_server_user_data(const gev_server *s);
 
-/** @return the acceptor loop, valid until gev_server_free. */
+/**
+ * @param s the server
+ * @return the acceptor loop, valid until gev_server_free.
+ */
 GEV_EXPORT gev_loop *gev_server_loop(gev_server *s);
 
-/** @return the number of worker loops. */
+/**
+ * @param s the server
+ * @return the number of worker loops.
+ */
 GEV_EXPORT int gev_server_num_loops(const gev_server *s);
 
 /**
+ * @param s the server
+ * @param i the worker index, 0 <= i < gev_server_num_loops
  * @return worker loop @p i (0 <= i < gev_server_num_loops), valid until
  *         gev_server_free; NULL when i is out of range.
  */
 GEV_EXPORT gev_loop *gev_server_worker_loop(gev_server *s, int i);
 
-/** @return the number of accepted connections not yet closed: those past
- *          on_connect whose on_close has not started, plus those accepted
- *          and on their way to a worker loop (the same count max_connections
- *          applies to). A connection leaves the count just before its
- *          on_close runs, so on_close (and anything that happens after it)
- *          never sees it counted. Outgoing connections are not counted. Any
- *          thread; a snapshot. */
+/**
+ * @param s the server
+ * @return the number of accepted connections not yet closed: those past
+ *         on_connect whose on_close has not started, plus those accepted
+ *         and on their way to a worker loop (the same count max_connections
+ *         applies to). A connection leaves the count just before its
+ *         on_close runs, so on_close (and anything that happens after it)
+ *         never sees it counted. Outgoing connections are not counted. Any
+ *         thread; a snapshot.
+ */
 GEV_EXPORT int gev_server_conn_count(const gev_server *s);
 
-/** gev_loop_run_after on the acceptor loop. */
+/**
+ * gev_loop_run_after on the acceptor loop.
+ * @param s the server
+ * @param delay_ms the delay in milliseconds
+ * @param fn the callback; it runs in the acceptor loop's thread
+ * @param arg passed to @p fn
+ * @return the timer id, or 0 on failure (fn never runs).
+ */
 GEV_EXPORT gev_timer_id gev_server_run_after(gev_server *s, uint64_t delay_ms,
                                              gev_task_fn fn, void *arg);
-/** gev_loop_run_every on the acceptor loop. */
+/**
+ * gev_loop_run_every on the acceptor loop.
+ * @param s the server
+ * @param interval_ms the period in milliseconds
+ * @param fn the callback; it runs in the acceptor loop's thread
+ * @param arg passed to @p fn
+ * @return the timer id, or 0 on failure (fn never runs).
+ */
 GEV_EXPORT gev_timer_id gev_server_run_every(gev_server *s,
                                              uint64_t interval_ms,
                                              gev_task_fn fn, void *arg);
-/** gev_loop_cancel on the acceptor loop. */
+/**
+ * gev_loop_cancel on the acceptor loop.
+ * @param s the server
+ * @param id a timer id returned by gev_server_run_after or
+ *           gev_server_run_every
+ * @return 0; -ENOENT when the id is unknown, already fired or cancelled;
+ *         -EINVAL when s is NULL.
+ */
 GEV_EXPORT int gev_server_cancel(gev_server *s, gev_timer_id id);
 
 #ifdef __cplusplus

@@ -34,9 +34,11 @@
 extern "C" {
 #endif
 
-/** Read needs the socket writable first; write needs it readable first.
- *  Outside the errno range, so they never collide with a real error. */
+/** A write (or shutdown) needs the socket readable first. Outside the
+ *  errno range, so it never collides with a real error. */
 #define GEV_TRANSPORT_WANT_READ (-5001)
+/** A read (or shutdown) needs the socket writable first (a TLS handshake
+ *  or key update that must send). Outside the errno range. */
 #define GEV_TRANSPORT_WANT_WRITE (-5002)
 
 /** The operations of a transport. Every member but open and close must be
@@ -76,20 +78,27 @@ typedef struct gev_transport {
   int (*handshake)(void *state, int fd);
 } gev_transport;
 
-/** @return the transport @p c uses (gev_transport_plain() by default);
- *  NULL for NULL. Any thread. */
+/**
+ * @param c the connection
+ * @return the transport @p c uses (gev_transport_plain() by default);
+ *         NULL for NULL. Any thread.
+ */
 GEV_EXPORT const gev_transport *gev_conn_transport(const gev_conn *c);
 
-/** @return the state the transport's open() stored for @p c (NULL for the
- *  plaintext transport), for a transport's own accessors (the TLS version
- *  of a connection, say). Owning loop's thread; valid until on_close
- *  returns (or, for a connection closed in its handshake, until the
- *  transport's close()). */
+/**
+ * @param c the connection
+ * @return the state the transport's open() stored for @p c (NULL for the
+ *         plaintext transport), for a transport's own accessors (the TLS
+ *         version of a connection, say). Owning loop's thread; valid until
+ *         on_close returns (or, for a connection closed in its handshake,
+ *         until the transport's close()).
+ */
 GEV_EXPORT void *gev_conn_transport_state(const gev_conn *c);
 
 /** The plaintext transport every connection uses by default: the socket's
  *  own read, sendmsg and shutdown. Useful to wrap (a test transport, a
- *  byte counter) by calling its members from your own. */
+ *  byte counter) by calling its members from your own.
+ *  @return the table, static and valid for the life of the process. */
 GEV_EXPORT const gev_transport *gev_transport_plain(void);
 
 #ifdef __cplusplus

@@ -28,7 +28,7 @@ extern "C" {
 #define GEV_VERSION_STRING "0.2.0"
 /** The version as one number, (MAJOR << 16) | (MINOR << 8) | PATCH, so
  *  versions compare with < and >. */
-#define GEV_VERSION                                                           \
+#define GEV_VERSION                                                            \
   ((GEV_VERSION_MAJOR << 16) | (GEV_VERSION_MINOR << 8) | GEV_VERSION_PATCH)
 
 /**
