@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef GEV_EXAMPLE_TLS
+#include <gev/tls.h>
+#endif
+
 static gev_server *running;
 static int drain_ms = 5000;
 
@@ -39,6 +43,10 @@ static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
              "      --drain-ms N  on SIGINT/SIGTERM, let connections finish\n"
              "                    for up to N ms (default 5000); a second\n"
              "                    signal stops at once\n");
+#ifdef GEV_EXAMPLE_TLS
+  fprintf(f, "      --tls-cert F  serve TLS with this PEM certificate chain\n"
+             "      --tls-key F   and this PEM private key (default: in F)\n");
+#endif
   for (int i = 0; i < nextra; i++)
     fprintf(f, "  -%c, --%-12s %s\n", extra[i].key, extra[i].name,
             extra[i].help);
@@ -68,10 +76,17 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
       {"reuse-port", no_argument, 0, 'R'},
       {"drain-ms", required_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},
+#ifdef GEV_EXAMPLE_TLS
+      {"tls-cert", required_argument, 0, 'T'},
+      {"tls-key", required_argument, 0, 'K'},
+#endif
   };
   char so[64] = "p:l:a:h";
   int nlo = 7, c;
 
+#ifdef GEV_EXAMPLE_TLS
+  nlo += 2;
+#endif
   *a = (ex_args){.port = 0, .loops = 1, .host = "127.0.0.1"};
   for (int i = 0; i < nextra && nlo < 31; i++) {
     lo[nlo++] =
@@ -89,6 +104,10 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
     case 'U': a->unix_path = optarg; break;
     case 'R': a->reuse_port = true; break;
     case 'D': drain_ms = ex_int("--drain-ms", optarg); break;
+#ifdef GEV_EXAMPLE_TLS
+    case 'T': a->tls_cert = optarg; break;
+    case 'K': a->tls_key = optarg; break;
+#endif
     case 'h': usage(argv[0], extra, nextra, 0); break;
     default: {
       int i;
@@ -100,9 +119,28 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
     }
     }
   }
-  if (optind != argc || a->port > 65535)
+  if (optind != argc || a->port > 65535 || (a->tls_key && !a->tls_cert))
     usage(argv[0], extra, nextra, 2);
 }
+
+#ifdef GEV_EXAMPLE_TLS
+/* --tls-cert: every connection of the server is TLS. NULL without it;
+ * exits 1 when the certificate or key cannot be used. */
+static gev_tls_ctx *tls_setup(const ex_args *a, gev_options *opt)
+{
+  gev_tls_options to = {.cert_file = a->tls_cert, .key_file = a->tls_key};
+  gev_tls_ctx *tls;
+
+  if (!a->tls_cert)
+    return NULL;
+  if (gev_tls_ctx_new(&tls, &to) < 0) {
+    fprintf(stderr, "tls: %s\n", gev_tls_error());
+    exit(1);
+  }
+  gev_tls_server_options(opt, tls);
+  return tls;
+}
+#endif
 
 void ex_apply(const ex_args *a, gev_options *opt)
 {
@@ -126,9 +164,18 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   gev_server *s;
   int err;
 
+#ifdef GEV_EXAMPLE_TLS
+  gev_tls_ctx *tls = tls_setup(a, opt);
+#endif
+
   if (!opt->address)
     ex_apply(a, opt);
-  if ((err = gev_server_new(&s, h, opt)) < 0) {
+  err = gev_server_new(&s, h, opt);
+#ifdef GEV_EXAMPLE_TLS
+  if (err < 0)
+    gev_tls_ctx_unref(tls);
+#endif
+  if (err < 0) {
     fprintf(stderr, "cannot listen on %s: %s\n", opt->address,
             gev_strerror(err));
     return 1;
@@ -148,6 +195,9 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   fflush(stdout);
   err = gev_server_start(s);
   gev_server_free(s);
+#ifdef GEV_EXAMPLE_TLS
+  gev_tls_ctx_unref(tls); /* after the server: no connection uses it now */
+#endif
   if (err < 0) {
     fprintf(stderr, "server failed: %s\n", gev_strerror(err));
     return 1;

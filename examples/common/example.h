@@ -24,6 +24,10 @@ typedef struct ex_args {
   const char *host;
   const char *unix_path;
   bool reuse_port;
+  /* --tls-cert FILE / --tls-key FILE (examples built with libgev-tls,
+   * GEV_EXAMPLE_TLS): serve TLS on the same port. */
+  const char *tls_cert;
+  const char *tls_key;
 } ex_args;
 
 /* Parses argv; prints usage and exits 2 on bad input, 0 on --help. */

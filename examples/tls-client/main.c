@@ -1,0 +1,158 @@
+/* tls-client - connect to HOST:PORT over TLS, verify the server, send
+ * stdin and print what comes back on stdout (with the echo example: an
+ * echo). One line about the session goes to stderr.
+ *
+ *     tls-client --ca ca.pem localhost:7000 < file
+ *
+ * The certificate must chain to --ca (or the system store) and carry the
+ * host name (or --name NAME). At the end of stdin the client half-closes
+ * (close_notify and FIN) and keeps printing until the server closes.
+ *
+ * The connection lives on a standalone loop in the main thread; stdin is
+ * read by a second thread that hands each chunk over with gev_conn_send,
+ * which is safe from any thread and holds the chunk against max_buffer
+ * (on -ENOBUFS the reader waits a little: that is the backpressure). */
+#include <gev/gev.h>
+#include <gev/tls.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static gev_loop *loop;
+static int status = 1; /* 0 once connected and closed */
+
+static void *pump_stdin(void *arg)
+{
+  gev_conn *c = arg; /* our reference, taken in on_connect */
+  char buf[16384];
+  ssize_t n;
+
+  while ((n = read(0, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+    int r;
+    while (n > 0 && (r = gev_conn_send(c, buf, (size_t)n)) == -ENOBUFS)
+      nanosleep(&(struct timespec){0, 1000000}, NULL); /* output is full */
+    if (n > 0 && r < 0)
+      break; /* closed meanwhile */
+  }
+  gev_conn_shutdown_write(c);
+  gev_conn_unref(c);
+  return NULL;
+}
+
+static void on_connect(gev_conn *c)
+{
+  char subject[256] = "";
+  const char *alpn = gev_tls_alpn(c);
+  pthread_t t;
+
+  gev_tls_peer_subject(c, subject, sizeof(subject));
+  fprintf(stderr, "connected: %s %s alpn=%s%s peer=%s\n", gev_tls_version(c),
+          gev_tls_cipher(c), alpn ? alpn : "-",
+          gev_tls_session_reused(c) ? " resumed" : "", subject);
+  gev_conn_ref(c);
+  if (pthread_create(&t, NULL, pump_stdin, c) != 0) {
+    gev_conn_unref(c);
+    gev_conn_close(c);
+    return;
+  }
+  pthread_detach(t); /* it may block in read() after we are done */
+}
+
+static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  struct iovec seg[2];
+  size_t n = ringbuffer_peek(in, ringbuffer_len(in), seg);
+
+  (void)c;
+  (void)out;
+  fwrite(seg[0].iov_base, 1, seg[0].iov_len, stdout);
+  fwrite(seg[1].iov_base, 1, seg[1].iov_len, stdout);
+  fflush(stdout);
+  ringbuffer_retrieve(in, n);
+}
+
+static void on_close(gev_conn *c)
+{
+  (void)c;
+  status = 0;
+  gev_loop_stop(loop);
+}
+
+static void on_result(gev_conn *c, int err, void *arg)
+{
+  if (c)
+    return;
+  fprintf(stderr, "tls-client: cannot connect to %s: %s\n", (char *)arg,
+          gev_strerror(err));
+  gev_loop_stop(loop);
+}
+
+static void usage(int st)
+{
+  fprintf(st ? stderr : stdout,
+          "usage: tls-client [--ca FILE] [--name NAME] [--alpn P1,P2]\n"
+          "                  [--cert FILE --key FILE] [--insecure] HOST:PORT\n");
+  exit(st);
+}
+
+/* "h2,http/1.1" into a NULL-terminated list (modifies s). */
+static void split_alpn(char *s, const char **list, int max)
+{
+  int n = 0;
+
+  for (char *p = strtok(s, ","); p && n < max - 1; p = strtok(NULL, ","))
+    list[n++] = p;
+  list[n] = NULL;
+}
+
+int main(int argc, char **argv)
+{
+  static const struct option lo[] = {
+      {"ca", required_argument, 0, 'c'},   {"name", required_argument, 0, 'n'},
+      {"alpn", required_argument, 0, 'a'}, {"cert", required_argument, 0, 'C'},
+      {"key", required_argument, 0, 'K'},  {"insecure", no_argument, 0, 'k'},
+      {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
+  gev_handler h = {.on_connect = on_connect, .on_message = on_message,
+                   .on_close = on_close};
+  gev_tls_options to = {0};
+  const char *name = NULL, *alpn[8];
+  gev_tls_ctx *tls;
+  int opt, err;
+
+  while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    switch (opt) {
+    case 'c': to.ca_file = optarg; break;
+    case 'n': name = optarg; break;
+    case 'a': split_alpn(optarg, alpn, 8), to.alpn = alpn; break;
+    case 'C': to.cert_file = optarg; break;
+    case 'K': to.key_file = optarg; break;
+    case 'k': to.verify = GEV_TLS_VERIFY_NONE; break;
+    case 'h': usage(0); break;
+    default: usage(2);
+    }
+  }
+  if (optind != argc - 1)
+    usage(2);
+  if (gev_tls_ctx_new(&tls, &to) < 0) {
+    fprintf(stderr, "tls-client: %s\n", gev_tls_error());
+    return 1;
+  }
+  gev_connect_options co = {.address = argv[optind], .timeout_ms = 10000,
+                            .on_result = on_result, .arg = argv[optind]};
+  if ((err = gev_tls_connect_options(&co, tls, name)) < 0 ||
+      (err = gev_loop_new(&loop)) < 0 ||
+      (err = gev_loop_connect(loop, &h, &co)) < 0) {
+    fprintf(stderr, "tls-client: %s: %s\n", argv[optind], gev_strerror(err));
+    return 1;
+  }
+  gev_loop_run(loop);
+  gev_loop_free(loop);
+  gev_tls_ctx_unref(tls);
+  return status;
+}
