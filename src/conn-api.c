@@ -85,6 +85,7 @@ static int send_op_run(gev_conn *c, gev__conn_op *op)
     ringbuffer_set_limit(c->out, c->max_buffer);
   }
   unreserve(c, t->n);
+  c->loop->st.v[GEV__S_SENDS_IN]++;
   if (r < 0) {
     gev__conn_event(c, GEV__CE_ERROR); /* better closed than silently short */
     return r;

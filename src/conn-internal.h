@@ -112,8 +112,9 @@ struct gev_conn {
   gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
   gev_connect_fn result;     /* outgoing: reported once the start runs */
   void *result_arg;
-  int error;   /* why a handshake failed, for the outgoing result */
-  char peer[]; /* formatted peer address */
+  int error;         /* why a handshake failed, for the outgoing result */
+  unsigned char why; /* GEV__WHY_*: the reason its close is counted under */
+  char peer[];       /* formatted peer address */
 };
 
 /* ---- conn.c: creation and the lifecycle -------------------------------- */

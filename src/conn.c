@@ -59,6 +59,7 @@
  * GEV__RESERVE_CLOSED, atomic with the sends themselves: every send that
  * got 0 is delivered, every later one gets -ENOTCONN. */
 #include "conn-internal.h"
+#include "log-internal.h"
 #include "transport-plain.h"
 
 #include <assert.h>
@@ -197,10 +198,26 @@ static int transition(gev_conn *c, int ev)
   return 0;
 }
 
+/* The reason a closing event gives, unless the close began earlier (a
+ * FLUSHED close keeps the reason of what started it: the handler's
+ * request, LOCAL, or the peer's EOF, PEER). */
+static void note_why(gev_conn *c, int ev)
+{
+  if (ev == GEV__CE_ERROR && c->why != GEV__WHY_CAP)
+    c->why = GEV__WHY_ERROR;
+  else if (ev == GEV__CE_LOOP_STOP)
+    c->why = GEV__WHY_STOP;
+  else if (ev == GEV__CE_DEADLINE && c->why != GEV__WHY_IDLE)
+    c->why = GEV__WHY_LOCAL; /* the linger deadline the handler set */
+}
+
 int gev__conn_event(gev_conn *c, int ev)
 {
-  if (ev != GEV__CE_CLOSE && ev != GEV__CE_SHUTDOWN_WRITE)
+  if (ev != GEV__CE_CLOSE && ev != GEV__CE_SHUTDOWN_WRITE) {
     gev__assert_in_loop(c->loop);
+    if (ev >= GEV__CE_DEADLINE && ev <= GEV__CE_LOOP_STOP)
+      note_why(c, ev);
+  }
   return transition(c, ev);
 }
 
@@ -314,6 +331,7 @@ static int write_out(gev_conn *c, ringbuffer *out)
   ssize_t n = tp_write(c, out);
 
   if (n > 0) {
+    c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)n;
     touch(c);
     return 0;
   }
@@ -330,9 +348,10 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
 
   gev__assert_in_loop(c->loop);
   w = tp_send(c, p, n);
-  if (w > 0)
+  if (w > 0) {
+    c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)w;
     touch(c);
-  else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
+  } else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
     w = 0; /* the queued rest is written (and waits) like any output */
   return w;
 }
@@ -367,9 +386,19 @@ static void send_fin(gev_conn *c)
     gev__conn_event(c, GEV__CE_ERROR);
 }
 
+static const char *const why_names[GEV__WHY_COUNT] = {
+    "by the handler", "by the peer", "idle timeout",
+    "input cap",      "error",       "loop stopped",
+};
+
 /* Closed in its handshake: an outgoing connection reports why. */
 static void never_started(gev_conn *c)
 {
+  if (c->tp->handshake) {
+    c->loop->st.v[GEV__S_HANDSHAKE_FAILED]++;
+    gev__log(GEV_LOG_INFO, c->loop, c, "handshake failed: %s",
+             gev_strerror(c->error ? c->error : -ECONNABORTED));
+  }
   if (c->result)
     c->result(NULL, c->error ? c->error : -ECONNABORTED, c->result_arg);
   c->result = NULL;
@@ -383,6 +412,9 @@ static void close_now(gev_conn *c)
   gev_loop *l = c->loop;
 
   atomic_store(&c->reserved, GEV__RESERVE_CLOSED);
+  l->st.v[GEV__S_CLOSED_LOCAL + c->why]++;
+  if (gev__log_on(GEV_LOG_DEBUG))
+    gev__log(GEV_LOG_DEBUG, l, c, "closed (%s)", why_names[c->why]);
   gev__handle_unregister(&c->handle);
   gev__list_remove(&c->active);
   if (c->linger_timer) /* its callback must never see c closed */
@@ -495,6 +527,14 @@ static bool flushed(gev_conn *c, int st)
   return gev__conn_state(c) == GEV__CS_CLOSED;
 }
 
+/* Backpressure: the output is full enough that reading waits. */
+static void pause_reading(gev_conn *c)
+{
+  if (!(c->flags & GEV__CF_PAUSED))
+    c->loop->st.v[GEV__S_PAUSES]++;
+  c->flags |= GEV__CF_PAUSED;
+}
+
 /* A graceful shutdown closes a connection whose handler has no
  * on_shutdown as soon as nothing is left in either direction (the output
  * is out, no input is held, no send is on its way). */
@@ -513,7 +553,7 @@ static void apply_backpressure(gev_conn *c)
   size_t half = c->max_buffer / 2;
 
   if (gev__buf_len(c->out) >= half && half > 0) {
-    c->flags |= GEV__CF_PAUSED;
+    pause_reading(c);
   } else if (c->flags & GEV__CF_PAUSED) {
     c->flags &= ~GEV__CF_PAUSED;
     if (c->in) {
@@ -585,13 +625,14 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
   bool empty_out = ringbuffer_empty(out);
 
   if (ringbuffer_len(out) + reserved >= max) {
-    c->flags |= GEV__CF_PAUSED; /* no room: wait until output drains */
+    pause_reading(c); /* no room: wait until output drains */
     return;
   }
   /* Sends already accepted from other threads keep their room. */
   ringbuffer_set_limit(out, max - reserved);
   c->cur_in = in;
   c->cur_out = out;
+  c->loop->st.v[GEV__S_MESSAGES]++;
   if (c->h->on_message)
     c->h->on_message(c, in, out);
   else
@@ -612,7 +653,7 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
    * a peer waiting for its replies would wait forever. */
   if (has(st, REPLY) && !ringbuffer_empty(in) && max / 2 > 0 &&
       ringbuffer_len(out) + reserved >= max / 2)
-    c->flags |= GEV__CF_PAUSED;
+    pause_reading(c);
 }
 
 /* After show: what the handler left in the shared buffers moves to c, the
@@ -670,6 +711,8 @@ static void deliver(gev_conn *c, ringbuffer *in)
  * or stay half-open for a handler with on_peer_eof. */
 static void on_peer_eof(gev_conn *c)
 {
+  if (gev__conn_state(c) == GEV__CS_OPEN)
+    c->why = GEV__WHY_PEER; /* it ends first: a later close is its doing */
   if (c->in && has(gev__conn_state(c), SHOW))
     deliver(c, c->in);
   /* The state first: if c closed above, its on_close may have freed the
@@ -694,8 +737,14 @@ static void on_input_full(gev_conn *c, ringbuffer *in)
    * something else (room downstream) and sees the input again on resume. */
   if (gev__conn_state(c) != GEV__CS_CLOSED &&
       !(c->flags & (GEV__CF_PAUSED | GEV__CF_USER_PAUSED)) &&
-      gev__buf_len(c->in) >= before)
+      gev__buf_len(c->in) >= before) {
+    c->why = GEV__WHY_CAP;
+    gev__log(GEV_LOG_WARN, c->loop, c,
+             "closed: %zu bytes of input that the handler does not take "
+             "reached max_buffer",
+             before);
     gev__conn_event(c, GEV__CE_ERROR);
+  }
 }
 
 /* Inlined into io_cb, whose plaintext path is the hot one (io_waiting
@@ -711,6 +760,7 @@ static inline __attribute__((always_inline)) void handle_read(gev_conn *c,
     ringbuffer_set_limit(in, c->max_buffer);
   n = tp_read(c, in);
   if (n > 0) {
+    c->loop->st.v[GEV__S_BYTES_READ] += (uint64_t)n;
     touch(c);
     if (in == b->in && n > GEV__SHARED_CAP)
       watch_shared(c->loop);
@@ -852,6 +902,7 @@ void gev__conn_idle_sweep(void *arg)
 
     if (l->now_ms - c->last_active < l->idle_ms)
       break;
+    c->why = GEV__WHY_IDLE;
     gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
   }
 }
@@ -1034,6 +1085,7 @@ int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
     return err;
   }
   c->last_active = l->now_ms;
+  l->st.v[GEV__S_OPENED]++;
   gev__handle_register(&c->handle);
   if (l->idle_ms)
     gev__list_append(&l->active, &c->active);

@@ -15,6 +15,7 @@
 #include "bufs.h"
 #include "list.h"
 #include "poller.h"
+#include "stats-internal.h"
 #include "timer-heap.h"
 
 /* Something registered with the poller. The callback runs in the loop's
@@ -72,6 +73,7 @@ struct gev_loop {
   atomic_bool started; /* standalone loops: gev_loop_run ran */
   atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
   atomic_bool async;   /* gev__loop_async: call async_fn on the next pass */
+  atomic_bool live;    /* between the first and the last pass */
   atomic_int nconns;   /* open connections, for least-connections */
   /* The earliest timer deadline (UINT64_MAX: none), written under mu
    * whenever the heap changes, so that a pass with no timer due reads one
@@ -99,6 +101,7 @@ struct gev_loop {
   gev__list handles; /* every registered gev__handle */
   gev__list due;     /* handles to call after the pass */
   gev__bufs bufs;    /* shared I/O buffers and spares (bufs.h) */
+  gev__stats st;     /* counters; st.v the loop's thread only */
   /* Open connections, least recently active first, and the idle timeout
    * that sweeps them (conn.c; the loop only initializes them). */
   gev__list active;
@@ -132,6 +135,12 @@ void gev__loop_async(gev_loop *l);
 /* Loop thread: every registered handle with a drain operation gets it,
  * and the loop remembers that it drains (for handles that start later). */
 void gev__loop_drain(gev_loop *l);
+/* For a reader of l's counters (stats.c): publishes them at once in l's
+ * own thread (false), or asks the running loop to (true: a publication is
+ * on its way); false when l does not run. */
+bool gev__loop_stats_request(gev_loop *l);
+/* Whether the calling thread runs a gev loop (any). */
+bool gev__in_a_loop(void);
 /* Write the eventfd (async-signal-safe). */
 void gev__loop_wake(gev_loop *l);
 

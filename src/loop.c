@@ -11,6 +11,7 @@
  * The loop knows handles, not handle types: it calls them only through
  * their gev__handle_ops, so no file here calls back into this one. */
 #include "loop-internal.h"
+#include "log-internal.h"
 #include "server-internal.h" /* the options a worker loop takes */
 
 #include <errno.h>
@@ -57,6 +58,11 @@ static void init_fields(gev_loop *l, gev_server *s, int index)
   atomic_init(&l->stop, false);
   atomic_init(&l->started, false);
   atomic_init(&l->async, false);
+  atomic_init(&l->live, false);
+  atomic_init(&l->st.seq, 0);
+  atomic_init(&l->st.wanted, false);
+  for (int i = 0; i < GEV__S_COUNT; i++)
+    atomic_init(&l->st.pub[i], 0);
   atomic_init(&l->next_deadline, UINT64_MAX);
   atomic_init(&l->nconns, 0);
   gev__timers_init(&l->timers);
@@ -132,6 +138,49 @@ void gev__loop_free(gev_loop *l)
 bool gev_loop_in_thread(const gev_loop *l)
 {
   return l && tls_loop == l;
+}
+
+bool gev__in_a_loop(void)
+{
+  return tls_loop != NULL;
+}
+
+static uint64_t clock_us(clockid_t id)
+{
+  struct timespec ts;
+
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The loop's counters, copied for other threads under a sequence lock
+ * (odd while writing). Rare: on request, and when the loop ends. */
+static void publish_stats(gev_loop *l)
+{
+  gev__stats *st = &l->st;
+  unsigned seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
+
+  atomic_store_explicit(&st->wanted, false, memory_order_relaxed);
+  st->v[GEV__S_BUSY_US] = clock_us(CLOCK_THREAD_CPUTIME_ID);
+  st->v[GEV__S_WALL_US] = clock_us(CLOCK_MONOTONIC) - st->start_us;
+  atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  for (int i = 0; i < GEV__S_COUNT; i++)
+    atomic_store_explicit(&st->pub[i], st->v[i], memory_order_relaxed);
+  atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+}
+
+bool gev__loop_stats_request(gev_loop *l)
+{
+  if (gev_loop_in_thread(l)) {
+    publish_stats(l);
+    return false;
+  }
+  if (!atomic_load(&l->live))
+    return false;
+  if (!atomic_exchange(&l->st.wanted, true))
+    gev__loop_wake(l);
+  return true;
 }
 
 void gev__loop_wake(gev_loop *l)
@@ -331,11 +380,28 @@ static int next_timeout(gev_loop *l)
 /* Runs the timers due at the start of the pass. A timer added or re-armed by
  * a callback waits for the next pass, so a zero-delay timer that re-adds
  * itself cannot starve I/O. */
+/* How late the earliest due timer fires: the loop's lag, kept as the
+ * worst of the current second and of the one before. */
+static void note_lag(gev_loop *l, uint64_t deadline)
+{
+  uint64_t *v = l->st.v, sec = l->now_ms / 1000;
+  uint64_t late = l->now_ms > deadline ? l->now_ms - deadline : 0;
+
+  if (v[GEV__S_LAG_SEC] != sec) {
+    v[GEV__S_LAG_PREV] = v[GEV__S_LAG_SEC] + 1 == sec ? v[GEV__S_LAG_MS] : 0;
+    v[GEV__S_LAG_MS] = 0;
+    v[GEV__S_LAG_SEC] = sec;
+  }
+  if (late > v[GEV__S_LAG_MS])
+    v[GEV__S_LAG_MS] = late;
+}
+
 static void run_timers(gev_loop *l)
 {
   gev__timer_fire f;
   uint64_t cutoff;
 
+  note_lag(l, atomic_load_explicit(&l->next_deadline, memory_order_relaxed));
   pthread_mutex_lock(&l->mu);
   cutoff = l->timers.seq;
   for (;;) {
@@ -343,6 +409,7 @@ static void run_timers(gev_loop *l)
       break;
     pthread_mutex_unlock(&l->mu);
     f.fn(f.arg);
+    l->st.v[GEV__S_TIMERS_FIRED]++;
     pthread_mutex_lock(&l->mu);
     gev__timers_done(&l->timers, f.id, l->now_ms);
   }
@@ -364,6 +431,7 @@ static void run_tasks(gev_loop *l)
   l->wake_pending = false;
   pthread_mutex_unlock(&l->mu);
   l->local_tasks = false;
+  l->st.v[GEV__S_TASKS_RUN] += q.n;
   for (size_t i = 0; i < q.n; i++)
     q.v[i].fn(q.v[i].arg);
   l->running.n = 0;
@@ -392,8 +460,11 @@ static void run_due(gev_loop *l)
  * stops and its runner returns the error. */
 static void poller_failed(gev_loop *l, int err)
 {
-  if (!l->error)
+  if (!l->error) {
     l->error = err;
+    gev__log(GEV_LOG_ERROR, l, NULL, "the poller failed (%s): the loop stops",
+             gev_strerror(err));
+  }
   atomic_store(&l->stop, true);
 }
 
@@ -403,6 +474,7 @@ static void run_pass(gev_loop *l)
   int n = gev__poller_wait(&l->poller, l->fired, next_timeout(l));
 
   l->now_ms = gev__now_ms();
+  l->st.v[GEV__S_PASSES]++;
   if (n < 0)
     poller_failed(l, n);
   for (int i = 0; i < n; i++) {
@@ -416,6 +488,8 @@ static void run_pass(gev_loop *l)
     run_timers(l);
   if (woke && atomic_load(&l->async) && atomic_exchange(&l->async, false))
     l->async_fn(l->async_arg);
+  if (woke && atomic_load_explicit(&l->st.wanted, memory_order_relaxed))
+    publish_stats(l); /* a reader asked (it woke the loop) */
   if (woke || l->local_tasks)
     run_tasks(l);
   run_due(l);
@@ -427,9 +501,12 @@ int gev__loop_run(gev_loop *l)
 
   tls_loop = l;
   l->now_ms = gev__now_ms();
+  l->st.start_us = clock_us(CLOCK_MONOTONIC);
+  atomic_store(&l->live, true);
   do
     run_pass(l);
   while (!atomic_load(&l->stop));
+  atomic_store(&l->live, false);
   tls_loop = prev;
   return l->error;
 }
@@ -463,6 +540,7 @@ void gev__loop_finish(gev_loop *l)
   run_tasks(l);
   stop_handles(l);
   run_due(l);
+  publish_stats(l); /* the final figures, for readers after the end */
   tls_loop = prev;
 }
 

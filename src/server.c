@@ -6,6 +6,7 @@
  * most). With reuse_port each worker accepts on its own listener and keeps
  * what it accepts. */
 #include "conn-internal.h"
+#include "log-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -93,8 +94,10 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   gev__assert_in_loop(ls->loop);
   if (!admit(s)) {
     close(fd); /* past max_connections: refused */
+    ls->loop->st.v[GEV__S_REFUSED]++;
     return;
   }
+  ls->loop->st.v[GEV__S_ACCEPTED]++;
   if (sa->sa_family != AF_UNIX)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   l = ls->hand_off ? pick_loop(s) : ls->loop;
@@ -126,7 +129,7 @@ static void resume_accepting(void *arg)
  * readable: without care the loop would spin. Spend the reserve fd to
  * accept and close one connection (the peer sees a close, not a hang), then
  * take the reserve back. If even that fails, stop listening for a while. */
-static void on_exhausted(gev__listener *ls)
+static void on_exhausted(gev__listener *ls, int err)
 {
   int fd;
 
@@ -136,11 +139,17 @@ static void on_exhausted(gev__listener *ls)
     if (fd >= 0)
       close(fd);
     ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    gev__log(GEV_LOG_WARN, ls->loop, NULL,
+             "accept: %s; the reserve fd took and closed one connection%s",
+             gev_strerror(-err),
+             ls->reserve_fd >= 0 ? "" : " and could not be reopened");
     if (ls->reserve_fd >= 0)
       return;
   }
   if (ls->retry)
     return;
+  gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s; not accepting for %d ms",
+           gev_strerror(-err), EXHAUSTED_RETRY_MS);
   gev__loop_io_set(ls->loop, &ls->io, 0);
   ls->retry =
       gev_loop_run_after(ls->loop, EXHAUSTED_RETRY_MS, resume_accepting, ls);
@@ -171,8 +180,12 @@ static void listener_cb(gev__io *io, unsigned events)
     case EMFILE:
     case ENFILE:
     case ENOBUFS:
-    case ENOMEM: on_exhausted(ls); return;
-    default: /* EAGAIN and anything unexpected: wait for readiness */ return;
+    case ENOMEM: on_exhausted(ls, errno); return;
+    case EAGAIN: return; /* drained: wait for readiness */
+    default:             /* unexpected: wait for readiness, say why */
+      gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s",
+               gev_strerror(-errno));
+      return;
     }
   }
 }

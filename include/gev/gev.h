@@ -15,6 +15,8 @@
 #include <gev/server.h>
 #include <gev/conn.h>
 #include <gev/client.h>
+#include <gev/stats.h>
+#include <gev/log.h>
 #include <gev/version.h>
 
 #endif /* GEV_GEV_H */
