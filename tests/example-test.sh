@@ -180,6 +180,12 @@ http)
   done
   exec 3<&-
   [ "$(timeout 10 curl -s -o /dev/null -w '%{http_code}' "$base/nope")" = 404 ] || fail "no 404 for /nope"
+  # /metrics: the server's figures in the Prometheus text format, a series
+  # per loop; this connection's own loop has read its request
+  timeout 10 curl -s -D "$tmp/mhdr" "$base/metrics" >"$tmp/metrics" || fail "curl /metrics"
+  tr -d '\r' <"$tmp/mhdr" | grep -qx 'Content-Type: text/plain; version=0.0.4' || fail "/metrics head: $(cat "$tmp/mhdr")"
+  grep -qE '^gev_connections_open\{loop="[0-9]+"\} [0-9]+$' "$tmp/metrics" &&
+    grep -qE '^gev_bytes_read_total\{loop="[0-9]+"\} [1-9][0-9]*$' "$tmp/metrics" || fail "/metrics: $(head -c 800 "$tmp/metrics")"
   # malformed request, oversized head, chunked body: answered, then closed
   exchange 'GARBAGE\r\n\r\n'
   [ "$(count 'HTTP/1.1 400 Bad Request')" -eq 1 ] || fail "malformed request: $(cat "$tmp/raw")"

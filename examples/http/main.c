@@ -15,6 +15,7 @@
 #include "../common/example.h"
 #include "http-parser.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,12 +114,53 @@ static bool is(const char *p, size_t n, const char *lit)
 
 static int route(const http_request *r)
 {
-  if (!is(r->path, r->path_len, "/") && !is(r->path, r->path_len, "/plaintext"))
+  if (!is(r->path, r->path_len, "/") &&
+      !is(r->path, r->path_len, "/plaintext") &&
+      !is(r->path, r->path_len, "/metrics"))
     return 404;
   if (!is(r->method, r->method_len, "GET") &&
       !is(r->method, r->method_len, "HEAD"))
     return 405;
   return 200;
+}
+
+/* GET /metrics: the server's figures in the Prometheus text format 0.0.4
+ * (gev_server_metrics). This runs on a worker loop, so the other loops'
+ * series are the figures they last published, a pass behind at most (see
+ * gev_loop_stats). Not the fast path: it allocates. The head and the body
+ * go into `out` with one write, all or nothing, as respond() does. */
+static int metrics(gev_conn *c, ringbuffer *out, bool head, bool keep,
+                   int minor)
+{
+  gev_server *s = gev_conn_server(c);
+  char hdr[256], *buf;
+  size_t cap;
+  int n = s ? gev_server_metrics(s, NULL, 0) : -EINVAL, hl, err;
+
+  if (n < 0)
+    return respond(out, 500, head, keep, minor);
+  /* The figures can grow a few digits between the two calls. */
+  cap = (size_t)n + 1024;
+  if (!(buf = malloc(sizeof(hdr) + cap)))
+    return respond(out, 500, head, keep, minor);
+  n = gev_server_metrics(s, buf + sizeof(hdr), cap);
+  if (n < 0 || (size_t)n >= cap) {
+    free(buf);
+    return respond(out, 500, head, keep, minor);
+  }
+  hl = snprintf(hdr, sizeof(hdr),
+                "HTTP/1.1 200 OK\r\nServer: gev\r\n"
+                "Content-Type: text/plain; version=0.0.4\r\n"
+                "Content-Length: %d\r\nDate: %s\r\n%s\r\n",
+                n, date,
+                !keep       ? "Connection: close\r\n"
+                : minor == 0 ? "Connection: keep-alive\r\n"
+                             : "");
+  memcpy(buf + sizeof(hdr) - (size_t)hl, hdr, (size_t)hl);
+  err = ringbuffer_write(out, buf + sizeof(hdr) - (size_t)hl,
+                         (size_t)hl + (head ? 0 : (size_t)n));
+  free(buf);
+  return err;
 }
 
 static http_conn *state(gev_conn *c)
@@ -207,7 +249,9 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     }
     status = route(&r);
     head = is(r.method, r.method_len, "HEAD");
-    if (status == 200 && !head && r.keep_alive && r.minor == 1 && ok_len)
+    if (status == 200 && is(r.path, r.path_len, "/metrics"))
+      err = metrics(c, out, head, r.keep_alive, r.minor);
+    else if (status == 200 && !head && r.keep_alive && r.minor == 1 && ok_len)
       err = ringbuffer_write(out, ok_resp, ok_len);
     else
       err = respond(out, status, head, r.keep_alive, r.minor);
