@@ -16,6 +16,7 @@
 #include "list.h"
 #include "poller.h"
 #include "stats-internal.h"
+#include "taskq.h"
 #include "timer-heap.h"
 
 /* Something registered with the poller. The callback runs in the loop's
@@ -27,17 +28,6 @@ struct gev__io {
   unsigned interest; /* GEV__EV_* currently registered */
   gev__io_cb cb;
 };
-
-typedef struct gev__task {
-  gev_task_fn fn;
-  void *arg;
-  gev_task_fn drop; /* releases arg when the task is freed unrun; or NULL */
-} gev__task;
-
-typedef struct gev__taskvec {
-  gev__task *v;
-  size_t n, cap;
-} gev__taskvec;
 
 /* Something the loop owns beyond an fd: a connection, a pending connect, a
  * persistent client. The loop knows handles, not their types: it keeps a
@@ -82,14 +72,16 @@ struct gev_loop {
 
   /* Guarded by mu, which is only ever held for a few instructions. */
   pthread_mutex_t mu;
-  gev__taskvec pending;
+  gev__taskq pending;
   bool wake_pending; /* an eventfd write is on its way: skip another */
   bool closed;       /* no longer accepts tasks or timers */
   gev__timers timers;
 
   /* The loop's thread only. */
   gev__io wake_io;
-  gev__taskvec running;
+  gev__taskq running;
+  /* A trim of the task queues is due (loop.c's timer, taskq.h). */
+  bool tasks_trim_armed;
   bool local_tasks;     /* tasks posted from the loop's own thread */
   bool finishing;       /* gev__loop_finish runs: attach nothing new */
   int error;            /* the poller failed: the loop stopped with this */

@@ -121,16 +121,13 @@ void gev__loop_free(gev_loop *l)
     return;
   /* A loop that never ran (or tasks queued after its last pass: none can
    * be, it refuses them once closed) may still hold tasks. */
-  for (size_t i = 0; i < l->pending.n; i++)
-    if (l->pending.v[i].drop)
-      l->pending.v[i].drop(l->pending.v[i].arg);
+  gev__taskq_drop(&l->pending);
+  gev__taskq_drop(&l->running);
   gev__bufs_free(&l->bufs);
   close(l->wakefd);
   gev__poller_close(&l->poller);
   pthread_mutex_destroy(&l->mu);
   gev__timers_free(&l->timers);
-  free(l->pending.v);
-  free(l->running.v);
   free(l->fired);
   free(l);
 }
@@ -248,21 +245,6 @@ int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events)
   return r;
 }
 
-static int taskvec_push(gev__taskvec *q, gev_task_fn fn, void *arg,
-                        gev_task_fn drop)
-{
-  if (q->n == q->cap) {
-    size_t ncap = q->cap ? q->cap * 2 : 64;
-    gev__task *nv = realloc(q->v, ncap * sizeof(*nv));
-    if (!nv)
-      return -ENOMEM;
-    q->v = nv;
-    q->cap = ncap;
-  }
-  q->v[q->n++] = (gev__task){fn, arg, drop};
-  return 0;
-}
-
 int gev_loop_post(gev_loop *l, gev_task_fn fn, void *arg)
 {
   return gev__loop_post_owned(l, fn, arg, NULL);
@@ -280,8 +262,8 @@ int gev__loop_post_owned(gev_loop *l, gev_task_fn fn, void *arg,
   pthread_mutex_lock(&l->mu);
   if (l->closed) {
     r = -ESHUTDOWN;
-  } else if ((r = taskvec_push(&l->pending, fn, arg, drop)) == 0 && !in_loop &&
-             !l->wake_pending) {
+  } else if ((r = gev__taskq_push(&l->pending, fn, arg, drop)) == 0 &&
+             !in_loop && !l->wake_pending) {
     l->wake_pending = true;
     need_wake = true;
   }
@@ -417,11 +399,48 @@ static void run_timers(gev_loop *l)
   pthread_mutex_unlock(&l->mu);
 }
 
+static void trim_tasks(void *loop);
+
+/* A queue's storage has grown: trim it a while later (taskq.h). Fails only
+ * when the loop is finishing or out of memory; the next pass with tasks
+ * tries again, or gev__loop_free frees the storage anyway. */
+static void watch_tasks(gev_loop *l, bool grown)
+{
+  if (grown && !l->tasks_trim_armed &&
+      gev_loop_run_after(l, GEV__TASKQ_TRIM_MS, trim_tasks, l))
+    l->tasks_trim_armed = true;
+}
+
+/* Both storages take turns as pending, and once tasks stop coming one of
+ * them stays there: an empty pending is swapped out to be trimmed, so the
+ * realloc (or free) runs outside the lock that posters wait on. */
+static void trim_tasks(void *loop)
+{
+  gev_loop *l = loop;
+  gev__taskq q;
+  bool swapped, grown;
+
+  l->tasks_trim_armed = false;
+  gev__taskq_trim(&l->running);
+  pthread_mutex_lock(&l->mu);
+  swapped = l->pending.n == 0;
+  if (swapped) {
+    q = l->pending;
+    l->pending = l->running;
+    l->running = q;
+  }
+  grown = gev__taskq_holds(&l->pending);
+  pthread_mutex_unlock(&l->mu);
+  if (swapped)
+    gev__taskq_trim(&l->running);
+  watch_tasks(l, grown || gev__taskq_holds(&l->running));
+}
+
 /* Runs the tasks queued when the pass began: one swap, so tasks that post
  * tasks cannot keep the loop from polling. */
 static void run_tasks(gev_loop *l)
 {
-  gev__taskvec q;
+  gev__taskq q;
 
   pthread_mutex_lock(&l->mu);
   q = l->pending;
@@ -432,9 +451,8 @@ static void run_tasks(gev_loop *l)
   pthread_mutex_unlock(&l->mu);
   l->local_tasks = false;
   l->st.v[GEV__S_TASKS_RUN] += q.n;
-  for (size_t i = 0; i < q.n; i++)
-    q.v[i].fn(q.v[i].arg);
-  l->running.n = 0;
+  gev__taskq_run(&l->running);
+  watch_tasks(l, gev__taskq_holds(&l->running));
 }
 
 /* Calls the handles that asked for work after the pass: a snapshot, so

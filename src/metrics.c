@@ -51,7 +51,7 @@ static const metric metrics[] = {
       "Times reading paused for a full output.", backpressure_pauses),
     M("loop_busy_seconds_total", "counter", "CPU time of the loop thread.",
       busy_us),
-    M("loop_lag_milliseconds", "gauge",
+    M("loop_lag_seconds", "gauge",
       "Worst timer lateness in the last one to two seconds.", lag_max_ms),
 };
 
@@ -78,9 +78,12 @@ static void series(out *o, const metric *m, const char *loop,
 {
   uint64_t v = *(const uint64_t *)(const void *)((const char *)st + m->offset);
 
-  if (m->offset == offsetof(gev_stats, busy_us))
+  if (m->offset == offsetof(gev_stats, busy_us)) /* seconds, as us */
     put(o, "%s{loop=\"%s\"} %llu.%06llu\n", m->name, loop,
         (unsigned long long)(v / 1000000), (unsigned long long)(v % 1000000));
+  else if (m->offset == offsetof(gev_stats, lag_max_ms)) /* seconds, as ms */
+    put(o, "%s{loop=\"%s\"} %llu.%03llu\n", m->name, loop,
+        (unsigned long long)(v / 1000), (unsigned long long)(v % 1000));
   else
     put(o, "%s{loop=\"%s\"} %llu\n", m->name, loop, (unsigned long long)v);
 }
