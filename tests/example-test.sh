@@ -89,6 +89,15 @@ echo)
   [ "$line" = "hello gev" ] || fail "echoed '$line'"
   exec 3<&-
   "$client" -p "$port" -c 20 -P 4 -s 1000 -n 200 -d 30 >"$tmp/client" || fail "echo-client: $(cat "$tmp/client")"
+  # SIGUSR1: one stats line on stderr, and the server goes on. 21
+  # connections (the one above and the client's 20) carried 10 + 20 x 200 x
+  # 1000 bytes each way.
+  kill -USR1 "$pid"
+  for _ in $(seq 100); do grep -q '^stats: ' "$tmp/err" && break; sleep 0.05; done
+  sl=$(grep '^stats: ' "$tmp/err" | head -1)
+  [[ $sl =~ ^stats:\ connections\ open=[0-9]+\ accepted=21\ closed=[0-9]+\ bytes\ in=4000010\ out=4000010\ messages=[1-9][0-9]*\ passes=[1-9][0-9]*\ lag_ms=[0-9]+$ ]] ||
+    fail "stats line after SIGUSR1: '$sl' $(cat "$tmp/err")"
+  kill -0 "$pid" 2>/dev/null || fail "SIGUSR1 stopped the server"
   stop TERM
   # Graceful shutdown: an idle connection is closed at once, long before
   # the drain's 60 s bound, and the server exits 0.

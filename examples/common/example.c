@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,46 @@ static void on_signal(int sig)
   (void)sig;
   if (gev_server_shutdown(running, (uint64_t)drain_ms) == -EALREADY)
     gev_server_stop(running);
+}
+
+/* SIGUSR1 asks for a one-line stats summary on stderr. The handler only
+ * sets a flag (printing is not async-signal-safe); a timer on the acceptor
+ * loop polls it every STATS_POLL_MS. The first tick that sees it asks the
+ * loops for their figures (from a loop's thread gev_server_stats does not
+ * wait, it reads the last publication), the next one prints them. */
+#define STATS_POLL_MS 200
+static atomic_bool stats_wanted; /* lock-free: safe in a signal handler */
+
+static void on_usr1(int sig)
+{
+  (void)sig;
+  atomic_store(&stats_wanted, true);
+}
+
+static void stats_tick(void *arg)
+{
+  static bool asked;
+  gev_server *s = arg;
+  gev_stats st = {0};
+
+  if (!asked && !atomic_exchange(&stats_wanted, false))
+    return;
+  gev_server_stats(s, &st);
+  if (!asked) {
+    asked = true; /* the loops publish within a pass; print next tick */
+    return;
+  }
+  asked = false;
+  fprintf(stderr,
+          "stats: connections open=%llu accepted=%llu closed=%llu "
+          "bytes in=%llu out=%llu messages=%llu passes=%llu lag_ms=%llu\n",
+          (unsigned long long)st.conns_open,
+          (unsigned long long)st.conns_accepted,
+          (unsigned long long)st.conns_closed,
+          (unsigned long long)st.bytes_read,
+          (unsigned long long)st.bytes_written,
+          (unsigned long long)st.messages, (unsigned long long)st.loop_passes,
+          (unsigned long long)st.lag_max_ms);
 }
 
 static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
@@ -186,6 +227,11 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sa.sa_handler = on_usr1;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, NULL);
+  /* Without the timer SIGUSR1 only sets a flag nobody reads. */
+  gev_server_run_every(s, STATS_POLL_MS, stats_tick, s);
   if (a->unix_path)
     printf("listening on unix:%s\n", a->unix_path);
   else if (strchr(a->host, ':'))

@@ -4,7 +4,9 @@
  * -a/--address HOST (default 127.0.0.1), -u... per example, and prints one
  * line "listening on HOST:PORT" once it accepts connections. SIGINT or
  * SIGTERM shuts it down gracefully (gev_server_shutdown, bounded by
- * --drain-ms N, default 5000); a second signal stops it at once. */
+ * --drain-ms N, default 5000); a second signal stops it at once. SIGUSR1
+ * prints one line of statistics ("stats: connections open=N ...") on
+ * stderr, within half a second. */
 #ifndef GEV_EXAMPLE_H
 #define GEV_EXAMPLE_H
 
