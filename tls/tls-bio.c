@@ -58,7 +58,14 @@ static size_t may_read(tls_conn *t, size_t len)
     want = sizeof(t->hdr) - t->hdr_have;
   } else {
     if (!t->admitted) {
-      if (t->body_left > t->budget) {
+      /* An AEAD record's body is its plaintext plus at least a 16-byte
+       * tag (and, in TLS 1.3, the content type byte): the bound is
+       * exact enough that a record filling `in` to the byte gets in. */
+      size_t slack = !t->done ? 0 : SSL_version(t->ssl) == TLS1_3_VERSION
+                                        ? 17
+                                        : 16;
+      size_t plain = t->body_left > slack ? t->body_left - slack : 0;
+      if (plain > t->budget) {
         t->refused = true;
         return 0;
       }

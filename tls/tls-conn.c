@@ -259,6 +259,14 @@ static ssize_t tls_read(void *state, int fd, ringbuffer *in)
       return -ENOMEM; /* n <= room: only growth can fail */
     total += (size_t)n;
   } while (total < READ_BATCH || !gev__tls_bio_at_boundary(t));
+  if (n <= 0 && !t->refused && gev__tls_bio_at_boundary(t) &&
+      SSL_get_error(t->ssl, n) == SSL_ERROR_WANT_READ) {
+    /* Idle now: drop the 16 KiB+ read buffer. RELEASE_BUFFERS frees it
+     * only after application data, so a connection that has done its
+     * handshake and waits for its first request would keep it. */
+    SSL_free_buffers(t->ssl);
+    return total > 0 ? (ssize_t)total : -EAGAIN;
+  }
   if (total > 0)
     return (ssize_t)total;
   if (t->refused)

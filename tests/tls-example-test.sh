@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tls-example-test.sh BUILD_EXAMPLES_DIR CERTS_SCRIPT - the examples over
+# TLS against real clients: echo --tls-cert with tls-client and openssl
+# s_client; http --tls-cert with curl (GET, keep-alive reuse) and a
+# pipelined pair through s_client. Every step is bounded by timeout(1).
+# Exit 77 (skip) only when openssl or curl is missing, saying which.
+set -u
+bin=$1 certs=$2
+for tool in openssl curl timeout; do
+  command -v $tool >/dev/null 2>&1 || { echo "SKIP: $tool not found"; exit 77; }
+done
+tmp=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+sh "$certs" "$tmp" >"$tmp/certs.log" 2>&1 || fail "tls-certs.sh: $(cat "$tmp/certs.log")"
+
+start() { # NAME ARGS... -> port in $port
+  "$bin/$1" -p 0 "${@:2}" --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key" \
+    >"$tmp/$1.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$tmp/$1.out")
+    [ -n "$port" ] && return 0
+    sleep 0.05
+  done
+  fail "$1 did not print its listening line: $(cat "$tmp/$1.out")"
+}
+
+# echo: tls-client verifies (by name and by IP) and gets its bytes back.
+start echo
+head -c 300000 /dev/urandom >"$tmp/in"
+timeout 20 "$bin/tls-client" --ca "$tmp/ca.pem" "localhost:$port" <"$tmp/in" \
+  >"$tmp/echoed" 2>"$tmp/client.err" || fail "tls-client: $(cat "$tmp/client.err")"
+cmp -s "$tmp/in" "$tmp/echoed" || fail "tls-client: echo differs"
+printf 'by ip\n' | timeout 10 "$bin/tls-client" --ca "$tmp/ca.pem" "127.0.0.1:$port" \
+  2>/dev/null | grep -qx 'by ip' || fail "tls-client by IP"
+if timeout 10 "$bin/tls-client" --ca "$tmp/rogue-ca.pem" "localhost:$port" </dev/null \
+  >/dev/null 2>&1; then fail "tls-client accepted a certificate from another CA"; fi
+(printf 'from s_client\n'; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+  -CAfile "$tmp/ca.pem" -verify_return_error -servername localhost -quiet 2>/dev/null \
+  | grep -qx 'from s_client' || fail "s_client echo"
+
+# http: curl GET twice on one connection, then a pipelined pair.
+start http
+timeout 10 curl -sS -v --cacert "$tmp/ca.pem" "https://localhost:$port/" \
+  "https://localhost:$port/plaintext" >"$tmp/bodies" 2>"$tmp/curl.err" \
+  || fail "curl: $(cat "$tmp/curl.err")"
+[ "$(cat "$tmp/bodies")" = "Hello, World!Hello, World!" ] || fail "curl bodies: $(cat "$tmp/bodies")"
+grep -Eq 'Re-?using existing connection' "$tmp/curl.err" || fail "curl did not reuse the connection"
+printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' \
+  | timeout 10 openssl s_client -connect "127.0.0.1:$port" -CAfile "$tmp/ca.pem" \
+    -verify_return_error -quiet 2>/dev/null >"$tmp/pipelined"
+[ "$(grep -o 'HTTP/1.1 200 OK' "$tmp/pipelined" | wc -l)" = 2 ] || fail "pipelined pair: $(cat "$tmp/pipelined")"
+echo "ok: echo and http over TLS (tls-client, s_client, curl)"
