@@ -29,9 +29,9 @@ static void read_published(const gev__stats *st, uint64_t *v)
   for (int tries = 0; tries < 1000; tries++) {
     unsigned a = atomic_load_explicit(&st->seq, memory_order_acquire), b;
 
+    /* Acquire loads keep the second look at the sequence after them. */
     for (int i = 0; i < GEV__S_COUNT; i++)
-      v[i] = atomic_load_explicit(&st->pub[i], memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
+      v[i] = atomic_load_explicit(&st->pub[i], memory_order_acquire);
     b = atomic_load_explicit(&st->seq, memory_order_relaxed);
     if (a == b && !(a & 1))
       return;
