@@ -5,8 +5,11 @@
  * every message the window allows in one sendmsg; message
  * bytes come from a fixed pattern at an offset that depends on the
  * connection and the message number, so every echoed byte is checked
- * against what was sent. Reports messages/s, MB/s and p50/p99 latency
- * (from the send of a message's first byte to the receipt of its last).
+ * against what was sent. Reports messages/s, MB/s and p50/p99/p99.9/max
+ * latency (from the send of a message's first byte to the receipt of its
+ * last; the percentiles from 1 us buckets up to 100 ms, the max exact).
+ * Runs of 2 s or more show a progress line on stderr once a second when
+ * it is a terminal.
  *
  *   echo-client -p PORT [-H 127.0.0.1 | -U /path] [-c 50] [-P 1] [-s 64]
  *               [-d 5] [-w 0] [-t 1] [-n MSGS_PER_CONN] [--csv]
@@ -59,7 +62,9 @@ typedef struct worker {
   int first, n;
   conn *c;
   uint64_t *hist;
+  uint64_t max_us; /* the slowest round trip measured */
   long long msgs, errors;
+  atomic_llong live_msgs; /* msgs, for the progress line (main thread) */
   int failed;
 } worker;
 
@@ -208,6 +213,9 @@ static int pump_recv(worker *w, conn *c)
         if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
           w->hist[lat < HIST_US ? lat : HIST_US]++;
           w->msgs++;
+          if (lat > w->max_us)
+            w->max_us = lat;
+          atomic_store_explicit(&w->live_msgs, w->msgs, memory_order_relaxed);
         }
       }
     }
@@ -316,6 +324,35 @@ static void sleep_s(double s)
     ;
 }
 
+/* Waits secs (with until_done, until every worker has finished or secs
+ * have passed). On a terminal, a run of 2 s or more prints a progress line
+ * to stderr once a second, erased at the end so the result line stays
+ * clean. */
+static void run_for(double secs, int until_done, worker *w)
+{
+  int live = secs >= 2 && isatty(STDERR_FILENO);
+  uint64_t start = now_ns(), next = start + 1000000000u;
+  long long last = 0;
+
+  for (;;) {
+    double left = secs - (double)(now_ns() - start) / 1e9;
+    if (left <= 0 || (until_done && atomic_load(&finished) >= C.threads))
+      break;
+    sleep_s(until_done && left > 0.01 ? 0.01 : left > 1 ? 1 : left);
+    if (live && now_ns() >= next) {
+      long long msgs = 0;
+      for (int i = 0; i < C.threads; i++)
+        msgs += atomic_load_explicit(&w[i].live_msgs, memory_order_relaxed);
+      fprintf(stderr, "\r[%.0f/%.0f s] %lld msgs, %lld msgs/s\033[K",
+              (double)(now_ns() - start) / 1e9, secs, msgs, msgs - last);
+      last = msgs;
+      next += 1000000000u;
+    }
+  }
+  if (live)
+    fputs("\r\033[K", stderr);
+}
+
 static uint64_t percentile(const uint64_t *h, uint64_t total, double p)
 {
   uint64_t want = (uint64_t)((double)total * p), acc = 0;
@@ -332,7 +369,7 @@ int main(int argc, char **argv)
 {
   worker *w;
   conn *conns;
-  uint64_t *hist, t0, t1, total = 0;
+  uint64_t *hist, t0, t1, total = 0, max_us = 0;
   long long errors = 0, failed = 0;
 
   parse(argc, argv);
@@ -368,22 +405,16 @@ int main(int argc, char **argv)
     atomic_store(&measuring, 1);
   }
   t0 = now_ns();
-  if (C.per_conn <= 0) {
-    sleep_s(C.duration);
-    atomic_store(&stopping, 1);
-  } else {
-    /* -n: the duration is a deadline; what is unfinished then fails. */
-    for (double waited = 0;
-         atomic_load(&finished) < C.threads && waited < C.duration;
-         waited += 0.01)
-      sleep_s(0.01);
-    atomic_store(&stopping, 1);
-  }
+  /* -n: the duration is a deadline; what is unfinished then fails. */
+  run_for(C.duration, C.per_conn > 0, w);
+  atomic_store(&stopping, 1);
   for (int i = 0; i < C.threads; i++) {
     pthread_join(w[i].th, NULL);
     for (int b = 0; b <= HIST_US; b++)
       hist[b] += w[i].hist[b];
     total += (uint64_t)w[i].msgs;
+    if (w[i].max_us > max_us)
+      max_us = w[i].max_us;
     errors += w[i].errors;
     failed += w[i].failed;
   }
@@ -393,15 +424,20 @@ int main(int argc, char **argv)
     double mps = (double)total / secs;
     double mbs = mps * (double)C.size / 1e6;
     if (C.csv)
-      printf("%.0f,%.2f,%llu,%llu,%lld,%lld\n", mps, mbs,
+      printf("%.0f,%.2f,%llu,%llu,%lld,%lld,%llu,%llu\n", mps, mbs,
              (unsigned long long)percentile(hist, total, 0.5),
-             (unsigned long long)percentile(hist, total, 0.99), errors, failed);
+             (unsigned long long)percentile(hist, total, 0.99), errors, failed,
+             (unsigned long long)percentile(hist, total, 0.999),
+             (unsigned long long)max_us);
     else
       printf("conns=%d pipeline=%d size=%zu msgs=%llu msgs/s=%.0f MB/s=%.2f "
-             "p50_us=%llu p99_us=%llu verify_errors=%lld failed_conns=%lld\n",
+             "p50_us=%llu p99_us=%llu verify_errors=%lld failed_conns=%lld "
+             "p999_us=%llu max_us=%llu\n",
              C.conns, C.pipeline, C.size, (unsigned long long)total, mps, mbs,
              (unsigned long long)percentile(hist, total, 0.5),
-             (unsigned long long)percentile(hist, total, 0.99), errors, failed);
+             (unsigned long long)percentile(hist, total, 0.99), errors, failed,
+             (unsigned long long)percentile(hist, total, 0.999),
+             (unsigned long long)max_us);
   }
   for (int i = 0; i < C.conns; i++) {
     close(conns[i].fd);

@@ -89,6 +89,8 @@ echo)
   [ "$line" = "hello gev" ] || fail "echoed '$line'"
   exec 3<&-
   "$client" -p "$port" -c 20 -P 4 -s 1000 -n 200 -d 30 >"$tmp/client" || fail "echo-client: $(cat "$tmp/client")"
+  grep -qE '^conns=20 .* p50_us=[0-9]+ p99_us=[0-9]+ verify_errors=0 failed_conns=0 p999_us=[0-9]+ max_us=[1-9][0-9]*$' "$tmp/client" ||
+    fail "echo-client's line: $(cat "$tmp/client")"
   # SIGUSR1: one stats line on stderr, and the server goes on. 21
   # connections (the one above and the client's 20) carried 10 + 20 x 200 x
   # 1000 bytes each way.
