@@ -259,10 +259,15 @@ static ssize_t tp_read(gev_conn *c, ringbuffer *in)
   return c->tp->read(c->tp_state, c->io.fd, in);
 }
 
+/* A write tried again is no longer waiting for input, whatever made it
+ * go on (a readable event, or a read that took the input it waited for):
+ * a flag left over would keep write interest off for good. The plaintext
+ * transport never waits so. */
 static ssize_t tp_write(gev_conn *c, ringbuffer *out)
 {
   if (c->tp == &gev__plain)
     return gev__plain_write(c->io.fd, out);
+  c->flags &= ~GEV__CF_WRITE_WANTS_READ;
   return c->tp->write(c->tp_state, c->io.fd, out);
 }
 

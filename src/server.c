@@ -68,10 +68,13 @@ static void uncount(gev_server *s, gev_loop *l)
 static void start_task(void *arg)
 {
   gev_conn *c = arg;
-  const gev_options *o = &c->server->opt;
+  gev_server *s = c->server;
+  gev_loop *l = c->loop;
 
-  if (gev__conn_start(c, o->transport, o->transport_arg, NULL, NULL) < 0)
-    uncount(c->server, c->loop);
+  /* A failed start frees c: what uncount needs is read before. */
+  if (gev__conn_start(c, s->opt.transport, s->opt.transport_arg, NULL, NULL) <
+      0)
+    uncount(s, l);
 }
 
 /* The loop was freed before it ran the hand-off. */
