@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # header-test.sh SRCDIR - every public header compiles on its own, as C11
 # with -Wall -Wextra -Werror -pedantic, and (when a C++ compiler exists) as
-# C++ with all of them included together.
+# C++17 with -Wall -Wextra -Wpedantic -Werror, all of them included together.
 set -u
 src=$1
 cc=${CC:-cc}
@@ -22,12 +22,12 @@ if command -v "$cxx" >/dev/null 2>&1; then
     for h in "$src"/include/gev/*.h; do echo "#include <gev/$(basename "$h")>"; done
     echo 'int main() { gev_handler h = {}; (void)h; return gev_strerror(0) ? 0 : 1; }'
   } >"$tmp/t.cc"
-  if ! $cxx -std=c++11 -Wall -Wextra -Werror -I"$src/include" -c "$tmp/t.cc" -o "$tmp/t.o"; then
+  if ! $cxx -std=c++17 -Wall -Wextra -Wpedantic -Werror -I"$src/include" -c "$tmp/t.cc" -o "$tmp/t.o"; then
     echo "FAIL: the headers do not compile as C++"
     fail=1
   fi
 else
   echo "note: no C++ compiler ($cxx), C++ check not run"
 fi
-[ $fail -eq 0 ] && echo "ok: every public header compiles alone (C11) and as C++"
+[ $fail -eq 0 ] && echo "ok: every public header compiles alone (C11) and as C++17, -Wall -Wextra -Wpedantic"
 exit $fail

@@ -29,7 +29,10 @@ cmake -S "$tmp/proj/cmake" -B "$tmp/b" -DCMAKE_PREFIX_PATH="$root" \
   -DCMAKE_BUILD_TYPE=Release >"$tmp/cmake.log" 2>&1 || fail "cmake configure:"$'\n'"$(cat "$tmp/cmake.log")"
 cmake --build "$tmp/b" >"$tmp/build.log" 2>&1 || fail "cmake build:"$'\n'"$(cat "$tmp/build.log")"
 out=$("$tmp/b/app" 2>&1) || fail "app (shared): $out"
-[[ $out == "ok "* ]] || fail "app printed '$out'"
+want=$(meson introspect "$build" --projectinfo | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+# The headers' GEV_VERSION_STRING and gev_version_string() agree (app.c
+# checks), and both are meson.build's version.
+[ "$out" = "ok $want" ] || fail "app printed '$out', meson.build says version $want"
 # It ran on the installed library (the build tree's RPATH), not another.
 if command -v ldd >/dev/null 2>&1; then
   ldd "$tmp/b/app" | grep -q "=> $root/.*libgev\.so" || fail "app did not load the installed libgev: $(ldd "$tmp/b/app")"

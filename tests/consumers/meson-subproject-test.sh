@@ -20,5 +20,6 @@ grep -q "Dependency gev found: YES .*(overridden)" "$tmp/setup.log" \
   || fail "gev did not come from the subproject:"$'\n'"$(cat "$tmp/setup.log")"
 ninja -C "$tmp/b" >"$tmp/build.log" 2>&1 || fail "build:"$'\n'"$(cat "$tmp/build.log")"
 out=$("$tmp/b/app" 2>&1) || fail "app: $out"
-[[ $out == "ok "* ]] || fail "app printed '$out'"
+want=$(sed -n "s/^  version: '\\(.*\\)',$/\\1/p" "$src/meson.build" | head -1)
+[ "$out" = "ok $want" ] || fail "app printed '$out', meson.build says version $want"
 echo "meson subproject consumer: $out"
