@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 
 static gev_loop *loop;
 static int status = 1; /* 0 once connected and closed */
+static pthread_t pump;
+static atomic_int pump_state; /* 1 running, 2 finished */
 
 static void *pump_stdin(void *arg)
 {
@@ -42,6 +45,7 @@ static void *pump_stdin(void *arg)
   }
   gev_conn_shutdown_write(c);
   gev_conn_unref(c);
+  atomic_store(&pump_state, 2);
   return NULL;
 }
 
@@ -49,19 +53,17 @@ static void on_connect(gev_conn *c)
 {
   char subject[256] = "";
   const char *alpn = gev_tls_alpn(c);
-  pthread_t t;
-
   gev_tls_peer_subject(c, subject, sizeof(subject));
   fprintf(stderr, "connected: %s %s alpn=%s%s peer=%s\n", gev_tls_version(c),
           gev_tls_cipher(c), alpn ? alpn : "-",
           gev_tls_session_reused(c) ? " resumed" : "", subject);
   gev_conn_ref(c);
-  if (pthread_create(&t, NULL, pump_stdin, c) != 0) {
+  atomic_store(&pump_state, 1);
+  if (pthread_create(&pump, NULL, pump_stdin, c) != 0) {
+    atomic_store(&pump_state, 0);
     gev_conn_unref(c);
     gev_conn_close(c);
-    return;
   }
-  pthread_detach(t); /* it may block in read() after we are done */
 }
 
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
@@ -152,7 +154,13 @@ int main(int argc, char **argv)
     return 1;
   }
   gev_loop_run(loop);
-  gev_loop_free(loop);
-  gev_tls_ctx_unref(tls);
+  /* A reader still blocked in read() (a terminal) is left to exit(); one
+   * that saw the end of stdin is joined, so nothing is left behind. */
+  if (atomic_load(&pump_state) != 1) {
+    if (atomic_load(&pump_state) == 2)
+      pthread_join(pump, NULL);
+    gev_loop_free(loop);
+    gev_tls_ctx_unref(tls);
+  }
   return status;
 }
