@@ -347,6 +347,18 @@ START_TEST(test_posted_before_start_run_at_start)
   atomic_int ran = 0;
   pthread_t th;
 
+  /* A task alone, with no timer whose arming would wake the loop: the
+   * post itself must. */
+  ck_assert_int_eq(gev_server_new(&s, &no_handler, &opt), 0);
+  ck_assert_int_eq(gev_loop_post(gev_server_loop(s), count_task, &ran), 0);
+  pthread_create(&th, NULL, start_main, s);
+  ck_assert_msg(th_wait_int((volatile int *)&ran, 1, 5000),
+                "a task posted before start did not run");
+  gev_server_stop(s);
+  pthread_join(th, NULL);
+  gev_server_free(s);
+  atomic_store(&ran, 0);
+
   ck_assert_int_eq(gev_server_new(&s, &no_handler, &opt), 0);
   ck_assert_int_eq(gev_loop_post(gev_server_loop(s), count_task, &ran), 0);
   ck_assert(gev_server_run_after(s, 1, count_task, &ran) != 0);

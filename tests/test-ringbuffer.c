@@ -306,6 +306,16 @@ START_TEST(test_retrieve)
   ringbuffer_retrieve(rb, 1000);
   ck_assert(ringbuffer_empty(rb));
   ck_assert_uint_eq(ringbuffer_cap(rb), 16);
+  ringbuffer_free(rb);
+
+  /* Exactly to the end of the storage: what is left starts at index 0 and
+   * is the first segment, not an empty one before it. */
+  rb = mk_wrapped();
+  ringbuffer_retrieve(rb, 6);
+  ck_assert_uint_eq(ringbuffer_peek(rb, 4, seg), 4);
+  ck_assert_uint_eq(seg[0].iov_len, 4);
+  ck_assert_uint_eq(seg[1].iov_len, 0);
+  expect_str(rb, "6789");
 
   /* retrieve_all keeps the storage and restarts at its beginning. */
   write_str(rb, "abcdefghijk");
@@ -1097,6 +1107,14 @@ START_TEST(test_write_fd_epipe)
   ck_assert_int_eq(err, EPIPE);
   ck_assert_int_eq(ringbuffer_write_fd(rb, sv[0], NULL), -1);
   expect_str(rb, "0123456789");
+  ringbuffer_free(rb);
+  /* One segment goes out through send(), which needs the flag too. */
+  rb = mk(0);
+  write_str(rb, "abc");
+  err = 0;
+  ck_assert_int_eq(ringbuffer_write_fd(rb, sv[0], &err), -1);
+  ck_assert_int_eq(err, EPIPE);
+  expect_str(rb, "abc");
   close(sv[0]);
   ringbuffer_free(rb);
 }
