@@ -32,6 +32,9 @@ typedef void (*gev_log_fn)(gev_log_level level, const char *msg, void *arg);
  * concurrently, never with a library lock held; it must not block for
  * long (it runs inside a loop). Any thread; a message being formatted in
  * another thread while the logger changes may still go to the old one.
+ * @param fn the logger; NULL discards every message
+ * @param max_level the least important level passed on (GEV_LOG_DEBUG for all)
+ * @param arg passed to every call of @p fn
  */
 GEV_EXPORT void gev_set_logger(gev_log_fn fn, gev_log_level max_level,
                                void *arg);

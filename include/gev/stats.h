@@ -55,6 +55,8 @@ typedef struct gev_stats {
  * thread it does not wait (two loops reading each other would stall
  * both) and returns the loop's last publication, which the request
  * brings up to date within a pass.
+ * @param l the loop
+ * @param out receives the snapshot (zero-initialize it)
  * @return 0; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_loop_stats(const gev_loop *l, gev_stats *out);
@@ -62,6 +64,8 @@ GEV_EXPORT int gev_loop_stats(const gev_loop *l, gev_stats *out);
 /**
  * The sum over the server's acceptor and worker loops (gev_loop_stats of
  * each; the "lag" is the worst of them). Any thread.
+ * @param s the server
+ * @param out receives the sums (zero-initialize it)
  * @return 0; -EINVAL for NULL.
  */
 GEV_EXPORT int gev_server_stats(const gev_server *s, gev_stats *out);
@@ -73,6 +77,9 @@ GEV_EXPORT int gev_server_stats(const gev_server *s, gev_stats *out);
  * gev_connections_open, gev_connections_accepted_total,
  * gev_bytes_read_total, gev_bytes_written_total, gev_messages_total.
  * Any thread (it reads as gev_loop_stats does).
+ * @param s the server
+ * @param buf where the text goes; may be NULL when @p len is 0
+ * @param len the size of @p buf in bytes
  * @return the length of the text (without a NUL), written whole when it
  *         is less than @p len (NUL-terminated); otherwise nothing usable is
  *         written and the caller retries with a buffer of at least the

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # man-test.sh BUILD_DIR - install into a scratch DESTDIR and check the man
 # pages: one section-3 page for every function libgev (and libgev-tls, when
-# built) exports, gev(7), and that `man -M PREFIX/share/man gev_conn_send`
-# shows the function's page.
+# built) exports, pages for the types (gev_handler), gev(7), and that
+# `man -M PREFIX/share/man gev_conn_send` shows the function's page.
 # Exit 0 ok, 1 failure, 77 (SKIP) when the docs were not built (doxygen
 # missing or -Ddocs=disabled) or man is not installed.
 set -u
@@ -38,6 +38,9 @@ for want in 'gev_conn_send(3)' 'SYNOPSIS' 'int gev_conn_send(gev_conn \*c, const
             'RETURN VALUE' 'ENOBUFS' 'Any thread'; do
   grep -q -- "$want" <<<"$out" || fail "man gev_conn_send lacks '$want':"$'\n'"$out"
 done
+out=$(man -M "$mandir" gev_handler 2>&1) || fail "man -M $mandir gev_handler: $out"
+grep -q 'void (\*on_message)(gev_conn \*c, ringbuffer \*in, ringbuffer \*out);' <<<"$out" && grep -q MEMBERS <<<"$out" \
+  || fail "man gev_handler lacks the struct or its members:"$'\n'"$out"
 out=$(man -M "$mandir" 7 gev 2>&1) || fail "man -M $mandir 7 gev: $out"
 grep -q 'GEV(7)' <<<"$out" && grep -q THREADS <<<"$out" || fail "man 7 gev:"$'\n'"$out"
-echo "ok: $n exported functions, each with a man page in ${mandir#"$tmp/root"}; gev(7); man -M shows gev_conn_send"
+echo "ok: $n exported functions, each with a man page in ${mandir#"$tmp/root"}, and $(ls "$mandir/man3" | wc -l) pages in all; gev(7); man -M shows gev_conn_send and gev_handler"
