@@ -142,10 +142,11 @@ static void on_exhausted(gev__listener *ls, int err)
     if (fd >= 0)
       close(fd);
     ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    gev__log(GEV_LOG_WARN, ls->loop, NULL,
-             "accept: %s; the reserve fd took and closed one connection%s",
+    gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s; the reserve fd %s%s",
              gev_strerror(-err),
-             ls->reserve_fd >= 0 ? "" : " and could not be reopened");
+             fd >= 0 ? "took and closed one connection"
+                     : "was taken by another open meanwhile",
+             ls->reserve_fd >= 0 ? "" : ", and could not be reopened");
     if (ls->reserve_fd >= 0)
       return;
   }

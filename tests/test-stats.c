@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,6 +376,34 @@ static void logger(gev_log_level level, const char *msg, void *arg)
   }
 }
 
+static int acceptor_go;
+
+static void hold_acceptor(void *arg)
+{
+  (void)arg;
+  for (int i = 0; i < 20000 && !th_ld(&acceptor_go); i++)
+    usleep(1000);
+}
+
+/* True when one of the fds reads EOF within timeout_ms. */
+static bool any_eof(const int *fds, int n, int timeout_ms)
+{
+  struct pollfd p[8];
+  uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+
+  for (int i = 0; i < n; i++)
+    p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+  while (th_now_ms() < end) {
+    if (poll(p, (nfds_t)n, 100) > 0)
+      for (int i = 0; i < n; i++) {
+        char b;
+        if ((p[i].revents & POLLIN) && read(p[i].fd, &b, 1) == 0)
+          return true;
+      }
+  }
+  return false;
+}
+
 static void *run_server(void *s)
 {
   gev_server_start(s);
@@ -404,6 +433,9 @@ static void exhaust_fds(int logger_level, char *output, size_t n)
       gev_set_logger(logger, (gev_log_level)logger_level, NULL);
     if (gev_server_new(&s, &th_echo_handler, &opt) < 0)
       _exit(3);
+    /* The acceptor waits until the clients are connected: otherwise it
+     * races them for the last fds (and the reserve fd's slot). */
+    gev_loop_post(gev_server_loop(s), hold_acceptor, NULL);
     pthread_create(&t, NULL, run_server, s);
     /* Every fd taken (whatever the limit, also under valgrind, which
      * keeps its own above it), then 8 given back to 8 clients: the
@@ -414,7 +446,12 @@ static void exhaust_fds(int logger_level, char *output, size_t n)
       close(fill[--nfill]);
     for (int i = 0; i < 8; i++)
       fds[i] = th_connect(gev_server_port(s));
-    usleep(300 * 1000);
+    th_st(&acceptor_go, 1);
+    /* The reserve fd accepts and closes a client (the first ones may still
+     * have been accepted): an EOF says the exhaustion was met (bounded;
+     * slow under valgrind). */
+    if (!any_eof(fds, 8, 10000))
+      _exit(4);
     gev_server_stop(s);
     pthread_join(t, NULL);
     gev_server_free(s);
