@@ -25,16 +25,16 @@ typedef void (*gev_connect_fn)(gev_conn *c, int err, void *arg);
 /** Options of one outgoing connection. Zero-initialize and set. */
 typedef struct gev_connect_options {
   const char
-      *address; /* "127.0.0.1:6379", "[::1]:80", "host:80", "unix:/path" */
-  uint64_t timeout_ms; /* connect timeout; 0 = none but the kernel's */
-  size_t max_buffer;   /* cap on the connection's buffers; 0 = 64 MiB */
-  void *context;       /* initial gev_conn_context, visible in on_connect */
-  gev_connect_fn on_result; /* may be NULL */
-  void *arg;                /* passed to on_result */
-  /* How the connection moves its bytes (<gev/transport.h>); NULL:
+      *address; /**< "127.0.0.1:6379", "[::1]:80", "host:80", "unix:/path" */
+  uint64_t timeout_ms; /**< connect timeout; 0 = none but the kernel's */
+  size_t max_buffer;   /**< cap on the connection's buffers; 0 = 64 MiB */
+  void *context;       /**< initial gev_conn_context, visible in on_connect */
+  gev_connect_fn on_result; /**< may be NULL */
+  void *arg;                /**< passed to on_result */
+  /** How the connection moves its bytes (<gev/transport.h>); NULL:
    * plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
-  void *transport_arg;
+  void *transport_arg; /**< passed to its open() */
 } gev_connect_options;
 
 /**
@@ -65,13 +65,13 @@ typedef struct gev_client gev_client;
 
 /** Options of a gev_client. Zero-initialize and set. */
 typedef struct gev_client_options {
-  /* Every attempt uses these; on_result reports each one (success or
+  /** Every attempt uses these; on_result reports each one (success or
    * failure, so it can log), context is each new connection's initial
    * gev_conn_context. The address is resolved once, by gev_client_new. */
   gev_connect_options connect;
-  uint64_t retry_min_ms; /* delay before the first retry; 0 = 500 ms */
-  uint64_t retry_max_ms; /* the delay doubles up to this; 0 = 30 s */
-  /* Each wait is shortened by a random amount of up to this percentage of
+  uint64_t retry_min_ms; /**< delay before the first retry; 0 = 500 ms */
+  uint64_t retry_max_ms; /**< the delay doubles up to this; 0 = 30 s */
+  /** Each wait is shortened by a random amount of up to this percentage of
    * it (0 to 100; 0 = exact delays), so that many clients dropped at once
    * do not all redial in step. */
   unsigned jitter_pct;

@@ -21,19 +21,22 @@ typedef enum {
 
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
-  const char *address; /* "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
-  int num_loops;       /* worker loops; <= 0: number of online CPUs */
-  bool reuse_port;
-  gev_load_balance load_balance;
-  int idle_timeout_ms; /* close connections idle this long; 0 = never */
-  int max_connections; /* refuse (accept then close) past this; 0 = no limit */
-  size_t max_buffer; /* per-connection cap on in and out buffers; 0 = 64 MiB */
-  int backlog;       /* 0 = SOMAXCONN */
-  void *user_data;
-  /* How every accepted connection moves its bytes (<gev/transport.h>);
+  /** "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
+  const char *address;
+  int num_loops;   /**< worker loops; <= 0: number of online CPUs */
+  bool reuse_port; /**< each worker loop its own listener */
+  gev_load_balance load_balance; /**< how the acceptor deals */
+  int idle_timeout_ms; /**< close connections idle this long; 0 = never */
+  /** refuse (accept then close) past this; 0 = no limit */
+  int max_connections;
+  /** per-connection cap on in and out buffers; 0 = 64 MiB */
+  size_t max_buffer;
+  int backlog;     /**< 0 = SOMAXCONN */
+  void *user_data; /**< gev_server_user_data returns it */
+  /** How every accepted connection moves its bytes (<gev/transport.h>);
    * NULL: plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
-  void *transport_arg;
+  void *transport_arg; /**< passed to its open() */
 } gev_options;
 
 /**
