@@ -223,6 +223,9 @@ def main():
     xmldir, outdir, version, incdir = sys.argv[1:5]
     index = ET.parse(os.path.join(xmldir, 'index.xml')).getroot()
     man3 = os.path.join(outdir, 'man3')
+    if os.path.isdir(man3):  # no page may outlive its function
+        for old in os.listdir(man3):
+            os.remove(os.path.join(man3, old))
     os.makedirs(man3, exist_ok=True)
     count = 0
     for comp in index.findall('compound'):
