@@ -9,7 +9,8 @@ plain comments (the doc comments are under MEMBERS).
 Each page has NAME (the brief), LIBRARY, SYNOPSIS (the header and the
 prototype), DESCRIPTION (the header comment: threads, ownership,
 callbacks), ARGUMENTS, RETURN VALUE (every -E code the comment lists),
-NOTES (the rules of the whole header, from doc/reference/groups.dox) and
+NOTES (the rules of the whole header: its opening comment, or its @file
+block in doc/reference/groups.dox) and
 SEE ALSO (the other functions of the header, gev(7)). Writes
 OUTDIR/man3/NAME.3 and prints nothing; exits 1 when no function was found.
 """
@@ -102,6 +103,54 @@ def description(el, sections):
     return out
 
 
+def library(header):
+    """The LIBRARY line: the TLS add-on is a library of its own."""
+    if header == 'gev/tls.h':
+        return ('gev TLS (\\fIlibgev\\-tls\\fP, \\fI\\-lgev\\-tls\\fP; '
+                '\\fBpkg\\-config \\-\\-libs gev\\-tls\\fP)')
+    return 'gev (\\fIlibgev\\fP, \\fI\\-lgev\\fP; \\fBpkg\\-config \\-\\-libs gev\\fP)'
+
+
+def head_comment(incdir, header):
+    """The header's opening comment (its rules: lifetime, threads, ...) as
+    roff paragraphs; indented lines are kept as code. [] when it has only
+    its title line."""
+    try:
+        text = open(os.path.join(incdir, header), encoding='utf-8').read()
+    except OSError:
+        return []
+    m = re.match(r'\s*/\*(.*?)\*/', text, re.S)
+    if not m:
+        return []
+    lines = [re.sub(r'^\s*\* ?', '', ln) for ln in m.group(1).split('\n')]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if lines and re.match(r'\S+\.h - ', lines[0]):
+        lines[0] = re.sub(r'^\S+\.h - ', '', lines[0])
+        lines[0] = lines[0][:1].upper() + lines[0][1:]
+    out, para, code = [], [], []
+    def flush():
+        if para:
+            out.append('.PP\n' + fill(esc(' '.join(para))))
+            para.clear()
+        if code:
+            out.append('.PP\n.nf\n.RS 4\n' + '\n'.join('\\&' + esc(c) for c in code) + '\n.RE\n.fi')
+            code.clear()
+    for ln in lines:
+        if not ln.strip():
+            flush()
+        elif ln.startswith('    '):
+            if para:
+                flush()
+            code.append(ln[4:])
+        else:
+            if code:
+                flush()
+            para.append(ln.strip())
+    flush()
+    return out if len(out) > 1 or len(lines) > 2 else []
+
+
 def page(fn, header, header_notes, siblings, version):
     name = fn.findtext('name')
     sections = {'params': [], 'return': [], 'see': []}
@@ -119,10 +168,10 @@ def page(fn, header, header_notes, siblings, version):
             '.SH NAME',
             '%s \\- %s' % (esc(name), short or 'see below'),
             '.SH LIBRARY',
-            'gev (\\fIlibgev\\fP, \\fI\\-lgev\\fP; \\fBpkg\\-config \\-\\-libs gev\\fP)',
+            library(header),
             '.SH SYNOPSIS',
             '.nf',
-            '.B #include <gev/gev.h>',
+            '.B #include <%s>' % ('gev/tls.h' if header == 'gev/tls.h' else 'gev/gev.h'),
             '.PP',
             '.BI "' + esc(proto).replace('"', '\\(dq') + '"',
             '.fi',
@@ -178,10 +227,10 @@ def type_page(name, header, code, brief, detail, members, siblings, version):
             '.SH NAME',
             '%s \\- %s' % (esc(name), short or 'a type of gev'),
             '.SH LIBRARY',
-            'gev (\\fIlibgev\\fP, \\fI\\-lgev\\fP; \\fBpkg\\-config \\-\\-libs gev\\fP)',
+            library(header),
             '.SH SYNOPSIS',
             '.nf',
-            '.B #include <gev/gev.h>',
+            '.B #include <%s>' % ('gev/tls.h' if header == 'gev/tls.h' else 'gev/gev.h'),
             '.PP',
             '\n'.join(('\\&' + esc(ln)) if ln else '' for ln in code),
             '.fi',
@@ -240,7 +289,10 @@ def main():
         if not header.endswith('.h'):
             continue
         notes_sections = {'params': [], 'return': [], 'see': []}
-        notes = description(cdef.find('detaileddescription'), notes_sections)
+        # The header's own opening comment when it says more than a title,
+        # else its @file block in doc/reference/groups.dox.
+        notes = head_comment(incdir, header) or \
+            description(cdef.find('detaileddescription'), notes_sections)
         fns = [md for md in cdef.iter('memberdef') if md.get('kind') == 'function']
         names = [md.findtext('name') for md in fns]
         for md in fns:
