@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# meson-subproject-test.sh SRC_DIR - build tests/consumers/meson, a tiny
-# project that finds gev with dependency('gev', fallback: ['gev',
-# 'gev_dep']), with gev as its subproject (subprojects/gev: a symlink to
-# this source tree, made in a scratch directory), and run its program.
+# meson-subproject-test.sh SRC_DIR - gev as a meson subproject, two ways,
+# each in a scratch directory with subprojects/gev a symlink to this tree:
+#   meson/       dependency('gev', fallback: ['gev', 'gev_dep'])
+#   meson-wrap/  dependency('gev') alone, with doc/gev.wrap in subprojects/
+# Each is configured with --force-fallback-for=gev (never an installed gev),
+# built, and its program run; it must print "ok" and meson.build's version.
 # Exit 0 ok, 1 failure.
 set -u
 src=$(cd "${1:?usage: meson-subproject-test.sh SRC_DIR}" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL [meson subproject]: $*" >&2; exit 1; }
+want=$(sed -n "s/^  version: '\\(.*\\)',$/\\1/p" "$src/meson.build" | head -1)
 
 cp -r "$src/tests/consumers" "$tmp/proj"
-mkdir "$tmp/proj/meson/subprojects"
-ln -s "$src" "$tmp/proj/meson/subprojects/gev"
-# --force-fallback-for: never an installed gev (pkg-config or CMake), always
-# the subproject, which is what this test is about.
-meson setup --force-fallback-for=gev "$tmp/b" "$tmp/proj/meson" >"$tmp/setup.log" 2>&1 || fail "meson setup:"$'\n'"$(cat "$tmp/setup.log")"
-grep -q "Dependency gev found: YES .*(overridden)" "$tmp/setup.log" \
-  || fail "gev did not come from the subproject:"$'\n'"$(cat "$tmp/setup.log")"
-ninja -C "$tmp/b" >"$tmp/build.log" 2>&1 || fail "build:"$'\n'"$(cat "$tmp/build.log")"
-out=$("$tmp/b/app" 2>&1) || fail "app: $out"
-want=$(sed -n "s/^  version: '\\(.*\\)',$/\\1/p" "$src/meson.build" | head -1)
-[ "$out" = "ok $want" ] || fail "app printed '$out', meson.build says version $want"
-echo "meson subproject consumer: $out"
+for kind in meson meson-wrap; do
+  dir=$tmp/proj/$kind
+  mkdir "$dir/subprojects"
+  ln -s "$src" "$dir/subprojects/gev"
+  opts=()
+  if [ $kind = meson-wrap ]; then
+    cp "$src/doc/gev.wrap" "$dir/subprojects/gev.wrap"
+    opts=(-Dgev:examples=false -Dgev:tests=disabled -Dgev:docs=disabled -Dgev:tls=disabled)
+  fi
+  meson setup --force-fallback-for=gev "${opts[@]}" "$tmp/b-$kind" "$dir" >"$tmp/setup.log" 2>&1 \
+    || fail "$kind: meson setup:"$'\n'"$(cat "$tmp/setup.log")"
+  grep -q "Dependency gev found: YES .*(overridden)" "$tmp/setup.log" \
+    || fail "$kind: gev did not come from the subproject:"$'\n'"$(cat "$tmp/setup.log")"
+  ninja -C "$tmp/b-$kind" >"$tmp/build.log" 2>&1 || fail "$kind: build:"$'\n'"$(cat "$tmp/build.log")"
+  out=$("$tmp/b-$kind/app" 2>&1) || fail "$kind: app: $out"
+  [ "$out" = "ok $want" ] || fail "$kind: app printed '$out', meson.build says version $want"
+done
+echo "meson subproject consumers (fallback: and gev.wrap): $out"
