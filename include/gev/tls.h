@@ -54,8 +54,9 @@ typedef enum gev_tls_verify {
                                           certificate, no connection */
 } gev_tls_verify;
 
-/** Protocol versions for min_version / max_version. */
+/** TLS 1.2, for min_version / max_version. */
 #define GEV_TLS_1_2 0x0303
+/** TLS 1.3, for min_version / max_version. */
 #define GEV_TLS_1_3 0x0304
 
 /** One certificate with its key (PEM files). */
@@ -133,7 +134,9 @@ typedef struct gev_tls_options {
  */
 GEV_EXPORT int gev_tls_ctx_new(gev_tls_ctx **out, const gev_tls_options *o);
 
-/** Take a reference to @p ctx. Any thread. @return ctx (NULL for NULL). */
+/** Take a reference to @p ctx. Any thread.
+ *  @param ctx a context (NULL is passed through).
+ *  @return ctx (NULL for NULL). */
 GEV_EXPORT gev_tls_ctx *gev_tls_ctx_ref(gev_tls_ctx *ctx);
 
 /**
@@ -142,22 +145,27 @@ GEV_EXPORT gev_tls_ctx *gev_tls_ctx_ref(gev_tls_ctx *ctx);
  * server or connect options that name @p ctx take no reference: drop the
  * caller's last one only after gev_server_free (or the last
  * gev_loop_connect / gev_client_free using it). Any thread; NULL ignored.
+ * @param ctx the context; the last reference frees it.
  */
 GEV_EXPORT void gev_tls_ctx_unref(gev_tls_ctx *ctx);
 
 /** The text of the last error gev_tls_ctx_new or gev_tls_connect_options
- *  met in the calling thread ("" when none). Valid until the thread's
- *  next call into libgev-tls. */
+ *  met in the calling thread.
+ *  @return the text ("" when none), valid until the thread's next call
+ *          into libgev-tls. */
 GEV_EXPORT const char *gev_tls_error(void);
 
 /** The TLS transport table (for gev_options.transport and
  *  gev_connect_options.transport, with a gev_tls_ctx * as transport_arg).
- *  Any thread; static. */
+ *  Any thread.
+ *  @return the table, static: valid for the life of the process. */
 GEV_EXPORT const gev_transport *gev_tls_transport(void);
 
 /**
  * Make every connection of a server TLS: sets @p o->transport and
  * o->transport_arg. Call before gev_server_new. Any thread.
+ * @param o   the server's options, changed in place.
+ * @param ctx the context; it must outlive the server (no reference taken).
  * @return 0; -EINVAL for NULL, or a context without a certificate.
  */
 GEV_EXPORT int gev_tls_server_options(gev_options *o, gev_tls_ctx *ctx);
@@ -171,6 +179,9 @@ GEV_EXPORT int gev_tls_server_options(gev_options *o, gev_tls_ctx *ctx);
  * @p ctx (once per distinct name), so o may be used for any number of
  * connections, and for a gev_client, while ctx lives. Sessions are
  * resumed per name (the last ticket the server sent). Any thread.
+ * @param o           the connect options, changed in place.
+ * @param ctx         the context; it must outlive the connections.
+ * @param server_name the name to ask for and verify, or NULL.
  * @return 0; -EINVAL for NULL o or ctx, no name and no address, or a unix
  *         address without a name; -ENOMEM.
  */
@@ -182,40 +193,50 @@ GEV_EXPORT int gev_tls_connect_options(gev_connect_options *o, gev_tls_ctx *ctx,
  * on_close returns. Strings stay valid as long as the connection.
  * Connections that are not TLS answer NULL, false or a negative errno. */
 
-/** @return true when @p c moves its bytes through TLS. */
+/** @param c a connection. @return true when @p c moves its bytes through
+ *  TLS. */
 GEV_EXPORT bool gev_tls_is_tls(const gev_conn *c);
 
-/** @return the ALPN protocol agreed on ("h2"), NULL when none. */
+/** @param c a connection. @return the ALPN protocol agreed on ("h2"),
+ *  NULL when none. */
 GEV_EXPORT const char *gev_tls_alpn(const gev_conn *c);
 
-/** @return the protocol version ("TLSv1.3", "TLSv1.2"). */
+/** @param c a connection. @return the protocol version ("TLSv1.3",
+ *  "TLSv1.2"). */
 GEV_EXPORT const char *gev_tls_version(const gev_conn *c);
 
-/** @return the cipher suite ("TLS_AES_256_GCM_SHA384"). */
+/** @param c a connection. @return the cipher suite
+ *  ("TLS_AES_256_GCM_SHA384"). */
 GEV_EXPORT const char *gev_tls_cipher(const gev_conn *c);
 
-/** @return the SNI name: the one the client asked for (accepted
- *  connections) or sent (outgoing); NULL when none. */
+/** @param c a connection. @return the SNI name: the one the client asked
+ *  for (accepted connections) or sent (outgoing); NULL when none. */
 GEV_EXPORT const char *gev_tls_server_name(const gev_conn *c);
 
 /**
  * The peer certificate's subject, one line ("CN=client,O=gev", RFC 2253
  * order), into @p buf (always NUL-terminated when @p len > 0).
+ * @param c   a connection.
+ * @param buf receives the subject.
+ * @param len the size of buf.
  * @return its length (truncated to len - 1 when longer); -ENOENT when the
  *         peer sent no certificate; -EINVAL when c is not TLS or buf NULL.
  */
 GEV_EXPORT int gev_tls_peer_subject(const gev_conn *c, char *buf, size_t len);
 
-/** @return OpenSSL's verification result for the peer's certificate
+/** @param c a connection.
+ *  @return OpenSSL's verification result for the peer's certificate
  *  (X509_V_OK, 0, when it verified or was not checked; otherwise an
  *  X509_V_ERR_* code); -1 when c is not TLS. */
 GEV_EXPORT long gev_tls_verify_result(const gev_conn *c);
 
-/** @return true when the handshake resumed an earlier session. */
+/** @param c a connection. @return true when the handshake resumed an
+ *  earlier session. */
 GEV_EXPORT bool gev_tls_session_reused(const gev_conn *c);
 
 struct ssl_st;
-/** @return the connection's OpenSSL object (SSL *), for what this header
+/** @param c a connection.
+ *  @return the connection's OpenSSL object (SSL *), for what this header
  *  does not offer; do not read, write or free through it. NULL if not TLS. */
 GEV_EXPORT struct ssl_st *gev_tls_ssl(const gev_conn *c);
 
@@ -232,6 +253,8 @@ typedef struct gev_tls_stats {
 } gev_tls_stats;
 
 /** A snapshot of @p ctx's counters. Any thread.
+ *  @param ctx the context.
+ *  @param out receives the counters.
  *  @return 0; -EINVAL for NULL. */
 GEV_EXPORT int gev_tls_ctx_stats(const gev_tls_ctx *ctx, gev_tls_stats *out);
 
