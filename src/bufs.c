@@ -96,12 +96,6 @@ bool gev__bufs_adopt(gev__bufs *b, ringbuffer **shared, ringbuffer **own,
   return true;
 }
 
-bool gev__bufs_oversized(const gev__bufs *b)
-{
-  return ringbuffer_cap(b->in) > GEV__SHARED_CAP ||
-         ringbuffer_cap(b->out) > GEV__SHARED_CAP;
-}
-
 /* A large message leaves its storage in the shared buffers: a read that
  * grew `in`, or a handler that moved a large held input into `out`.
  * Unchecked, every loop would keep the largest message it ever saw, up to

@@ -42,8 +42,6 @@ void gev__bufs_put(gev__bufs *b, ringbuffer *rb);
 bool gev__bufs_adopt(gev__bufs *b, ringbuffer **shared, ringbuffer **own,
                      size_t max_buffer);
 
-/* true when a shared buffer has grown past GEV__SHARED_CAP. */
-bool gev__bufs_oversized(const gev__bufs *b);
 /* Gives oversized, empty shared buffers fresh GEV__SHARED_CAP storage. */
 void gev__bufs_trim(gev__bufs *b);
 

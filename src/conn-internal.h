@@ -142,8 +142,6 @@ int gev__conn_event(gev_conn *c, int ev);
 /* Loop thread: c has work for the end of the pass (output, held input,
  * a pending close or FIN). The loop's reference keeps c alive until then. */
 void gev__conn_schedule(gev_conn *c);
-/* Loop thread: one attempt to write what c has queued; settles c. */
-void gev__conn_flush(gev_conn *c);
 /* Loop thread: sends from p straight to the socket (nothing may be queued
  * before it): the bytes taken, 0 when none now, or -errno. */
 ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);

@@ -611,7 +611,7 @@ static void handle_write(gev_conn *c)
 }
 
 /* After the pass: write what was queued unless a writable event will. */
-void gev__conn_flush(gev_conn *c)
+static void flush(gev_conn *c)
 {
   gev__assert_in_loop(c->loop);
   if (c->out && !(c->io.interest & GEV__EV_WRITE))
@@ -867,7 +867,7 @@ static void after_pass(gev__handle *h)
       return;
     }
   }
-  gev__conn_flush(c);
+  flush(c);
 }
 
 static void stop(gev__handle *h)

@@ -183,9 +183,4 @@ static inline void gev__handle_schedule(gev__handle *h)
     gev__list_append(&h->loop->due, &h->due);
 }
 
-static inline bool gev__handle_scheduled(const gev__handle *h)
-{
-  return gev__list_linked(&h->due);
-}
-
 #endif
