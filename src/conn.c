@@ -444,10 +444,11 @@ static void close_now(gev_conn *c)
   if (c->tp->close)
     c->tp->close(c->tp_state);
   /* -1 first: another thread's gev_conn_fd must not see the number once
-   * it is closed (and possibly reused by an unrelated open). The fd
-   * leaves epoll with close(); events already fetched for it in this pass
-   * see the closed state and are ignored. */
+   * it is closed (and possibly reused by an unrelated open). Off the
+   * poller before the close (poller.h says why); events already fetched
+   * for it in this pass see the closed state and are ignored. */
   atomic_store_explicit(&c->fd, -1, memory_order_relaxed);
+  gev__loop_io_del(l, &c->io);
   close(c->io.fd);
   c->io.fd = -1;
   if (c->in)
@@ -1002,6 +1003,8 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
 
 void gev__conn_free_unstarted(gev_conn *c)
 {
+  if (c->io.registered) /* an outgoing one whose start failed */
+    gev__loop_io_del(c->loop, &c->io);
   close(c->io.fd);
   free(c);
 }
@@ -1021,8 +1024,8 @@ static int open_io(gev_conn *c, const gev_transport *tp, void *tp_arg)
     }
   }
   c->io.cb = io_cb;
-  err = c->io.interest ? gev__loop_io_set(c->loop, &c->io, GEV__EV_READ)
-                       : gev__loop_io_add(c->loop, &c->io, GEV__EV_READ);
+  err = c->io.registered ? gev__loop_io_set(c->loop, &c->io, GEV__EV_READ)
+                         : gev__loop_io_add(c->loop, &c->io, GEV__EV_READ);
   if (err < 0 && c->tp->close)
     c->tp->close(c->tp_state);
   return err;

@@ -52,13 +52,14 @@ static void end(connecting *cx)
   free(cx);
 }
 
-/* A connect that failed: the fd goes (and with it the epoll registration);
- * the connection was never visible to anyone. */
+/* A connect that failed: the fd goes, off the poller first; the
+ * connection was never visible to anyone. */
 static void fail(connecting *cx, int err)
 {
   gev_connect_fn fn = cx->on_result;
   void *arg = cx->arg;
 
+  gev__loop_io_del(cx->handle.loop, &cx->io); /* before the fd closes */
   gev__conn_free_unstarted(cx->c);
   end(cx);
   report(fn, arg, NULL, err);
@@ -75,6 +76,7 @@ static void succeed(connecting *cx)
 
   /* The fd's registration passes from the connect to the connection. */
   c->io.interest = cx->io.interest;
+  c->io.registered = cx->io.registered;
   end(cx);
   atomic_fetch_add(&l->nconns, 1);
   if ((err = gev__conn_start(c, tp, tp_arg, fn, arg)) < 0) {

@@ -26,6 +26,7 @@ typedef void (*gev__io_cb)(gev__io *io, unsigned events);
 struct gev__io {
   int fd;
   unsigned interest; /* GEV__EV_* currently registered */
+  bool registered;   /* with the poller (interest may be 0) */
   gev__io_cb cb;
 };
 
@@ -138,6 +139,9 @@ void gev__loop_wake(gev_loop *l);
 
 int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events);
 int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events);
+/* Loop thread, before closing io->fd (poller.h says why); a no-op for an
+ * io never added. */
+int gev__loop_io_del(gev_loop *l, gev__io *io);
 
 /* Monotonic milliseconds. */
 uint64_t gev__now_ms(void);

@@ -230,8 +230,10 @@ int gev__loop_io_add(gev_loop *l, gev__io *io, unsigned events)
 {
   int r = gev__poller_add(&l->poller, io->fd, events, io);
 
-  if (r == 0)
+  if (r == 0) {
     io->interest = events;
+    io->registered = true;
+  }
   return r;
 }
 
@@ -243,6 +245,18 @@ int gev__loop_io_set(gev_loop *l, gev__io *io, unsigned events)
   int r = gev__poller_mod(&l->poller, io->fd, events, io);
   if (r == 0)
     io->interest = events;
+  return r;
+}
+
+int gev__loop_io_del(gev_loop *l, gev__io *io)
+{
+  int r = 0;
+
+  gev__assert_in_loop(l);
+  if (io->registered)
+    r = gev__poller_del(&l->poller, io->fd);
+  io->interest = 0;
+  io->registered = false;
   return r;
 }
 

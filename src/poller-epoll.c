@@ -59,6 +59,11 @@ int gev__poller_mod(gev__poller *p, int fd, unsigned events, void *data)
   return ctl(p, EPOLL_CTL_MOD, fd, events, data);
 }
 
+int gev__poller_del(gev__poller *p, int fd)
+{
+  return ctl(p, EPOLL_CTL_DEL, fd, 0, NULL);
+}
+
 int gev__poller_wait(gev__poller *p, gev__fired *out, int timeout_ms)
 {
   struct epoll_event *ev = p->events;

@@ -28,6 +28,10 @@ void gev__poller_close(gev__poller *p);
 /* Level-triggered interest in GEV__EV_READ|GEV__EV_WRITE; 0 or -errno. */
 int gev__poller_add(gev__poller *p, int fd, unsigned events, void *data);
 int gev__poller_mod(gev__poller *p, int fd, unsigned events, void *data);
+/* Before close(fd): epoll watches the open file, not the fd, so a close
+ * alone leaves the registration while another process holds the file (a
+ * fork that has not exec'ed yet), and its events would name freed memory. */
+int gev__poller_del(gev__poller *p, int fd);
 /* Fills out[0..n) with at most p->cap events; returns n (0 on timeout or
  * EINTR) or -errno. timeout_ms < 0 waits forever. */
 int gev__poller_wait(gev__poller *p, gev__fired *out, int timeout_ms);

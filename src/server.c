@@ -350,11 +350,19 @@ int gev_server_new(gev_server **out, const gev_handler *h,
 
 /* In a worker: its own listener (reuse_port) closes, its connections
  * wind down. */
+/* In the listener's loop, while it runs: off the poller, then closed. */
+static void listener_end(gev__listener *ls)
+{
+  if (ls->io.fd >= 0)
+    gev__loop_io_del(ls->loop, &ls->io);
+  listener_close(ls);
+}
+
 static void drain_worker(void *arg)
 {
   gev__worker *w = arg;
 
-  listener_close(&w->listener);
+  listener_end(&w->listener);
   gev__loop_drain(w->loop);
 }
 
@@ -372,7 +380,7 @@ static void begin_shutdown(void *arg)
   gev_server *s = arg;
   uint64_t ms = atomic_load(&s->drain_ms);
 
-  listener_close(&s->listener);
+  listener_end(&s->listener);
   atomic_store(&s->draining, true);
   for (int i = 0; i < s->nloops; i++)
     if (gev_loop_post(s->workers[i].loop, drain_worker, &s->workers[i]) < 0)

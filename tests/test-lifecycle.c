@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- gev_conn_set_handler --------------------------------------------- */
@@ -513,6 +515,59 @@ START_TEST(handshake_result_outgoing)
 }
 END_TEST
 
+/* ---- a closed fd a forked child still holds ----------------------------- */
+
+static void echo_then_close(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  ringbuffer_move(out, in, ringbuffer_len(in));
+  gev_conn_close(c);
+}
+
+/* epoll watches the open file, not the fd: while a forked child that has
+ * not exec'ed yet holds a copy, closing the server's fd leaves the file
+ * registered, and its events would name the freed connection (ASan: a use
+ * after free in run_pass; without ASan a loop spinning on the event). The
+ * connection leaves the poller before its close. Found by CI's ASan run
+ * of the TLS tests, which fork openssl and curl. */
+START_TEST(close_while_forked_child_holds_fd)
+{
+  gev_handler h = {th_count_connect, echo_then_close, th_count_close};
+  gev_options opt = {.num_loops = 1};
+  uint64_t cpu;
+  th_server *srv;
+  char got[1];
+  pid_t pid;
+  int fd, st;
+
+  th_reset_counters();
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_wait_int(&th_connects, 1, 5000));
+  pid = fork(); /* holds a copy of every fd, the server's socket too */
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    _exit(0);
+  }
+  ck_assert(th_write_all(fd, "x", 1));
+  ck_assert(th_read_exact(fd, got, 1));
+  ck_assert(th_wait_int(&th_closes, 1, 5000));
+  /* The server's fd is closed; the file lives on in the child, so these
+   * bytes make it readable. */
+  cpu = th_cpu_ms();
+  for (int i = 0; i < 20; i++) {
+    ck_assert(th_write_all(fd, "more", 4));
+    usleep(20 * 1000);
+  }
+  ck_assert_uint_lt(th_cpu_ms() - cpu, 300); /* the loop did not spin */
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  close(fd);
+  th_stop(srv);
+  ck_assert_int_eq(th_ld(&th_closes), 1);
+}
+END_TEST
+
 static Suite *lifecycle_suite(void)
 {
   const th_case cases[] = {
@@ -528,6 +583,8 @@ static Suite *lifecycle_suite(void)
        poller_error_in_worker_stops_server, 30},
       {"handshake_before_on_connect", handshake_before_on_connect, 30},
       {"handshake_result_outgoing", handshake_result_outgoing, 30},
+      {"close_while_forked_child_holds_fd", close_while_forked_child_holds_fd,
+       30},
   };
 
   return th_suite("lifecycle", cases, sizeof(cases) / sizeof(cases[0]));

@@ -73,8 +73,9 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 
   (void)c;
   (void)out;
-  fwrite(seg[0].iov_base, 1, seg[0].iov_len, stdout);
-  fwrite(seg[1].iov_base, 1, seg[1].iov_len, stdout);
+  for (int i = 0; i < 2; i++) /* an empty segment may have no base */
+    if (seg[i].iov_len)
+      fwrite(seg[i].iov_base, 1, seg[i].iov_len, stdout);
   fflush(stdout);
   ringbuffer_retrieve(in, n);
 }
@@ -97,9 +98,10 @@ static void on_result(gev_conn *c, int err, void *arg)
 
 static void usage(int st)
 {
-  fprintf(st ? stderr : stdout,
-          "usage: tls-client [--ca FILE] [--name NAME] [--alpn P1,P2]\n"
-          "                  [--cert FILE --key FILE] [--insecure] HOST:PORT\n");
+  fprintf(
+      st ? stderr : stdout,
+      "usage: tls-client [--ca FILE] [--name NAME] [--alpn P1,P2]\n"
+      "                  [--cert FILE --key FILE] [--insecure] HOST:PORT\n");
   exit(st);
 }
 
@@ -120,8 +122,8 @@ int main(int argc, char **argv)
       {"alpn", required_argument, 0, 'a'}, {"cert", required_argument, 0, 'C'},
       {"key", required_argument, 0, 'K'},  {"insecure", no_argument, 0, 'k'},
       {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
-  gev_handler h = {.on_connect = on_connect, .on_message = on_message,
-                   .on_close = on_close};
+  gev_handler h = {
+      .on_connect = on_connect, .on_message = on_message, .on_close = on_close};
   gev_tls_options to = {0};
   const char *name = NULL, *alpn[8];
   gev_tls_ctx *tls;
@@ -145,8 +147,10 @@ int main(int argc, char **argv)
     fprintf(stderr, "tls-client: %s\n", gev_tls_error());
     return 1;
   }
-  gev_connect_options co = {.address = argv[optind], .timeout_ms = 10000,
-                            .on_result = on_result, .arg = argv[optind]};
+  gev_connect_options co = {.address = argv[optind],
+                            .timeout_ms = 10000,
+                            .on_result = on_result,
+                            .arg = argv[optind]};
   if ((err = gev_tls_connect_options(&co, tls, name)) < 0 ||
       (err = gev_loop_new(&loop)) < 0 ||
       (err = gev_loop_connect(loop, &h, &co)) < 0) {
