@@ -10,14 +10,15 @@
  *
  * The connection lives on a standalone loop in the main thread; stdin is
  * read by a second thread that hands each chunk over with gev_conn_send,
- * which is safe from any thread and holds the chunk against max_buffer
- * (on -ENOBUFS the reader waits a little: that is the backpressure). */
+ * which is safe from any thread, keeping a window of bytes in flight (see
+ * WINDOW). */
 #include <gev/gev.h>
 #include <gev/tls.h>
 
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,53 @@ static int status = 1; /* 0 once connected and closed */
 static pthread_t pump;
 static atomic_int pump_state; /* 1 running, 2 finished */
 
+/* The pump keeps at most WINDOW bytes on their way: the library stops
+ * reading a connection whose output is above half its cap, and two peers
+ * that both stop reading (this client, its output full of stdin; an echo
+ * server, its output full of replies nobody reads) wait for each other
+ * for ever. Under the window the client never pauses, so it reads all the
+ * replies, and the server's output drains. The loop reopens the window
+ * once the output is down to a quarter of it (gev_conn_notify_drain). */
+#define WINDOW (256 * 1024)
+
+static pthread_mutex_t win_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t win_cv = PTHREAD_COND_INITIALIZER;
+static size_t in_flight; /* sent since the window last reopened */
+static bool win_closed;
+
+static void reopen(gev_conn *c, void *arg)
+{
+  (void)c;
+  (void)arg;
+  pthread_mutex_lock(&win_mu);
+  in_flight = 0;
+  win_closed = false;
+  pthread_cond_signal(&win_cv);
+  pthread_mutex_unlock(&win_mu);
+}
+
+/* In the loop: tell the pump when the output is low again. */
+static void watch_drain(void *arg)
+{
+  if (gev_conn_notify_drain(arg, WINDOW / 4, reopen, NULL) < 0)
+    reopen(arg, NULL); /* closed: let the pump find out from its send */
+}
+
+/* Waits while the window is closed; closes it behind a full one. */
+static void take_window(gev_conn *c, size_t n)
+{
+  pthread_mutex_lock(&win_mu);
+  while (win_closed)
+    pthread_cond_wait(&win_cv, &win_mu);
+  in_flight += n;
+  if (in_flight >= WINDOW) {
+    win_closed = true;
+    if (gev_loop_post(loop, watch_drain, c) < 0)
+      win_closed = false; /* the loop has stopped: sends will fail */
+  }
+  pthread_mutex_unlock(&win_mu);
+}
+
 static void *pump_stdin(void *arg)
 {
   gev_conn *c = arg; /* our reference, taken in on_connect */
@@ -37,10 +85,13 @@ static void *pump_stdin(void *arg)
   ssize_t n;
 
   while ((n = read(0, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-    int r;
-    while (n > 0 && (r = gev_conn_send(c, buf, (size_t)n)) == -ENOBUFS)
+    int r = 0;
+    if (n <= 0)
+      continue;
+    take_window(c, (size_t)n);
+    while ((r = gev_conn_send(c, buf, (size_t)n)) == -ENOBUFS)
       nanosleep(&(struct timespec){0, 1000000}, NULL); /* output is full */
-    if (n > 0 && r < 0)
+    if (r < 0)
       break; /* closed meanwhile */
   }
   gev_conn_shutdown_write(c);
