@@ -157,9 +157,8 @@ static void srv_echo(gev_conn *c, ringbuffer *in, ringbuffer *out)
     gev_conn_close(c); /* s_client -quiet ends when we close */
 }
 
-static const gev_handler echo_h = {.on_connect = srv_connect,
-                                   .on_message = srv_echo,
-                                   .on_close = srv_close};
+static const gev_handler echo_h = {
+    .on_connect = srv_connect, .on_message = srv_echo, .on_close = srv_close};
 
 static th_server *tls_server(gev_tls_ctx *x, const gev_handler *h, int loops)
 {
@@ -248,8 +247,8 @@ static void pc_close(pc *p)
 
 /* ---- gev's own TLS client on a standalone loop ------------------------ */
 
-static int c_result;        /* the connect result */
-static int c_done;          /* 1 once the echo came back or it failed */
+static int c_result; /* the connect result */
+static int c_done;   /* 1 once the echo came back or it failed */
 static bool c_reused;
 static char c_version[32], c_alpn[32], c_subject[256];
 
@@ -285,9 +284,8 @@ static void cl_close(gev_conn *c)
   th_st(&c_done, 1);
 }
 
-static const gev_handler cl_h = {.on_connect = cl_connect,
-                                 .on_message = cl_message,
-                                 .on_close = cl_close};
+static const gev_handler cl_h = {
+    .on_connect = cl_connect, .on_message = cl_message, .on_close = cl_close};
 
 /* One gev TLS connection to port: the connect result (0 when the echo
  * came back). name NULL: the address's host (127.0.0.1). */
@@ -295,8 +293,8 @@ static int gev_client_once(gev_tls_ctx *x, int port, const char *name)
 {
   th_loop_thread lt;
   char addr[64];
-  gev_connect_options o = {.address = addr, .on_result = cl_result,
-                           .timeout_ms = 5000};
+  gev_connect_options o = {
+      .address = addr, .on_result = cl_result, .timeout_ms = 5000};
 
   snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
   th_st(&c_done, 0);
@@ -530,9 +528,8 @@ static void http_msg(gev_conn *c, ringbuffer *in, ringbuffer *out)
   }
 }
 
-static const gev_handler http_h = {.on_connect = srv_connect,
-                                   .on_message = http_msg,
-                                   .on_close = srv_close};
+static const gev_handler http_h = {
+    .on_connect = srv_connect, .on_message = http_msg, .on_close = srv_close};
 
 START_TEST(test_curl)
 {
@@ -748,9 +745,8 @@ static void many_close(gev_conn *c)
 
 START_TEST(test_many_handshakes)
 {
-  static const gev_handler h = {.on_connect = cl_connect,
-                                .on_message = many_msg,
-                                .on_close = many_close};
+  static const gev_handler h = {
+      .on_connect = cl_connect, .on_message = many_msg, .on_close = many_close};
   /* No handshake deadline: under valgrind 300 handshakes take a while
    * (and fewer are made); the wait below bounds the test. */
   gev_tls_options so = {.handshakes_per_pass = 4, .handshake_timeout_ms = -1};
@@ -983,8 +979,8 @@ static void *read_all(void *arg)
   unsigned char *want = malloc(r->n), *got = malloc(r->n);
 
   th_fill(want, r->n, 42);
-  r->ok = want && got && pc_read(r->p, got, r->n) &&
-          memcmp(want, got, r->n) == 0;
+  r->ok =
+      want && got && pc_read(r->p, got, r->n) && memcmp(want, got, r->n) == 0;
   free(want);
   free(got);
   return NULL;

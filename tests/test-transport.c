@@ -66,8 +66,8 @@ static const char *tp_fmt(const char *fmt, ...)
 }
 
 #define TP_CHECK(cond, ...)                                                    \
-  ck_assert_msg(cond, "seed %u (rerun: GEV_TP_SEED=%u): %s", tp_seed,          \
-                tp_seed, tp_fmt(__VA_ARGS__))
+  ck_assert_msg(cond, "seed %u (rerun: GEV_TP_SEED=%u): %s", tp_seed, tp_seed, \
+                tp_fmt(__VA_ARGS__))
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -115,8 +115,8 @@ typedef struct tp_cfg {
   int early_read, early_write, fin_calls, fin_stalled;
   int on_connects[TP_MAX_CONNS], on_closes[TP_MAX_CONNS];
   struct tp_conn *live[TP_MAX_CONNS]; /* open states, for a failure's dump */
-  int bugs;         /* contract breaches seen by the transport */
-  char bug[160];    /* the first one */
+  int bugs;      /* contract breaches seen by the transport */
+  char bug[160]; /* the first one */
   int bug_claimed;
 } tp_cfg;
 
@@ -128,12 +128,12 @@ typedef struct tp_conn {
   pthread_t thread; /* every operation runs in the connection's loop */
   uint64_t rng;
   int index;
-  int calls;          /* of fail_kind, for the break */
-  int eagain_run;     /* fake would-blocks in a row */
-  int fin_stalls;     /* left */
-  bool open_failed;   /* no operation but close may follow */
-  bool broken;        /* -ECONNRESET from now on */
-  bool fin_sent;      /* nothing may be written after it */
+  int calls;        /* of fail_kind, for the break */
+  int eagain_run;   /* fake would-blocks in a row */
+  int fin_stalls;   /* left */
+  bool open_failed; /* no operation but close may follow */
+  bool broken;      /* -ECONNRESET from now on */
+  bool fin_sent;    /* nothing may be written after it */
   /* write said WANT_READ: it goes on once the socket is readable, or once
    * a read took input off it (as TLS's read processes the record its write
    * waited for). read said WANT_WRITE: the same the other way round. */
@@ -562,12 +562,12 @@ static void dump_loop(void *arg)
     if (!t || !pthread_equal(t->thread, pthread_self()))
       continue;
     c = t->c;
-    printf("  conn %d: read %zu wrote %zu stash %zu read_blocked %d "
-           "write_blocked %d | state %d flags %#x interest %#x in %zu out %zu\n",
-           i, t->read_total, t->written_total, t->stash_len, t->read_blocked,
-           t->write_blocked, gev__conn_state(c), c->flags, c->io.interest,
-           c->in ? ringbuffer_len(c->in) : 0,
-           c->out ? ringbuffer_len(c->out) : 0);
+    printf(
+        "  conn %d: read %zu wrote %zu stash %zu read_blocked %d "
+        "write_blocked %d | state %d flags %#x interest %#x in %zu out %zu\n",
+        i, t->read_total, t->written_total, t->stash_len, t->read_blocked,
+        t->write_blocked, gev__conn_state(c), c->flags, c->io.interest,
+        c->in ? ringbuffer_len(c->in) : 0, c->out ? ringbuffer_len(c->out) : 0);
   }
   fflush(stdout);
 }
@@ -585,8 +585,8 @@ static void tp_check_end(int want_opens)
 {
   TP_CHECK(th_ld(&g.bugs) == 0, "transport contract breached %d times: %s",
            th_ld(&g.bugs), g.bug);
-  TP_CHECK(th_ld(&g.opens) == want_opens, "%d opens, want %d",
-           th_ld(&g.opens), want_opens);
+  TP_CHECK(th_ld(&g.opens) == want_opens, "%d opens, want %d", th_ld(&g.opens),
+           want_opens);
   TP_CHECK(th_ld(&g.closes) == th_ld(&g.opens),
            "%d transport states opened, %d closed", th_ld(&g.opens),
            th_ld(&g.closes));
@@ -597,12 +597,12 @@ static void tp_check_end(int want_opens)
    * library that ignores the wait retries on every event: a busy loop. */
   TP_CHECK(th_ld(&g.early_write) <= 2 * th_ld(&g.want_read) + 8,
            "writes retried %d times before the socket was readable, after "
-           "%d WANT_READ: the wait is ignored", th_ld(&g.early_write),
-           th_ld(&g.want_read));
+           "%d WANT_READ: the wait is ignored",
+           th_ld(&g.early_write), th_ld(&g.want_read));
   TP_CHECK(th_ld(&g.early_read) <= 2 * th_ld(&g.want_write) + 8,
            "reads retried %d times before the socket was writable, after "
-           "%d WANT_WRITE: the wait is ignored", th_ld(&g.early_read),
-           th_ld(&g.want_write));
+           "%d WANT_WRITE: the wait is ignored",
+           th_ld(&g.early_read), th_ld(&g.want_write));
 }
 
 /* ---- the handlers ------------------------------------------------------- */
@@ -818,8 +818,10 @@ static void echo_run(unsigned seed)
   }
   TP_CHECK(th_wait_int(&th_connects, ECHO_CLIENTS, 10000), "%d on_connect",
            th_ld(&th_connects));
-  TP_CHECK(th_ld(&th_closes) == 0, "on_close ran %d times before the "
-           "clients closed", th_ld(&th_closes));
+  TP_CHECK(th_ld(&th_closes) == 0,
+           "on_close ran %d times before the "
+           "clients closed",
+           th_ld(&th_closes));
   for (int i = 0; i < ECHO_CLIENTS; i++) {
     close(ec[i].fd);
     free(ec[i].want);
@@ -954,7 +956,7 @@ START_TEST(outgoing_through_faulty_transport)
   tp_seed = base_seed(4);
   g.short_pct = 30;
   g.eagain_pct = 10;
-  g.want_pct = 15; /* fewer calls than the server's: more often */
+  g.want_pct = 15;    /* fewer calls than the server's: more often */
   g.echo_peer = true; /* what the client wrote comes back */
   memset(&oc, 0, sizeof(oc));
   oc.rng = tp_seed;
@@ -976,8 +978,8 @@ START_TEST(outgoing_through_faulty_transport)
   TP_CHECK(th_wait_int(&th_closes, 1, 10000), "the server saw no close");
   th_stop(srv);
   tp_stats("outgoing");
-  TP_CHECK(oc.results == 1 && oc.result == 0, "%d results, last %d",
-           oc.results, oc.result);
+  TP_CHECK(oc.results == 1 && oc.result == 0, "%d results, last %d", oc.results,
+           oc.result);
   TP_CHECK(oc.connects == 1 && oc.closes == 1, "%d on_connect, %d on_close",
            oc.connects, oc.closes);
   TP_CHECK(th_ld(&oc.errors) == 0, "%d errors: %s", th_ld(&oc.errors), oc.why);
@@ -1046,8 +1048,10 @@ START_TEST(half_close_through_transport)
   ck_assert(th_write_all(fd, "GO\n", 3));
   why = read_expect(fd, hc_reply, HC_REPLY);
   TP_CHECK(why[0] == '\0', "reply: %s", why);
-  TP_CHECK(clean_eof(fd, 10000), "no FIN after the reply (%d shutdown calls, "
-           "%d stalled)", th_ld(&g.fin_calls), th_ld(&g.fin_stalled));
+  TP_CHECK(clean_eof(fd, 10000),
+           "no FIN after the reply (%d shutdown calls, "
+           "%d stalled)",
+           th_ld(&g.fin_calls), th_ld(&g.fin_stalled));
   TP_CHECK(hc_shut_ret == 0, "gev_conn_shutdown_write: %d", hc_shut_ret);
   TP_CHECK(th_ld(&g.fin_stalled) == 3 && th_ld(&g.fin_calls) == 4,
            "shutdown called %d times (%d stalled), want 4 (3)",
@@ -1062,7 +1066,7 @@ START_TEST(half_close_through_transport)
   TP_CHECK(seen == 0, "on_close ran before the client closed");
   close(fd);
   TP_CHECK(th_wait_int(&th_closes, 1, 10000), "no on_close after the client "
-           "closed");
+                                              "closed");
   th_stop(srv);
   tp_stats("half_close");
   check_once(0, 1);
@@ -1273,8 +1277,7 @@ static void error_run(int kind)
                                tp_seed + (unsigned)i);
   TP_CHECK(broke, "connection 0 survived %d round trips (fail_at %d)", i,
            g.fail_at);
-  TP_CHECK(th_ld(&g.injected) == 1, "%d errors injected",
-           th_ld(&g.injected));
+  TP_CHECK(th_ld(&g.injected) == 1, "%d errors injected", th_ld(&g.injected));
   TP_CHECK(th_wait_int(&g.on_closes[0], 1, 10000),
            "no on_close for the broken connection");
   /* b, on the same loop, goes on. */
@@ -1285,8 +1288,7 @@ static void error_run(int kind)
   TP_CHECK(th_ld(&g.on_closes[1]) == 0, "the healthy connection closed");
   close(a);
   close(b);
-  TP_CHECK(th_wait_int(&th_closes, 2, 10000), "%d on_close",
-           th_ld(&th_closes));
+  TP_CHECK(th_wait_int(&th_closes, 2, 10000), "%d on_close", th_ld(&th_closes));
   th_stop(srv);
   tp_stats(kind == 1 ? "error_on_read" : "error_on_write");
   check_once(0, 1);
@@ -1329,8 +1331,10 @@ START_TEST(open_failure)
   }
   for (int i = 0; i < OF_CLIENTS; i++) {
     if (i & 1)
-      TP_CHECK(clean_eof(fd[i], 10000), "client %d: not closed after the "
-               "failed open", i);
+      TP_CHECK(clean_eof(fd[i], 10000),
+               "client %d: not closed after the "
+               "failed open",
+               i);
     else
       TP_CHECK(th_echo_roundtrip(fd[i], 64 * KIB, tp_seed + (unsigned)i),
                "client %d: no echo", i);
@@ -1366,8 +1370,8 @@ static Suite *transport_suite(void)
       {"outgoing_through_faulty_transport", outgoing_through_faulty_transport,
        90},
       {"half_close_through_transport", half_close_through_transport, 30},
-      {"lingering_close_through_transport",
-       lingering_close_through_transport, 30},
+      {"lingering_close_through_transport", lingering_close_through_transport,
+       30},
       {"write_wait_ended_by_read", write_wait_ended_by_read, 30},
       {"transport_error_closes_one", transport_error_closes_one, 60},
       {"open_failure", open_failure, 30},

@@ -66,8 +66,8 @@ static tls_bind *bind_for(gev_tls_ctx *x, const char *name)
   if (!b && (b = calloc(1, sizeof(*b) + n))) {
     char *copy = (char *)(b + 1);
     memcpy(copy, name, n);
-    *b = (tls_bind){.ctx = x, .name = copy, .is_ip = is_ip(name),
-                    .next = x->self.next};
+    *b = (tls_bind){
+        .ctx = x, .name = copy, .is_ip = is_ip(name), .next = x->self.next};
     x->self.next = b;
   }
   pthread_mutex_unlock(&x->mu);

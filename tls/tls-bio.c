@@ -61,9 +61,9 @@ static size_t may_read(tls_conn *t, size_t len)
       /* An AEAD record's body is its plaintext plus at least a 16-byte
        * tag (and, in TLS 1.3, the content type byte): the bound is
        * exact enough that a record filling `in` to the byte gets in. */
-      size_t slack = !t->done ? 0 : SSL_version(t->ssl) == TLS1_3_VERSION
-                                        ? 17
-                                        : 16;
+      size_t slack = !t->done                                ? 0
+                     : SSL_version(t->ssl) == TLS1_3_VERSION ? 17
+                                                             : 16;
       size_t plain = t->body_left > slack ? t->body_left - slack : 0;
       if (plain > t->budget) {
         t->refused = true;
@@ -142,8 +142,8 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 
 BIO_METHOD *gev__tls_bio_method(void)
 {
-  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-                               "gev socket");
+  BIO_METHOD *m =
+      BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gev socket");
 
   if (!m)
     return NULL;

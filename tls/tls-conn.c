@@ -31,8 +31,7 @@ static int map_error(tls_conn *t, int e, bool own_read)
   unsigned long lib;
 
   switch (e) {
-  case SSL_ERROR_WANT_READ:
-    return own_read ? -EAGAIN : GEV_TRANSPORT_WANT_READ;
+  case SSL_ERROR_WANT_READ: return own_read ? -EAGAIN : GEV_TRANSPORT_WANT_READ;
   case SSL_ERROR_WANT_WRITE:
     return own_read ? GEV_TRANSPORT_WANT_WRITE : -EAGAIN;
   case SSL_ERROR_ZERO_RETURN: return 0;
@@ -114,7 +113,8 @@ static int tls_handshake(void *state, int fd)
     atomic_fetch_add_explicit(&x->n_failed, 1, memory_order_relaxed);
     return -ETIMEDOUT;
   }
-  if (t->server && !t->want_write && !gev__tls_pace_take(t->loop, x->per_pass)) {
+  if (t->server && !t->want_write &&
+      !gev__tls_pace_take(t->loop, x->per_pass)) {
     atomic_fetch_add_explicit(&x->n_deferred, 1, memory_order_relaxed);
     return GEV_TRANSPORT_WANT_READ; /* next pass: see tls-pace.c */
   }
@@ -251,7 +251,8 @@ static ssize_t tls_read(void *state, int fd, ringbuffer *in)
       return total > 0 ? (ssize_t)total : -ENOBUFS;
     t->budget = room; /* the BIO admits only records that fit */
     ERR_clear_error();
-    n = SSL_read(t->ssl, buf, room < sizeof(buf) ? (int)room : (int)sizeof(buf));
+    n = SSL_read(t->ssl, buf,
+                 room < sizeof(buf) ? (int)room : (int)sizeof(buf));
     t->budget = SIZE_MAX;
     if (n <= 0)
       break;

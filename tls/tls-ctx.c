@@ -264,8 +264,9 @@ static void ctx_free(gev_tls_ctx *x)
 
 static int check_options(const gev_tls_options *o)
 {
-  if ((o->num_sni_certs && !o->sni_certs) || (o->num_sni_certs && !o->cert_file)
-      || o->num_sni_certs > 1000 || o->verify < GEV_TLS_VERIFY_DEFAULT ||
+  if ((o->num_sni_certs && !o->sni_certs) ||
+      (o->num_sni_certs && !o->cert_file) || o->num_sni_certs > 1000 ||
+      o->verify < GEV_TLS_VERIFY_DEFAULT ||
       o->verify > GEV_TLS_VERIFY_REQUIRE_CLIENT_CERT) {
     gev__tls_set_error("bad options (SNI certificates need a default one)");
     return -EINVAL;
@@ -286,10 +287,10 @@ static int ctx_init(gev_tls_ctx *x, const gev_tls_options *o)
   pthread_mutex_init(&x->mu, NULL);
   x->verify = o->verify;
   x->has_cert = o->cert_file != NULL;
-  x->timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms
-                                          : DEFAULT_TIMEOUT_MS;
-  x->per_pass = o->handshakes_per_pass ? o->handshakes_per_pass
-                                       : DEFAULT_PER_PASS;
+  x->timeout_ms =
+      o->handshake_timeout_ms ? o->handshake_timeout_ms : DEFAULT_TIMEOUT_MS;
+  x->per_pass =
+      o->handshakes_per_pass ? o->handshakes_per_pass : DEFAULT_PER_PASS;
   if (o->server_name && !(x->self.name = strdup(o->server_name)))
     return -ENOMEM;
   if (!(x->bio = gev__tls_bio_method()))
@@ -308,8 +309,8 @@ static int build_ssl_ctxs(gev_tls_ctx *x, const gev_tls_options *o)
       return -ENOMEM;
     for (; x->nsni < o->num_sni_certs; x->nsni++) {
       const gev_tls_cert *c = &o->sni_certs[x->nsni];
-      if (!(x->sni[x->nsni] = new_ssl_ctx(x, o, c->cert_file, c->key_file,
-                                          &err)))
+      if (!(x->sni[x->nsni] =
+                new_ssl_ctx(x, o, c->cert_file, c->key_file, &err)))
         return err;
     }
     x->sni_fn = o->sni;
@@ -355,7 +356,8 @@ gev_tls_ctx *gev_tls_ctx_ref(gev_tls_ctx *ctx)
 
 void gev_tls_ctx_unref(gev_tls_ctx *ctx)
 {
-  if (ctx && atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) == 1)
+  if (ctx &&
+      atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) == 1)
     ctx_free(ctx);
 }
 

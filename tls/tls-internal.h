@@ -32,20 +32,20 @@ typedef struct tls_bind {
 struct gev_tls_ctx {
   tls_bind self; /* first: a context is also its own bind (transport_arg) */
   atomic_int refs;
-  SSL_CTX *ssl;   /* the default certificate, and every setting */
-  SSL_CTX **sni;  /* one per extra certificate, the same settings */
+  SSL_CTX *ssl;  /* the default certificate, and every setting */
+  SSL_CTX **sni; /* one per extra certificate, the same settings */
   size_t nsni;
   gev_tls_sni_fn sni_fn;
   void *sni_arg;
-  BIO_METHOD *bio;      /* the socket BIO (tls-bio.c) */
-  unsigned char *alpn;  /* wire format: length-prefixed names */
+  BIO_METHOD *bio;     /* the socket BIO (tls-bio.c) */
+  unsigned char *alpn; /* wire format: length-prefixed names */
   size_t alpn_len;
-  char *alpn_names;     /* the same names, each NUL-terminated, then "" */
+  char *alpn_names; /* the same names, each NUL-terminated, then "" */
   gev_tls_verify verify;
   bool has_cert;
-  int timeout_ms;       /* handshake timeout; <= 0 none */
-  int per_pass;         /* handshake steps per loop pass; <= 0 no limit */
-  pthread_mutex_t mu;   /* binds and their sessions */
+  int timeout_ms;     /* handshake timeout; <= 0 none */
+  int per_pass;       /* handshake steps per loop pass; <= 0 no limit */
+  pthread_mutex_t mu; /* binds and their sessions */
   atomic_uint_fast64_t n_ok, n_failed, n_timed_out, n_deferred, n_resumed;
 };
 
@@ -57,18 +57,18 @@ typedef struct tls_conn {
   tls_bind *bind;
   gev_timer_id timer; /* the handshake timeout, 0 when none is armed */
   int fd;
-  int err;            /* errno of the BIO's last failed system call */
+  int err; /* errno of the BIO's last failed system call */
   /* The BIO's view of the incoming record stream (tls-bio.c): read()
    * lets a record in only when its plaintext will fit in `in`, so no
    * decrypted byte ever waits inside OpenSSL where no readiness event
    * would announce it. */
-  size_t budget;      /* bytes a record body may have; SIZE_MAX: any */
-  size_t body_left;   /* of the current record, once admitted */
+  size_t budget;    /* bytes a record body may have; SIZE_MAX: any */
+  size_t body_left; /* of the current record, once admitted */
   unsigned char hdr[5];
   unsigned char hdr_have;
-  bool admitted;      /* the current record's body may come in */
-  bool refused;       /* the BIO held a record back for lack of room */
-  size_t wpend;       /* an SSL_write to retry needs at least this much */
+  bool admitted; /* the current record's body may come in */
+  bool refused;  /* the BIO held a record back for lack of room */
+  size_t wpend;  /* an SSL_write to retry needs at least this much */
   bool server, done, fatal, timed_out, want_write;
 } tls_conn;
 

@@ -18,9 +18,9 @@
 #include <time.h>
 
 typedef struct pace {
-  gev_loop *loop;   /* the loop this thread's count is for */
-  int used;         /* steps in the current pass */
-  bool armed;       /* the reset timer is pending */
+  gev_loop *loop;    /* the loop this thread's count is for */
+  int used;          /* steps in the current pass */
+  bool armed;        /* the reset timer is pending */
   uint64_t armed_at; /* when (ms), to recover from a timer that was dropped */
 } pace;
 

@@ -54,16 +54,14 @@ static void stats_tick(void *arg)
     return;
   }
   asked = false;
-  fprintf(stderr,
-          "stats: connections open=%llu accepted=%llu closed=%llu "
-          "bytes in=%llu out=%llu messages=%llu passes=%llu lag_ms=%llu\n",
-          (unsigned long long)st.conns_open,
-          (unsigned long long)st.conns_accepted,
-          (unsigned long long)st.conns_closed,
-          (unsigned long long)st.bytes_read,
-          (unsigned long long)st.bytes_written,
-          (unsigned long long)st.messages, (unsigned long long)st.loop_passes,
-          (unsigned long long)st.lag_max_ms);
+  fprintf(
+      stderr,
+      "stats: connections open=%llu accepted=%llu closed=%llu "
+      "bytes in=%llu out=%llu messages=%llu passes=%llu lag_ms=%llu\n",
+      (unsigned long long)st.conns_open, (unsigned long long)st.conns_accepted,
+      (unsigned long long)st.conns_closed, (unsigned long long)st.bytes_read,
+      (unsigned long long)st.bytes_written, (unsigned long long)st.messages,
+      (unsigned long long)st.loop_passes, (unsigned long long)st.lag_max_ms);
 }
 
 static void usage(const char *prog, const ex_opt *extra, int nextra, int st)

@@ -41,8 +41,9 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
 void ex_apply(const ex_args *a, gev_options *opt);
 
 /* Creates the server, prints "listening on HOST:PORT", runs until a
- * SIGINT or SIGTERM shutdown has finished, frees it. If ready is not NULL it is called with the server
- * before it starts (to add timers). Returns the process exit status. */
+ * SIGINT or SIGTERM shutdown has finished, frees it. If ready is not NULL it is
+ * called with the server before it starts (to add timers). Returns the process
+ * exit status. */
 int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
            void (*ready)(gev_server *s));
 

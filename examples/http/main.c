@@ -153,7 +153,7 @@ static int metrics(gev_conn *c, ringbuffer *out, bool head, bool keep,
                 "Content-Type: text/plain; version=0.0.4\r\n"
                 "Content-Length: %d\r\nDate: %s\r\n%s\r\n",
                 n, date,
-                !keep       ? "Connection: close\r\n"
+                !keep        ? "Connection: close\r\n"
                 : minor == 0 ? "Connection: keep-alive\r\n"
                              : "");
   memcpy(buf + sizeof(hdr) - (size_t)hl, hdr, (size_t)hl);
