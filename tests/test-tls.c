@@ -156,11 +156,13 @@ static void srv_echo(gev_conn *c, ringbuffer *in, ringbuffer *out)
   /* Lingering, not a plain close: the peer may still be sending (TLS
    * records after its data), and a close with bytes unread answers them
    * with RST, which can cost the peer the end of the echo (seen under
-   * ASan: s_client's copy of a 64 MiB stream came back short). */
+   * ASan: s_client's copy of a 64 MiB stream came back short). The
+   * deadline is long: reached while the peer still reads the echo, it
+   * would reset the connection just the same. */
   if (close_after && total >= close_after)
-    gev_conn_close_lingering(c, 2000);
+    gev_conn_close_lingering(c, 10000);
   else if (ringbuffer_find(out, "END\n", 4) >= 0)
-    gev_conn_close_lingering(c, 2000); /* s_client -quiet ends on our close */
+    gev_conn_close_lingering(c, 10000); /* s_client -quiet ends on our close */
 }
 
 static const gev_handler echo_h = {
