@@ -104,10 +104,15 @@ static void on_connect(gev_conn *c)
 {
   char subject[256] = "";
   const char *alpn = gev_tls_alpn(c);
-  gev_tls_peer_subject(c, subject, sizeof(subject));
-  fprintf(stderr, "connected: %s %s alpn=%s%s peer=%s\n", gev_tls_version(c),
-          gev_tls_cipher(c), alpn ? alpn : "-",
-          gev_tls_session_reused(c) ? " resumed" : "", subject);
+
+  if (!gev_tls_is_tls(c)) {
+    fprintf(stderr, "connected: plaintext\n");
+  } else {
+    gev_tls_peer_subject(c, subject, sizeof(subject));
+    fprintf(stderr, "connected: %s %s alpn=%s%s peer=%s\n", gev_tls_version(c),
+            gev_tls_cipher(c), alpn ? alpn : "-",
+            gev_tls_session_reused(c) ? " resumed" : "", subject);
+  }
   gev_conn_ref(c);
   atomic_store(&pump_state, 1);
   if (pthread_create(&pump, NULL, pump_stdin, c) != 0) {
@@ -152,7 +157,10 @@ static void usage(int st)
   fprintf(
       st ? stderr : stdout,
       "usage: tls-client [--ca FILE] [--name NAME] [--alpn P1,P2]\n"
-      "                  [--cert FILE --key FILE] [--insecure] HOST:PORT\n");
+      "                  [--cert FILE --key FILE] [--insecure] [--plain]\n"
+      "                  HOST:PORT\n"
+      "  --plain   no TLS: the same client over plaintext (to measure what\n"
+      "            TLS costs beside it)\n");
   exit(st);
 }
 
@@ -168,15 +176,20 @@ static void split_alpn(char *s, const char **list, int max)
 
 int main(int argc, char **argv)
 {
-  static const struct option lo[] = {
-      {"ca", required_argument, 0, 'c'},   {"name", required_argument, 0, 'n'},
-      {"alpn", required_argument, 0, 'a'}, {"cert", required_argument, 0, 'C'},
-      {"key", required_argument, 0, 'K'},  {"insecure", no_argument, 0, 'k'},
-      {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
+  static const struct option lo[] = {{"ca", required_argument, 0, 'c'},
+                                     {"name", required_argument, 0, 'n'},
+                                     {"alpn", required_argument, 0, 'a'},
+                                     {"cert", required_argument, 0, 'C'},
+                                     {"key", required_argument, 0, 'K'},
+                                     {"insecure", no_argument, 0, 'k'},
+                                     {"plain", no_argument, 0, 'P'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
   gev_handler h = {
       .on_connect = on_connect, .on_message = on_message, .on_close = on_close};
   gev_tls_options to = {0};
   const char *name = NULL, *alpn[8];
+  bool plain = false;
   gev_tls_ctx *tls;
   int opt, err;
 
@@ -188,6 +201,7 @@ int main(int argc, char **argv)
     case 'C': to.cert_file = optarg; break;
     case 'K': to.key_file = optarg; break;
     case 'k': to.verify = GEV_TLS_VERIFY_NONE; break;
+    case 'P': plain = true; break;
     case 'h': usage(0); break;
     default: usage(2);
     }
@@ -202,7 +216,7 @@ int main(int argc, char **argv)
                             .timeout_ms = 10000,
                             .on_result = on_result,
                             .arg = argv[optind]};
-  if ((err = gev_tls_connect_options(&co, tls, name)) < 0 ||
+  if ((!plain && (err = gev_tls_connect_options(&co, tls, name)) < 0) ||
       (err = gev_loop_new(&loop)) < 0 ||
       (err = gev_loop_connect(loop, &h, &co)) < 0) {
     fprintf(stderr, "tls-client: %s: %s\n", argv[optind], gev_strerror(err));
