@@ -61,6 +61,9 @@ typedef struct out {
 } out;
 
 static void put(out *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void put(out *o, const char *fmt, ...)
 {
   va_list ap;
   size_t room = o->at < o->len ? o->len - o->at : 0;
