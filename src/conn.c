@@ -215,8 +215,7 @@ int gev__conn_event(gev_conn *c, int ev)
 {
   if (ev != GEV__CE_CLOSE && ev != GEV__CE_SHUTDOWN_WRITE) {
     gev__assert_in_loop(c->loop);
-    if (ev >= GEV__CE_DEADLINE && ev <= GEV__CE_LOOP_STOP)
-      note_why(c, ev);
+    note_why(c, ev); /* acts on the closing events only */
   }
   return transition(c, ev);
 }
@@ -544,12 +543,10 @@ static void pause_reading(gev_conn *c)
 /* A graceful shutdown closes a connection whose handler has no
  * on_shutdown as soon as nothing is left in either direction (the output
  * is out, no input is held, no send is on its way). */
-static bool idle_in_drain(gev_conn *c, int st)
+static void close_if_idle(gev_conn *c, int st)
 {
-  if (c->in || gev__conn_reserved(c) || !has(st, SEND) || c->h->on_shutdown)
-    return false;
-  gev__conn_event(c, GEV__CE_CLOSE);
-  return false; /* closes after the pass */
+  if (!c->in && !gev__conn_reserved(c) && has(st, SEND) && !c->h->on_shutdown)
+    gev__conn_event(c, GEV__CE_CLOSE); /* closes after the pass */
 }
 
 /* Backpressure: stop reading while the output is above half the cap, and
@@ -585,8 +582,8 @@ static void settle(gev_conn *c)
       return;
     if (has(st, FLUSH) && flushed(c, st))
       return;
-    if ((c->flags & GEV__CF_DRAINING) && idle_in_drain(c, st))
-      return;
+    if (c->flags & GEV__CF_DRAINING)
+      close_if_idle(c, st);
     st = gev__conn_state(c); /* FLUSHED may have sent a FIN */
   }
   apply_backpressure(c);
