@@ -64,7 +64,7 @@ struct gev_loop {
   atomic_bool started; /* standalone loops: gev_loop_run ran */
   atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
   atomic_bool async;   /* gev__loop_async: call async_fn on the next pass */
-  atomic_bool live;    /* between the first and the last pass */
+  atomic_bool live;    /* from the first pass to the final figures */
   atomic_int nconns;   /* open connections, for least-connections */
   /* The earliest timer deadline (UINT64_MAX: none), written under mu
    * whenever the heap changes, so that a pass with no timer due reads one

@@ -539,7 +539,9 @@ int gev__loop_run(gev_loop *l)
   do
     run_pass(l);
   while (!atomic_load(&l->stop));
-  atomic_store(&l->live, false);
+  /* Still live for readers of the figures: gev__loop_finish may close
+   * connections, and a reader that saw their on_close waits for the final
+   * publication, which ends the loop's life. */
   tls_loop = prev;
   return l->error;
 }
@@ -574,6 +576,7 @@ void gev__loop_finish(gev_loop *l)
   stop_handles(l);
   run_due(l);
   publish_stats(l); /* the final figures, for readers after the end */
+  atomic_store(&l->live, false);
   tls_loop = prev;
 }
 

@@ -167,6 +167,41 @@ START_TEST(close_reasons_counted)
 }
 END_TEST
 
+/* A connection the shutdown deadline ends is closed while its loop winds
+ * down (after its last pass); a reader that sees on_close must still see
+ * it counted. The handler lingers in on_close, past the moment the loop
+ * stops running passes, so a reader that does not wait for the loop's final
+ * figures reads the ones from before the close. */
+static void close_slowly(gev_conn *c)
+{
+  (void)c;
+  th_inc(&th_closes);
+  usleep(20 * 1000);
+}
+
+START_TEST(closed_while_winding_down_counted)
+{
+  gev_handler h = {th_count_connect, take_nothing, close_slowly};
+  gev_options opt = {.num_loops = 1};
+  th_server *srv;
+  gev_stats st;
+  int fd;
+
+  th_reset_counters();
+  srv = th_start(&h, &opt);
+  fd = th_connect(srv->port);
+  ck_assert(th_wait_int(&th_connects, 1, 5000));
+  ck_assert(th_write_all(fd, "x", 1));
+  ck_assert_int_eq(gev_server_shutdown(srv->s, 50), 0);
+  ck_assert(th_wait_int(&th_closes, 1, 5000));
+  st = stats_of(srv);
+  ck_assert_uint_eq(st.conns_closed, 1);
+  ck_assert_uint_eq(st.closed_shutdown, 1);
+  close(fd);
+  th_stop(srv);
+}
+END_TEST
+
 START_TEST(refused_by_max_connections)
 {
   gev_options opt = {.num_loops = 1, .max_connections = 1};
@@ -525,6 +560,8 @@ static Suite *stats_suite(void)
   const th_case cases[] = {
       {"counters_follow_traffic", counters_follow_traffic, 30},
       {"close_reasons_counted", close_reasons_counted, 60},
+      {"closed_while_winding_down_counted", closed_while_winding_down_counted,
+       30},
       {"refused_by_max_connections", refused_by_max_connections, 30},
       {"work_counters", work_counters, 30},
       {"concurrent_readers_see_monotone_counters",
