@@ -172,8 +172,21 @@ static int bind_listen(int fd, const gev__addr *a, int backlog)
   return listen(fd, backlog) < 0 ? -errno : 0;
 }
 
+/* "[::]" serves IPv4 too, whatever net.ipv6.bindv6only says. */
+static int set_dual_stack(int fd, const gev__addr *a)
+{
+  const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+  int zero = 0;
+
+  if (a->ss.ss_family != AF_INET6 || !IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+    return 0;
+  return setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0
+             ? -errno
+             : 0;
+}
+
 int gev__addr_listen(const gev__addr *a, int backlog, bool reuse_port,
-                     int *fd_out)
+                     const gev__sockopts *so, int *fd_out)
 {
   int family = a->ss.ss_family;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -185,7 +198,11 @@ int gev__addr_listen(const gev__addr *a, int backlog, bool reuse_port,
     err = set_opt(fd, SOL_SOCKET, SO_REUSEADDR);
     if (!err && reuse_port)
       err = set_opt(fd, SOL_SOCKET, SO_REUSEPORT);
+    if (!err)
+      err = set_dual_stack(fd, a);
   }
+  if (!err && so)
+    err = gev__sockopts_buffers(fd, so); /* inherited by accepted sockets */
   if (!err)
     err = bind_listen(fd, a, backlog);
   if (err) {

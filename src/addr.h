@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "sockopt.h"
+
 typedef struct gev__addr {
   struct sockaddr_storage ss;
   socklen_t len;
@@ -16,10 +18,11 @@ typedef struct gev__addr {
  * -ENAMETOOLONG (unix path). */
 int gev__addr_parse(const char *s, gev__addr *out);
 
-/* A non-blocking, close-on-exec listening socket bound to a. 0 or -errno.
- * A stale unix socket file (nobody accepting) is replaced. */
+/* A non-blocking, close-on-exec listening socket bound to a, with so's
+ * buffer sizes (so may be NULL); "[::]" is dual stack. 0 or -errno. A
+ * stale unix socket file (nobody accepting) is replaced. */
 int gev__addr_listen(const gev__addr *a, int backlog, bool reuse_port,
-                     int *fd_out);
+                     const gev__sockopts *so, int *fd_out);
 
 /* "ip:port", "[v6]:port", the unix path, or "" when unnamed. */
 void gev__addr_format(const struct sockaddr *sa, socklen_t len, char *buf,

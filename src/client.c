@@ -271,7 +271,8 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   max = opt->retry_max_ms ? opt->retry_max_ms : DEFAULT_RETRY_MAX_MS;
   if (!opt->retry_max_ms && max < min)
     max = min;
-  if (min > max || opt->jitter_pct > 100)
+  if (min > max || opt->jitter_pct > 100 ||
+      gev__connect_check(&opt->connect) < 0)
     return -EINVAL;
   if (!(cl = calloc(1, sizeof(*cl))))
     return -ENOMEM;

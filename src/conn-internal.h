@@ -157,6 +157,9 @@ bool gev__conn_state_connected(int state); /* gev_conn_connected */
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
+/* -EINVAL when a socket option of opt is negative, else 0. */
+int gev__connect_check(const gev_connect_options *opt);
+
 /* gev_loop_connect to a parsed address. The connection points at h (not a
  * copy: h must outlive it) and tells owner when it opens and closes. */
 int gev__connect_shared(gev_loop *l, const gev_handler *h,

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -120,16 +119,33 @@ static void no_after_pass(gev__handle *h)
 static const gev__handle_ops connecting_ops = {"connect", no_after_pass, stop,
                                                NULL};
 
-static int open_socket(const gev__addr *a)
+static gev__sockopts sockopts(const gev_connect_options *o)
 {
-  int one = 1;
+  return (gev__sockopts){o->keepalive_s, o->rcvbuf, o->sndbuf};
+}
+
+int gev__connect_check(const gev_connect_options *opt)
+{
+  gev__sockopts so = sockopts(opt);
+
+  return gev__sockopts_check(&so);
+}
+
+/* The options before connect: the buffer sizes must be in place for the
+ * handshake (the window scale), and the rest carries over. */
+static int open_socket(const gev__addr *a, const gev_connect_options *o)
+{
+  gev__sockopts so = sockopts(o);
   int fd =
       socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err;
 
   if (fd < 0)
     return -errno;
-  if (a->ss.ss_family != AF_UNIX)
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if ((err = gev__sockopts_conn(fd, a->ss.ss_family, &so)) < 0) {
+    close(fd);
+    return err;
+  }
   return fd;
 }
 
@@ -178,7 +194,8 @@ static void start(connect_req *r)
     report(r->opt.on_result, r->opt.arg, NULL, -ECANCELED);
     return;
   }
-  if ((fd = open_socket(&r->addr)) < 0 || (err = prepare(r, fd, &cx)) < 0) {
+  if ((fd = open_socket(&r->addr, &r->opt)) < 0 ||
+      (err = prepare(r, fd, &cx)) < 0) {
     report(r->opt.on_result, r->opt.arg, NULL, fd < 0 ? fd : err);
     return;
   }
@@ -242,7 +259,7 @@ int gev_loop_connect(gev_loop *l, const gev_handler *h,
   connect_req *r;
   int err;
 
-  if (!l || !h || !opt || !opt->address)
+  if (!l || !h || !opt || !opt->address || gev__connect_check(opt) < 0)
     return -EINVAL;
   r = calloc(1, sizeof(*r));
   if (!r)

@@ -6,39 +6,29 @@
 #include <stdatomic.h>
 
 #include "addr.h"
+#include "listener.h"
 #include "loop-internal.h"
+#include "sockopt.h"
 
 /* max_buffer when the options give 0. */
 #define GEV__DEFAULT_MAX_BUFFER ((size_t)64 * 1024 * 1024)
-
-/* A listening socket and what it needs to survive fd exhaustion. */
-typedef struct gev__listener {
-  gev__io io;
-  gev_server *server;
-  gev_loop *loop;     /* the loop it is registered with */
-  bool hand_off;      /* acceptor listener: deal fds to worker loops */
-  int reserve_fd;     /* spent on EMFILE to accept-and-close, then reopened */
-  gev_timer_id retry; /* re-enables accepting after exhaustion */
-} gev__listener;
 
 typedef struct gev__worker {
   gev_loop *loop;
   pthread_t thread;
   bool running;
-  int error;              /* the loop stopped with this (a poller failure) */
-  gev__listener listener; /* reuse_port only; io.fd < 0 otherwise */
+  int error; /* the loop stopped with this (a poller failure) */
 } gev__worker;
 
 struct gev_server {
   /* Fixed after gev_server_new; read from any thread. */
   gev_handler h;
-  gev_options opt; /* address points into addr_text */
-  char *addr_text;
-  gev__addr addr;
+  gev_options opt;         /* address(es) NULL: the copies are in addrs */
+  gev__listen_addr *addrs; /* one per address, in the options' order */
+  int naddrs;
+  gev__sockopts so; /* keepalive_s, rcvbuf, sndbuf */
   size_t max_buffer;
   int nloops;
-  int port;
-  bool own_path; /* we created the unix socket file: remove it at free */
   gev_loop *acceptor;
   gev__worker *workers;
 
@@ -49,8 +39,11 @@ struct gev_server {
   atomic_bool draining;      /* the acceptor began it: the last close ends it */
   _Atomic uint64_t drain_ms; /* its deadline, from the call */
 
+  /* Each owned by the loop it is registered with (listener.c). */
+  gev__listener *ls;
+  int nls;
+
   /* Acceptor thread only. */
-  gev__listener listener; /* io.fd < 0 with reuse_port over TCP */
   unsigned rr_next;
 };
 

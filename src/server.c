@@ -11,20 +11,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-/* Accepts per readiness event: bounded so timers and tasks keep running
- * under a connection storm. */
-#define ACCEPT_BATCH 256
-/* How long accepting pauses when fds are exhausted and the reserve fd could
- * not be reopened. */
-#define EXHAUSTED_RETRY_MS 100
 
 /* ---- accepting -------------------------------------------------------- */
 
@@ -92,7 +83,6 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   gev_server *s = ls->server;
   gev_loop *l;
   gev_conn *c;
-  int one = 1;
 
   gev__assert_in_loop(ls->loop);
   if (!admit(s)) {
@@ -101,8 +91,7 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
     return;
   }
   ls->loop->st.v[GEV__S_ACCEPTED]++;
-  if (sa->sa_family != AF_UNIX)
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  (void)gev__sockopts_conn(fd, sa->sa_family, &s->so); /* best effort */
   l = ls->hand_off ? pick_loop(s) : ls->loop;
   atomic_fetch_add(&l->nconns, 1); /* counted now, for least-connections */
   c = gev__conn_new(l, &s->h, false, s->max_buffer, fd, sa, len);
@@ -111,114 +100,11 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
     uncount(s, l);
     return;
   }
-  c->listener = 0;
+  c->listener = ls->index;
   if (!ls->hand_off)
     start_task(c);
   else if (gev__loop_post_owned(l, start_task, c, drop_task) < 0)
     drop_task(c);
-}
-
-static void resume_accepting(void *arg)
-{
-  gev__listener *ls = arg;
-
-  ls->retry = 0;
-  if (ls->reserve_fd < 0)
-    ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  gev__loop_io_set(ls->loop, &ls->io, GEV__EV_READ);
-}
-
-/* Out of fds, the pending connection cannot be taken and the listener stays
- * readable: without care the loop would spin. Spend the reserve fd to
- * accept and close one connection (the peer sees a close, not a hang), then
- * take the reserve back. If even that fails, stop listening for a while. */
-static void on_exhausted(gev__listener *ls, int err)
-{
-  int fd;
-
-  if (ls->reserve_fd >= 0) {
-    close(ls->reserve_fd);
-    fd = accept4(ls->io.fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0)
-      close(fd);
-    ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s; the reserve fd %s%s",
-             gev_strerror(-err),
-             fd >= 0 ? "took and closed one connection"
-                     : "was taken by another open meanwhile",
-             ls->reserve_fd >= 0 ? "" : ", and could not be reopened");
-    if (ls->reserve_fd >= 0)
-      return;
-  }
-  if (ls->retry)
-    return;
-  gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s; not accepting for %d ms",
-           gev_strerror(-err), EXHAUSTED_RETRY_MS);
-  gev__loop_io_set(ls->loop, &ls->io, 0);
-  ls->retry =
-      gev_loop_run_after(ls->loop, EXHAUSTED_RETRY_MS, resume_accepting, ls);
-  if (!ls->retry)
-    gev__loop_io_set(ls->loop, &ls->io, GEV__EV_READ);
-}
-
-static void listener_cb(gev__io *io, unsigned events)
-{
-  gev__listener *ls = (gev__listener *)io;
-
-  (void)events;
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    int fd = accept4(io->fd, (struct sockaddr *)&ss, &len,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-    if (fd >= 0) {
-      gev__server_accepted(ls, fd, (struct sockaddr *)&ss, len);
-      continue;
-    }
-    switch (errno) {
-    case EINTR:
-    case ECONNABORTED: /* the peer gave up while queued */
-    case EPROTO:
-    case EPERM: /* firewall */ continue;
-    case EMFILE:
-    case ENFILE:
-    case ENOBUFS:
-    case ENOMEM: on_exhausted(ls, errno); return;
-    case EAGAIN: return; /* drained: wait for readiness */
-    default:             /* unexpected: wait for readiness, say why */
-      gev__log(GEV_LOG_WARN, ls->loop, NULL, "accept: %s",
-               gev_strerror(-errno));
-      return;
-    }
-  }
-}
-
-static int listener_open(gev_server *s, gev__listener *ls, gev_loop *l,
-                         bool hand_off, bool reuse_port)
-{
-  int err;
-
-  ls->server = s;
-  ls->loop = l;
-  ls->hand_off = hand_off;
-  ls->io = (gev__io){.fd = -1, .cb = listener_cb};
-  ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  err = gev__addr_listen(&s->addr, s->opt.backlog, reuse_port, &ls->io.fd);
-  if (!err)
-    err = gev__loop_io_add(l, &ls->io, GEV__EV_READ);
-  return err;
-}
-
-/* Closes the listening socket; the loop it was registered with may be gone
- * already, so it does not touch the loop. */
-static void listener_close(gev__listener *ls)
-{
-  if (ls->io.fd >= 0)
-    close(ls->io.fd);
-  if (ls->reserve_fd >= 0)
-    close(ls->reserve_fd);
-  ls->io.fd = ls->reserve_fd = -1;
 }
 
 /* ---- creation --------------------------------------------------------- */
@@ -231,10 +117,11 @@ static int online_cpus(void)
 
 static int check_options(const gev_handler *h, const gev_options *opt)
 {
-  if (!h || !opt || !opt->address)
+  if (!h || !opt || (!opt->address && !opt->addresses))
     return -EINVAL;
   if (opt->idle_timeout_ms < 0 || opt->max_connections < 0 ||
-      opt->backlog < 0 || opt->num_loops > 4096)
+      opt->backlog < 0 || opt->num_loops > 4096 || opt->keepalive_s < 0 ||
+      opt->rcvbuf < 0 || opt->sndbuf < 0)
     return -EINVAL;
   if (opt->load_balance != GEV_LB_ROUND_ROBIN &&
       opt->load_balance != GEV_LB_LEAST_CONNECTIONS)
@@ -256,10 +143,6 @@ static int create_loops(gev_server *s)
   if (!s->workers)
     return -ENOMEM;
   for (int i = 0; i < s->nloops; i++) {
-    s->workers[i].listener.io.fd = -1;
-    s->workers[i].listener.reserve_fd = -1;
-  }
-  for (int i = 0; i < s->nloops; i++) {
     gev_loop *l;
     if ((err = gev__loop_new(&l, s, i)) < 0)
       return err;
@@ -273,41 +156,10 @@ static int create_loops(gev_server *s)
   return 0;
 }
 
-/* Port 0 with reuse_port: the first listener picks the port, the others
- * bind to the same one. */
-static int open_listeners(gev_server *s)
-{
-  bool per_worker = s->opt.reuse_port && s->addr.ss.ss_family != AF_UNIX;
-  int err;
-
-  s->listener.io.fd = -1;
-  s->listener.reserve_fd = -1;
-  if (!per_worker) {
-    err = listener_open(s, &s->listener, s->acceptor, true, false);
-    if (!err) {
-      s->port = gev__addr_local_port(s->listener.io.fd);
-      s->own_path = s->addr.ss.ss_family == AF_UNIX;
-    }
-    return err;
-  }
-  for (int i = 0; i < s->nloops; i++) {
-    gev__worker *w = &s->workers[i];
-    if ((err = listener_open(s, &w->listener, w->loop, false, true)) < 0)
-      return err;
-    if (i == 0) {
-      s->port = gev__addr_local_port(w->listener.io.fd);
-      if (s->addr.ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&s->addr.ss)->sin_port = htons(s->port);
-      else
-        ((struct sockaddr_in6 *)&s->addr.ss)->sin6_port = htons(s->port);
-    }
-  }
-  return 0;
-}
-
 int gev_server_new(gev_server **out, const gev_handler *h,
                    const gev_options *opt)
 {
+  const char *one[2] = {opt ? opt->address : NULL, NULL};
   gev_server *s;
   int err;
 
@@ -321,12 +173,9 @@ int gev_server_new(gev_server **out, const gev_handler *h,
     return -ENOMEM;
   s->h = *h;
   s->opt = *opt;
-  s->addr_text = strdup(opt->address);
-  if (!s->addr_text) {
-    free(s);
-    return -ENOMEM;
-  }
-  s->opt.address = s->addr_text;
+  s->opt.address = NULL; /* copied into addrs */
+  s->opt.addresses = NULL;
+  s->so = (gev__sockopts){opt->keepalive_s, opt->rcvbuf, opt->sndbuf};
   s->max_buffer = opt->max_buffer ? opt->max_buffer : GEV__DEFAULT_MAX_BUFFER;
   s->nloops = opt->num_loops > 0 ? opt->num_loops : online_cpus();
   if (s->opt.backlog == 0)
@@ -336,9 +185,9 @@ int gev_server_new(gev_server **out, const gev_handler *h,
   atomic_init(&s->shutdown, false);
   atomic_init(&s->draining, false);
   atomic_init(&s->drain_ms, 0);
-  s->listener.io.fd = s->listener.reserve_fd = -1;
-  if ((err = gev__addr_parse(opt->address, &s->addr)) < 0 ||
-      (err = create_loops(s)) < 0 || (err = open_listeners(s)) < 0) {
+  if ((err = create_loops(s)) < 0 ||
+      (err = gev__listeners_open(s, opt->addresses ? opt->addresses : one)) <
+          0) {
     gev_server_free(s);
     return err;
   }
@@ -348,21 +197,13 @@ int gev_server_new(gev_server **out, const gev_handler *h,
 
 /* ---- graceful shutdown ------------------------------------------------ */
 
-/* In a worker: its own listener (reuse_port) closes, its connections
+/* In a worker: its own listeners (reuse_port) close, its connections
  * wind down. */
-/* In the listener's loop, while it runs: off the poller, then closed. */
-static void listener_end(gev__listener *ls)
-{
-  if (ls->io.fd >= 0)
-    gev__loop_io_del(ls->loop, &ls->io);
-  listener_close(ls);
-}
-
 static void drain_worker(void *arg)
 {
   gev__worker *w = arg;
 
-  listener_end(&w->listener);
+  gev__listeners_end(w->loop->server, w->loop);
   gev__loop_drain(w->loop);
 }
 
@@ -380,7 +221,7 @@ static void begin_shutdown(void *arg)
   gev_server *s = arg;
   uint64_t ms = atomic_load(&s->drain_ms);
 
-  listener_end(&s->listener);
+  gev__listeners_end(s, s->acceptor);
   atomic_store(&s->draining, true);
   for (int i = 0; i < s->nloops; i++)
     if (gev_loop_post(s->workers[i].loop, drain_worker, &s->workers[i]) < 0)
@@ -440,7 +281,7 @@ static int stop_workers(gev_server *s)
       continue;
     pthread_join(w->thread, NULL);
     w->running = false;
-    listener_close(&w->listener);
+    gev__listeners_close(s, w->loop);
     if (!err)
       err = w->error;
   }
@@ -482,7 +323,7 @@ int gev_server_start(gev_server *s)
   err = gev__loop_run(s->acceptor);
   /* Stop taking connections first, so the port can be bound again at once
    * and nothing is handed to a worker that is stopping. */
-  listener_close(&s->listener);
+  gev__listeners_close(s, s->acceptor);
   werr = stop_workers(s);
   gev__loop_finish(s->acceptor);
   return err ? err : werr;
@@ -501,18 +342,12 @@ void gev_server_free(gev_server *s)
 {
   if (!s)
     return;
-  listener_close(&s->listener);
-  if (s->workers) {
-    for (int i = 0; i < s->nloops; i++) {
-      listener_close(&s->workers[i].listener);
+  gev__listeners_free(s);
+  if (s->workers)
+    for (int i = 0; i < s->nloops; i++)
       gev__loop_free(s->workers[i].loop);
-    }
-  }
   gev__loop_free(s->acceptor);
-  if (s->own_path && ((struct sockaddr_un *)&s->addr.ss)->sun_path[0])
-    unlink(((struct sockaddr_un *)&s->addr.ss)->sun_path);
   free(s->workers);
-  free(s->addr_text);
   free(s);
 }
 
@@ -520,7 +355,19 @@ void gev_server_free(gev_server *s)
 
 int gev_server_port(const gev_server *s)
 {
-  return s ? s->port : 0;
+  return s ? s->addrs[0].port : 0;
+}
+
+int gev_server_num_listeners(const gev_server *s)
+{
+  return s ? s->naddrs : 0;
+}
+
+int gev_server_listener_port(const gev_server *s, int i)
+{
+  if (!s || i < 0 || i >= s->naddrs)
+    return -EINVAL;
+  return s->addrs[i].port;
 }
 
 void *gev_server_user_data(const gev_server *s)

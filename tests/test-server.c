@@ -557,10 +557,11 @@ START_TEST(reuse_port_echo)
   srv = th_start(&echo_handler, &opt);
   ck_assert_int_gt(srv->port, 0);
   /* Each worker has its own listener on the one port; no acceptor one. */
-  ck_assert_int_lt(srv->s->listener.io.fd, 0);
+  ck_assert_int_eq(srv->s->nls, 2);
   for (int i = 0; i < 2; i++) {
-    int lfd = srv->s->workers[i].listener.io.fd;
+    int lfd = srv->s->ls[i].io.fd;
     struct sockaddr_in sin;
+    ck_assert_ptr_eq(srv->s->ls[i].loop, srv->s->workers[i].loop);
     socklen_t len = sizeof(sin);
     ck_assert_int_ge(lfd, 0);
     ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);

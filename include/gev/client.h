@@ -35,6 +35,12 @@ typedef struct gev_connect_options {
    * plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
   void *transport_arg; /**< passed to its open() */
+  /** > 0: SO_KEEPALIVE, first probe after this many idle seconds
+   * (TCP_KEEPIDLE); TCP only */
+  int keepalive_s;
+  /** > 0: SO_RCVBUF, set before connecting (TCP's window scale fits it) */
+  int rcvbuf;
+  int sndbuf; /**< > 0: SO_SNDBUF, set before connecting */
 } gev_connect_options;
 
 /**
@@ -44,14 +50,17 @@ typedef struct gev_connect_options {
  * (with on_close) when the loop stops. gev_conn_server gives the server of
  * l, if any; outgoing connections never count against max_connections.
  * Any thread. The address is resolved in the calling thread.
+ * TCP_NODELAY is on (gev_conn_set_nodelay turns it off); keepalive_s,
+ * rcvbuf and sndbuf are set on the socket before it connects, and a
+ * failure to set them is the attempt's result.
  *
  * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
  *         (unless NULL), provided the loop runs (a loop freed without ever
- *         running drops the request). -EINVAL for NULL arguments or a malformed
- *         address, -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
+ *         running drops the request). -EINVAL for NULL arguments, a malformed
+ *         address or a negative keepalive_s, rcvbuf or sndbuf; -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
@@ -98,7 +107,7 @@ typedef struct gev_client_options {
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0; -EINVAL for NULL arguments, a malformed address,
- *         retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
+ *         a negative socket option in connect, retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
  *         -ESHUTDOWN when l has stopped; -ENOMEM.
  */
 GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,

@@ -224,6 +224,37 @@ GEV_EXPORT const char *gev_conn_local_addr(const gev_conn *c);
 GEV_EXPORT int gev_conn_listener(const gev_conn *c);
 
 /**
+ * Turn Nagle's algorithm off (@p on true: TCP_NODELAY, the default for
+ * every TCP connection, accepted or outgoing) or back on (small writes
+ * wait to be coalesced while an acknowledgement is outstanding). Owning
+ * loop's thread (on_connect, say).
+ * @param c the connection
+ * @param on true for TCP_NODELAY
+ * @return 0; -EINVAL for NULL or another thread; -ENOTCONN once closed;
+ *         -EOPNOTSUPP for a unix socket; another errno of setsockopt.
+ */
+GEV_EXPORT int gev_conn_set_nodelay(gev_conn *c, bool on);
+
+/**
+ * TCP keepalive on @p c: after @p idle_s seconds without traffic the
+ * kernel probes the peer every @p interval_s seconds and resets the
+ * connection (on_close follows) after @p count unanswered probes. Owning
+ * loop's thread.
+ * @param c the connection
+ * @param idle_s seconds of silence before the first probe; 0 turns
+ *               keepalive off (the other two are then ignored)
+ * @param interval_s seconds between probes; 0 keeps the current value
+ * @param count unanswered probes before the reset; 0 keeps the current
+ *              value
+ * @return 0; -EINVAL for NULL, another thread or a negative argument (or
+ *         a value the kernel refuses, such as more than 32767 s);
+ *         -ENOTCONN once closed; -EOPNOTSUPP for a unix socket; another
+ *         errno of setsockopt.
+ */
+GEV_EXPORT int gev_conn_set_keepalive(gev_conn *c, int idle_s, int interval_s,
+                                      int count);
+
+/**
  * @param c the connection
  * @return the socket fd while open, -1 after on_close. Do not close it.
  */

@@ -37,6 +37,21 @@ typedef struct gev_options {
    * NULL: plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
   void *transport_arg; /**< passed to its open() */
+  /** Several addresses, NULL-terminated; when non-NULL it is used instead
+   * of `address`. Each entry takes any form `address` takes, mixed:
+   * "host:port", "[v6]:port" ("[::]:port" is dual stack: IPv4 too),
+   * "unix:/path", "unix:@abstract", "fd:N" or "fd:NAME" (see
+   * gev_server_new). Index i is gev_conn_listener's and
+   * gev_server_listener_port's i. */
+  const char *const *addresses;
+  /** > 0: SO_KEEPALIVE on every accepted TCP connection, first probe after
+   * this many idle seconds (TCP_KEEPIDLE; interval and count stay the
+   * kernel's: gev_conn_set_keepalive sets all three) */
+  int keepalive_s;
+  /** > 0: SO_RCVBUF of the listeners and every accepted connection (set
+   * before listen, so that TCP's window scale fits it) */
+  int rcvbuf;
+  int sndbuf; /**< > 0: SO_SNDBUF, likewise */
 } gev_options;
 
 /**
@@ -50,13 +65,41 @@ typedef struct gev_options {
  * gev_server_free removes the file again. reuse_port does not apply to
  * unix sockets (the acceptor hands those connections out).
  *
+ * Several addresses (opt->addresses): one handler, one set of worker
+ * loops; each address has one listener on the acceptor loop, or with
+ * reuse_port, for a TCP address, one SO_REUSEPORT listener on each worker
+ * loop. Binding is all or nothing: every address is parsed first, and
+ * when any one fails to bind, those bound before it are closed (and their
+ * unix socket files removed) before the error returns.
+ *
+ * Inherited sockets: "fd:N" adopts fd N, a socket already listening (a
+ * parent passed it, for a restart without dropping connections);
+ * "fd:NAME" adopts the socket systemd passed under that name
+ * (FileDescriptorName= in the .socket unit; LISTEN_FDS, LISTEN_PID and
+ * LISTEN_FDNAMES, fds from 3 on; the first fd of that name). The
+ * environment is read, never changed. On success the server owns the fd:
+ * it is made non-blocking and close-on-exec, and closed by
+ * gev_server_free; on failure it is left open and unchanged. Connections
+ * from an adopted socket go through the acceptor, also with reuse_port;
+ * the backlog is the one it was created with. Setting TCP_NODELAY,
+ * keepalive_s, rcvbuf and sndbuf applies to its connections as to any.
+ *
+ * Every accepted TCP connection has TCP_NODELAY on (gev_conn_set_nodelay
+ * turns it off).
+ *
  * @param out receives the server, owned by the caller (gev_server_free).
  * @param h   copied; the handler table need not outlive the call.
  * @param opt copied (the address string too); NULL is not accepted.
- * @return 0; -EINVAL for a NULL argument, a malformed address, a negative
- *         max_connections or idle_timeout_ms; -EADDRINUSE when the address
- *         is taken; -ENAMETOOLONG for a unix path too long; -ENOMEM; or the
- *         errno of socket/bind/listen/epoll_create/eventfd.
+ * @return 0; -EINVAL for a NULL argument, a malformed address or an
+ *         unknown scheme ("tcp://..."), an empty addresses list, a negative
+ *         max_connections, idle_timeout_ms, backlog, keepalive_s, rcvbuf or
+ *         sndbuf, an "fd:" socket that is not listening, or one fd named
+ *         twice; -EADDRINUSE when an address is taken; -ENAMETOOLONG for a
+ *         unix path too long; for "fd:": -EBADF (not an open fd), -ENOTSOCK,
+ *         -ESOCKTNOSUPPORT (not a stream socket), -EAFNOSUPPORT (not IPv4,
+ *         IPv6 or unix), -ENOENT (NAME not among systemd's sockets for this
+ *         process); -ENOMEM; or the errno of
+ *         socket/bind/listen/epoll_create/eventfd.
  */
 GEV_EXPORT int gev_server_new(gev_server **out, const gev_handler *h,
                               const gev_options *opt);
@@ -111,9 +154,29 @@ GEV_EXPORT void gev_server_free(gev_server *s);
 
 /**
  * @param s the server
- * @return the bound TCP port (useful with port 0), or 0 for unix sockets.
+ * @return the bound TCP port (useful with port 0) of the first address,
+ *         or 0 when it is a unix socket.
  */
 GEV_EXPORT int gev_server_port(const gev_server *s);
+
+/**
+ * The number of the server's addresses: 1 with `address`, the length of
+ * `addresses` otherwise (with reuse_port there may be more sockets than
+ * that; they count as one). Any thread.
+ * @param s the server
+ * @return the number of addresses; 0 for NULL.
+ */
+GEV_EXPORT int gev_server_num_listeners(const gev_server *s);
+
+/**
+ * The TCP port address @p i is bound to (the kernel's choice for port 0,
+ * the inherited socket's for "fd:"). Any thread.
+ * @param s the server
+ * @param i the address's index, 0 <= i < gev_server_num_listeners
+ * @return the port; 0 for a unix socket; -EINVAL for NULL s or i out of
+ *         range.
+ */
+GEV_EXPORT int gev_server_listener_port(const gev_server *s, int i);
 
 /**
  * @param s the server
