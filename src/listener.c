@@ -144,7 +144,8 @@ static int parse_all(gev_server *s, const char *const *addresses)
     return -ENOMEM;
   s->naddrs = n;
   for (int i = 0; i < n; i++) {
-    s->addrs[i].adopt_fd = -1;
+    s->addrs[i].adopt_fd = s->addrs[i].fd = -1;
+    atomic_init(&s->addrs[i].keep_path, false);
     if (!(s->addrs[i].text = strdup(addresses[i])))
       return -ENOMEM;
     if ((err = parse_one(&s->addrs[i], s->opt.reuse_port)) < 0)
@@ -225,8 +226,10 @@ static int open_all(gev_server *s)
       gev_loop *l = s->addrs[i].per_worker ? s->workers[w].loop : s->acceptor;
       if ((err = listener_open(s, &s->ls[k++], i, l)) < 0)
         return err;
-      if (w == 0)
+      if (w == 0) {
         note_port(&s->addrs[i], s->ls[k - 1].io.fd);
+        s->addrs[i].fd = s->ls[k - 1].io.fd;
+      }
     }
   }
   return 0;
@@ -260,11 +263,16 @@ static void roll_back(gev_server *s)
   }
 }
 
-int gev__listeners_open(gev_server *s, const char *const *addresses)
+int gev__listeners_parse(gev_server *s, const char *const *addresses)
+{
+  return parse_all(s, addresses);
+}
+
+int gev__listeners_open(gev_server *s)
 {
   int err;
 
-  if ((err = parse_all(s, addresses)) < 0 || (err = open_all(s)) < 0)
+  if ((err = open_all(s)) < 0)
     goto out_roll_back;
   /* Now the server's: its flags are ours to set, and it closes at free. */
   for (int j = 0; j < s->nls; j++) {
@@ -308,7 +316,7 @@ void gev__listeners_free(gev_server *s)
   gev__listeners_close(s, NULL);
   for (int i = 0; i < s->naddrs; i++) {
     gev__listen_addr *a = &s->addrs[i];
-    if (a->own_path)
+    if (a->own_path && !atomic_load(&a->keep_path))
       unlink(((struct sockaddr_un *)&a->addr.ss)->sun_path);
     free(a->text);
   }

@@ -4,6 +4,8 @@
 #ifndef GEV_SRC_LISTENER_H
 #define GEV_SRC_LISTENER_H
 
+#include <stdatomic.h>
+
 #include "addr.h"
 #include "loop-internal.h"
 
@@ -17,6 +19,10 @@ typedef struct gev__listen_addr {
   int port;        /* bound TCP port; 0 for unix */
   bool per_worker; /* reuse_port over TCP: one listener per worker loop */
   bool own_path;   /* we created the unix socket file: removed at free */
+  int fd;          /* the (first) listening socket, for handing it on */
+  /* gev_server_listener_fd gave the socket out: another process may
+   * serve the unix path now, which must stay. Any thread. */
+  atomic_bool keep_path;
 } gev__listen_addr;
 
 /* A listening socket and what it needs to survive fd exhaustion. Owned by
@@ -32,11 +38,16 @@ typedef struct gev__listener {
   gev_timer_id retry; /* re-enables accepting after exhaustion */
 } gev__listener;
 
-/* Parses the addresses (all of them before any socket is opened) and
- * opens their listeners on the server's loops, which must exist. On
- * failure nothing is left bound or created, and adopted fds are left
- * open, as the caller gave them. 0 or -errno (see gev_server_new). */
-int gev__listeners_open(gev_server *s, const char *const *addresses);
+/* Parses the addresses and checks the fd: ones, before the server opens
+ * any fd of its own: a closed fd named by "fd:N" must not be taken by the
+ * server's epoll or eventfd first. 0 or -errno (see gev_server_new);
+ * gev__listeners_free releases what it allocated. */
+int gev__listeners_parse(gev_server *s, const char *const *addresses);
+
+/* Opens the parsed addresses' listeners on the server's loops, which must
+ * exist. On failure nothing is left bound or created, and adopted fds are
+ * left open, as the caller gave them. 0 or -errno. */
+int gev__listeners_open(gev_server *s);
 
 /* In l's thread while it runs: l's listeners leave the poller and close
  * (a graceful shutdown refusing new connections). */

@@ -185,9 +185,11 @@ int gev_server_new(gev_server **out, const gev_handler *h,
   atomic_init(&s->shutdown, false);
   atomic_init(&s->draining, false);
   atomic_init(&s->drain_ms, 0);
-  if ((err = create_loops(s)) < 0 ||
-      (err = gev__listeners_open(s, opt->addresses ? opt->addresses : one)) <
-          0) {
+  /* The addresses first: "fd:N" must name the caller's fd, not one the
+   * loops open. */
+  if ((err = gev__listeners_parse(s, opt->addresses ? opt->addresses : one)) <
+          0 ||
+      (err = create_loops(s)) < 0 || (err = gev__listeners_open(s)) < 0) {
     gev_server_free(s);
     return err;
   }
@@ -368,6 +370,16 @@ int gev_server_listener_port(const gev_server *s, int i)
   if (!s || i < 0 || i >= s->naddrs)
     return -EINVAL;
   return s->addrs[i].port;
+}
+
+int gev_server_listener_fd(gev_server *s, int i)
+{
+  if (!s || i < 0 || i >= s->naddrs)
+    return -EINVAL;
+  if (s->addrs[i].per_worker)
+    return -EOPNOTSUPP;
+  atomic_store(&s->addrs[i].keep_path, true);
+  return s->addrs[i].fd;
 }
 
 void *gev_server_user_data(const gev_server *s)

@@ -95,6 +95,11 @@ int th_connect_addr(const char *addr)
     sun->sun_family = AF_UNIX;
     strncpy(sun->sun_path, addr + 5, sizeof(sun->sun_path) - 1);
     len = sizeof(*sun);
+    if (addr[5] == '@') { /* abstract: a leading NUL, no terminator */
+      sun->sun_path[0] = '\0';
+      len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                        strlen(addr + 5));
+    }
   } else if (addr[0] == '[') {
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
     const char *end = strchr(addr, ']');

@@ -61,7 +61,8 @@ void th_stop(th_server *t);
 /* Blocking TCP client to 127.0.0.1:port with 10 s send/recv timeouts and
  * TCP_NODELAY; -1 on failure. */
 int th_connect(int port);
-/* Same to an address: "unix:/path", "[::1]:port" or "ip:port". */
+/* Same to an address: "unix:/path", "unix:@abstract", "[::1]:port" or
+ * "ip:port". */
 int th_connect_addr(const char *addr);
 /* Writes all or returns false. */
 bool th_write_all(int fd, const void *p, size_t n);

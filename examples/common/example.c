@@ -70,7 +70,7 @@ static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
 
   fprintf(f,
           "usage: %s [-p PORT] [-l LOOPS] [-a HOST] [--unix PATH] "
-          "[--reuse-port] [--drain-ms N]",
+          "[-L ADDR]... [--reuse-port] [--drain-ms N]",
           prog);
   for (int i = 0; i < nextra; i++)
     fprintf(f, " [-%c %s]", extra[i].key, extra[i].name);
@@ -78,6 +78,9 @@ static void usage(const char *prog, const ex_opt *extra, int nextra, int st)
              "  -l, --loops N     worker loops, 0 = one per CPU (default 1)\n"
              "  -a, --address H   host to bind (default 127.0.0.1)\n"
              "      --unix PATH   listen on a unix socket instead\n"
+             "  -L, --listen ADDR listen on ADDR instead (repeatable):\n"
+             "                    HOST:PORT, [V6]:PORT, unix:PATH, fd:N,\n"
+             "                    fd:NAME (systemd socket activation)\n"
              "      --reuse-port  one SO_REUSEPORT listener per loop\n"
              "      --drain-ms N  on SIGINT/SIGTERM, let connections finish\n"
              "                    for up to N ms (default 5000); a second\n"
@@ -115,13 +118,14 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
       {"reuse-port", no_argument, 0, 'R'},
       {"drain-ms", required_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},
+      {"listen", required_argument, 0, 'L'},
 #ifdef GEV_EXAMPLE_TLS
       {"tls-cert", required_argument, 0, 'T'},
       {"tls-key", required_argument, 0, 'K'},
 #endif
   };
-  char so[64] = "p:l:a:h";
-  int nlo = 7, c;
+  char so[64] = "p:l:a:hL:";
+  int nlo = 8, c;
 
 #ifdef GEV_EXAMPLE_TLS
   nlo += 2;
@@ -143,6 +147,11 @@ void ex_parse(int argc, char **argv, ex_args *a, const ex_opt *extra,
     case 'U': a->unix_path = optarg; break;
     case 'R': a->reuse_port = true; break;
     case 'D': drain_ms = ex_int("--drain-ms", optarg); break;
+    case 'L':
+      if (a->nlisten == EX_MAX_LISTEN)
+        usage(argv[0], extra, nextra, 2);
+      a->listen[a->nlisten++] = optarg;
+      break;
 #ifdef GEV_EXAMPLE_TLS
     case 'T': a->tls_cert = optarg; break;
     case 'K': a->tls_key = optarg; break;
@@ -185,6 +194,12 @@ void ex_apply(const ex_args *a, gev_options *opt)
 {
   static char addr[300];
 
+  opt->num_loops = a->loops;
+  opt->reuse_port = a->reuse_port;
+  if (a->nlisten) {
+    opt->addresses = a->listen;
+    return;
+  }
   if (a->unix_path)
     snprintf(addr, sizeof(addr), "unix:%s", a->unix_path);
   else if (strchr(a->host, ':'))
@@ -192,8 +207,26 @@ void ex_apply(const ex_args *a, gev_options *opt)
   else
     snprintf(addr, sizeof(addr), "%s:%d", a->host, a->port);
   opt->address = addr;
-  opt->num_loops = a->loops;
-  opt->reuse_port = a->reuse_port;
+}
+
+/* One line per address, once the server accepts on it. */
+static void print_listening(gev_server *s, const gev_options *opt,
+                            const ex_args *a)
+{
+  if (opt->addresses) {
+    for (int i = 0; opt->addresses[i]; i++) {
+      int port = gev_server_listener_port(s, i);
+      printf("listening on %s", opt->addresses[i]);
+      printf(port > 0 ? " port %d\n" : "\n", port);
+    }
+  } else if (a->unix_path) {
+    printf("listening on unix:%s\n", a->unix_path);
+  } else if (strchr(a->host, ':')) {
+    printf("listening on [%s]:%d\n", a->host, gev_server_port(s));
+  } else {
+    printf("listening on %s:%d\n", a->host, gev_server_port(s));
+  }
+  fflush(stdout);
 }
 
 int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
@@ -207,7 +240,7 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   gev_tls_ctx *tls = tls_setup(a, opt);
 #endif
 
-  if (!opt->address)
+  if (!opt->address && !opt->addresses)
     ex_apply(a, opt);
   err = gev_server_new(&s, h, opt);
 #ifdef GEV_EXAMPLE_TLS
@@ -215,7 +248,8 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
     gev_tls_ctx_unref(tls);
 #endif
   if (err < 0) {
-    fprintf(stderr, "cannot listen on %s: %s\n", opt->address,
+    fprintf(stderr, "cannot listen on %s: %s\n",
+            opt->addresses ? "the --listen addresses" : opt->address,
             gev_strerror(err));
     return 1;
   }
@@ -230,13 +264,7 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   sigaction(SIGUSR1, &sa, NULL);
   /* Without the timer SIGUSR1 only sets a flag nobody reads. */
   gev_server_run_every(s, STATS_POLL_MS, stats_tick, s);
-  if (a->unix_path)
-    printf("listening on unix:%s\n", a->unix_path);
-  else if (strchr(a->host, ':'))
-    printf("listening on [%s]:%d\n", a->host, gev_server_port(s));
-  else
-    printf("listening on %s:%d\n", a->host, gev_server_port(s));
-  fflush(stdout);
+  print_listening(s, opt, a);
   err = gev_server_start(s);
   gev_server_free(s);
 #ifdef GEV_EXAMPLE_TLS

@@ -2,7 +2,11 @@
  *
  * Every example takes -p/--port N (0 picks a free port), -l/--loops N,
  * -a/--address HOST (default 127.0.0.1), -u... per example, and prints one
- * line "listening on HOST:PORT" once it accepts connections. SIGINT or
+ * line "listening on HOST:PORT" once it accepts connections. Instead of
+ * host and port, -L/--listen ADDR (repeatable, up to EX_MAX_LISTEN) takes
+ * any address gev_options.addresses takes ("[::]:8080", "unix:/path",
+ * "fd:3", "fd:NAME" under systemd), and prints "listening on ADDR" (with
+ * " port N" for TCP) for each. SIGINT or
  * SIGTERM shuts it down gracefully (gev_server_shutdown, bounded by
  * --drain-ms N, default 5000); a second signal stops it at once. SIGUSR1
  * prints one line of statistics ("stats: connections open=N ...") on
@@ -20,7 +24,11 @@ typedef struct ex_opt {
   const char **value; /* receives the argument; keeps its default otherwise */
 } ex_opt;
 
+#define EX_MAX_LISTEN 16
+
 typedef struct ex_args {
+  const char *listen[EX_MAX_LISTEN + 1]; /* --listen, NULL-terminated */
+  int nlisten;
   int port;
   int loops;
   const char *host;

@@ -179,6 +179,24 @@ GEV_EXPORT int gev_server_num_listeners(const gev_server *s);
 GEV_EXPORT int gev_server_listener_port(const gev_server *s, int i);
 
 /**
+ * The listening socket of address @p i, to hand on to a new process (a
+ * restart that drops no connection): the child gets it as fd N (dup2,
+ * which also clears close-on-exec on the copy) and serves "fd:N"; both
+ * accept from the one queue until the old server shuts down. The server
+ * keeps the fd and closes its own copy as usual; from this call on,
+ * gev_server_free no longer removes the address's unix socket file (the
+ * new process serves that path now). The number is valid until the
+ * listener closes (gev_server_shutdown, the end of gev_server_start).
+ * Any thread.
+ * @param s the server
+ * @param i the address's index, 0 <= i < gev_server_num_listeners
+ * @return the fd; -EINVAL for NULL s or i out of range; -EOPNOTSUPP for a
+ *         TCP address with reuse_port (one socket per loop: the new
+ *         process binds its own SO_REUSEPORT listeners instead).
+ */
+GEV_EXPORT int gev_server_listener_fd(gev_server *s, int i);
+
+/**
  * @param s the server
  * @return the user_data given in the options.
  */
