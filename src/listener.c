@@ -91,7 +91,7 @@ static void listener_cb(gev__io *io, unsigned events)
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd >= 0) {
-      gev__server_accepted(ls, fd, (struct sockaddr *)&ss, len);
+      ls->accepted(ls, fd, (struct sockaddr *)&ss, len);
       continue;
     }
     switch (errno) {
@@ -175,7 +175,8 @@ static void note_port(gev__listen_addr *a, int fd)
     ((struct sockaddr_in6 *)&a->addr.ss)->sin6_port = htons((uint16_t)a->port);
 }
 
-static int listener_open(gev_server *s, gev__listener *ls, int i, gev_loop *l)
+static int listener_open(gev_server *s, gev__listener *ls, int i, gev_loop *l,
+                         gev__accepted_fn fn)
 {
   gev__listen_addr *a = &s->addrs[i];
   int err = 0;
@@ -185,7 +186,8 @@ static int listener_open(gev_server *s, gev__listener *ls, int i, gev_loop *l)
                         .loop = l,
                         .index = i,
                         .hand_off = !a->per_worker,
-                        .reserve_fd = -1};
+                        .reserve_fd = -1,
+                        .accepted = fn};
   ls->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (a->adopt_fd >= 0) {
     ls->io.fd = a->adopt_fd;
@@ -211,7 +213,7 @@ static int count_listeners(const gev_server *s)
   return n;
 }
 
-static int open_all(gev_server *s)
+static int open_all(gev_server *s, gev__accepted_fn fn)
 {
   int k = 0, err;
 
@@ -224,7 +226,7 @@ static int open_all(gev_server *s)
     int per = s->addrs[i].per_worker ? s->nloops : 1;
     for (int w = 0; w < per; w++) {
       gev_loop *l = s->addrs[i].per_worker ? s->workers[w].loop : s->acceptor;
-      if ((err = listener_open(s, &s->ls[k++], i, l)) < 0)
+      if ((err = listener_open(s, &s->ls[k++], i, l, fn)) < 0)
         return err;
       if (w == 0) {
         note_port(&s->addrs[i], s->ls[k - 1].io.fd);
@@ -268,11 +270,11 @@ int gev__listeners_parse(gev_server *s, const char *const *addresses)
   return parse_all(s, addresses);
 }
 
-int gev__listeners_open(gev_server *s)
+int gev__listeners_open(gev_server *s, gev__accepted_fn fn)
 {
   int err;
 
-  if ((err = open_all(s)) < 0)
+  if ((err = open_all(s, fn)) < 0)
     goto out_roll_back;
   /* Now the server's: its flags are ours to set, and it closes at free. */
   for (int j = 0; j < s->nls; j++) {

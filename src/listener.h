@@ -25,9 +25,17 @@ typedef struct gev__listen_addr {
   atomic_bool keep_path;
 } gev__listen_addr;
 
+typedef struct gev__listener gev__listener;
+
+/* Takes an accepted fd (and owns it from the call on): the server's
+ * hand-off, reached through a pointer so that this file never calls up
+ * into server.c. */
+typedef void (*gev__accepted_fn)(gev__listener *ls, int fd,
+                                 const struct sockaddr *sa, socklen_t len);
+
 /* A listening socket and what it needs to survive fd exhaustion. Owned by
  * the loop it is registered with. */
-typedef struct gev__listener {
+struct gev__listener {
   gev__io io;
   gev_server *server;
   gev_loop *loop;     /* the loop it is registered with */
@@ -36,7 +44,8 @@ typedef struct gev__listener {
   bool borrowed;      /* adopted, and gev_server_new has not succeeded */
   int reserve_fd;     /* spent on EMFILE to accept-and-close, then reopened */
   gev_timer_id retry; /* re-enables accepting after exhaustion */
-} gev__listener;
+  gev__accepted_fn accepted;
+};
 
 /* Parses the addresses and checks the fd: ones, before the server opens
  * any fd of its own: a closed fd named by "fd:N" must not be taken by the
@@ -45,9 +54,10 @@ typedef struct gev__listener {
 int gev__listeners_parse(gev_server *s, const char *const *addresses);
 
 /* Opens the parsed addresses' listeners on the server's loops, which must
- * exist. On failure nothing is left bound or created, and adopted fds are
- * left open, as the caller gave them. 0 or -errno. */
-int gev__listeners_open(gev_server *s);
+ * exist; what they accept goes to fn. On failure nothing is left bound or
+ * created, and adopted fds are left open, as the caller gave them. 0 or
+ * -errno. */
+int gev__listeners_open(gev_server *s, gev__accepted_fn fn);
 
 /* In l's thread while it runs: l's listeners leave the poller and close
  * (a graceful shutdown refusing new connections). */

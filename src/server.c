@@ -189,7 +189,8 @@ int gev_server_new(gev_server **out, const gev_handler *h,
    * loops open. */
   if ((err = gev__listeners_parse(s, opt->addresses ? opt->addresses : one)) <
           0 ||
-      (err = create_loops(s)) < 0 || (err = gev__listeners_open(s)) < 0) {
+      (err = create_loops(s)) < 0 ||
+      (err = gev__listeners_open(s, gev__server_accepted)) < 0) {
     gev_server_free(s);
     return err;
   }
