@@ -20,6 +20,8 @@ typedef struct gev__listen_addr {
   bool per_worker; /* reuse_port over TCP: one listener per worker loop */
   bool own_path;   /* we created the unix socket file: removed at free */
   int fd;          /* the (first) listening socket, for handing it on */
+  const struct gev_transport *tp; /* its connections' transport; NULL: plain */
+  void *tp_arg;
   /* gev_server_listener_fd gave the socket out: another process may
    * serve the unix path now, which must stay. Any thread. */
   atomic_bool keep_path;

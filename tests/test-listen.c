@@ -12,6 +12,8 @@
 #include "helpers.h"
 #include "server-internal.h" /* the listeners behind the addresses */
 
+#include <gev/transport.h>
+
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -526,6 +528,99 @@ START_TEST(bad_inputs)
 }
 END_TEST
 
+/* ---- a transport per listener ------------------------------------------ */
+
+/* A transport that only tags its connections (its state is its arg) and
+ * moves the bytes as plaintext does. */
+static int tag_open(gev_conn *c, void *arg, void **state)
+{
+  (void)c;
+  *state = arg;
+  return 0;
+}
+
+static ssize_t tag_read(void *st, int fd, ringbuffer *in)
+{
+  (void)st;
+  return gev_transport_plain()->read(NULL, fd, in);
+}
+
+static ssize_t tag_write(void *st, int fd, ringbuffer *out)
+{
+  (void)st;
+  return gev_transport_plain()->write(NULL, fd, out);
+}
+
+static ssize_t tag_send(void *st, int fd, const void *p, size_t n)
+{
+  (void)st;
+  return gev_transport_plain()->send(NULL, fd, p, n);
+}
+
+static int tag_shutdown(void *st, int fd)
+{
+  (void)st;
+  return gev_transport_plain()->shutdown(NULL, fd);
+}
+
+static const gev_transport tag_tp = {.open = tag_open,
+                                     .read = tag_read,
+                                     .write = tag_write,
+                                     .send = tag_send,
+                                     .shutdown = tag_shutdown};
+
+static const gev_transport *tp_seen[3];
+static void *tp_state_seen[3];
+
+static void tp_connect(gev_conn *c)
+{
+  int i = gev_conn_listener(c);
+
+  if (i >= 0 && i < 3) {
+    tp_seen[i] = gev_conn_transport(c);
+    tp_state_seen[i] = gev_conn_transport_state(c);
+  }
+  th_count_connect(c);
+}
+
+START_TEST(per_listener_transport)
+{
+  static int server_tag, own_tag;
+  const char *addrs[] = {"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", NULL};
+  gev_listener_options lo[3] = {
+      {0}, /* the server's */
+      {.transport = &tag_tp, .transport_arg = &own_tag},
+      {.transport = gev_transport_plain()}};
+  gev_handler h = {.on_connect = tp_connect,
+                   .on_message = th_echo_msg,
+                   .on_close = th_count_close};
+  gev_options opt = {.num_loops = 1,
+                     .addresses = addrs,
+                     .transport = &tag_tp,
+                     .transport_arg = &server_tag,
+                     .listener_options = lo};
+  th_server *srv;
+
+  th_reset_counters();
+  memset(tp_seen, 0, sizeof(tp_seen));
+  srv = th_start(&h, &opt);
+  memset(lo, 0xff, sizeof(lo)); /* copied by gev_server_new */
+  for (int i = 0; i < 3; i++) {
+    int fd = th_connect(gev_server_listener_port(srv->s, i));
+    ck_assert_int_ge(fd, 0);
+    ck_assert(th_echo_roundtrip(fd, 5000, (uint32_t)i));
+    ck_assert(th_wait_int(&th_connects, i + 1, 5000));
+    close(fd);
+  }
+  th_stop(srv);
+  ck_assert_ptr_eq(tp_seen[0], &tag_tp);
+  ck_assert_ptr_eq(tp_state_seen[0], &server_tag);
+  ck_assert_ptr_eq(tp_seen[1], &tag_tp);
+  ck_assert_ptr_eq(tp_state_seen[1], &own_tag);
+  ck_assert_ptr_eq(tp_seen[2], gev_transport_plain());
+}
+END_TEST
+
 /* ---- a restart through an inherited socket ----------------------------- */
 
 /* The old server's handler as a real one would be: one line in, the same
@@ -726,6 +821,7 @@ int main(int argc, char **argv)
       {"adopt_fd_survives_failure", adopt_fd_survives_failure, 30},
       {"adopt_fd_by_name", adopt_fd_by_name, 30},
       {"bad_inputs", bad_inputs, 30},
+      {"per_listener_transport", per_listener_transport, 30},
       {"restart_through_inherited_fd", restart_through_inherited_fd, 120},
   };
 

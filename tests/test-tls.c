@@ -442,6 +442,62 @@ static void alpn_case(const char *const *srv, const char *offer,
   gev_tls_ctx_unref(x);
 }
 
+/* One server, two ports: TLS on one, plaintext on the other, whether TLS
+ * is the server's transport with a plaintext exception or the other way
+ * round (gev_options.listener_options). */
+static void plain_echo(int port)
+{
+  char back[11];
+  int fd = th_connect(port);
+
+  ck_assert_int_ge(fd, 0);
+  ck_assert(th_write_all(fd, "plain END\n", 10));
+  ck_assert(th_read_exact(fd, back, 10));
+  back[10] = '\0';
+  ck_assert_str_eq(back, "plain END\n");
+  close(fd);
+}
+
+START_TEST(test_per_listener_tls)
+{
+  gev_tls_ctx *x = server_ctx("server");
+  const char *addrs[] = {"127.0.0.1:0", "127.0.0.1:0", NULL};
+  gev_listener_options lo[2] = {{0}, {0}};
+  gev_options opt = {.num_loops = 1, .addresses = addrs};
+  th_server *t;
+
+  reset();
+  ck_assert_int_eq(gev_tls_listener_options(NULL, x), -EINVAL);
+  ck_assert_int_eq(gev_tls_listener_options(&lo[1], x), 0);
+  opt.listener_options = lo;
+  t = th_start(&echo_h, &opt);
+  plain_echo(gev_server_listener_port(t->s, 0));
+  ck_assert(s_client_echo(gev_server_listener_port(t->s, 1), "",
+                          "hello over tls END\n"));
+  ck_assert(th_wait_int(&closes, 2, 5000));
+  pthread_mutex_lock(&mu);
+  ck_assert_str_eq(seen_version, "TLSv1.3");
+  pthread_mutex_unlock(&mu);
+  ck_assert(!s_client_echo(gev_server_listener_port(t->s, 0), "",
+                           "hello over tls END\n"));
+  th_stop(t);
+
+  /* TLS for the server, plaintext for address 0. */
+  reset();
+  opt = (gev_options){.num_loops = 1, .addresses = addrs};
+  ck_assert_int_eq(gev_tls_server_options(&opt, x), 0);
+  lo[0] = (gev_listener_options){.transport = gev_transport_plain()};
+  lo[1] = (gev_listener_options){0};
+  opt.listener_options = lo;
+  t = th_start(&echo_h, &opt);
+  plain_echo(gev_server_listener_port(t->s, 0));
+  ck_assert(s_client_echo(gev_server_listener_port(t->s, 1), "",
+                          "hello over tls END\n"));
+  th_stop(t);
+  gev_tls_ctx_unref(x);
+}
+END_TEST
+
 START_TEST(test_alpn)
 {
   static const char *const both[] = {"h2", "http/1.1", NULL};
@@ -1185,6 +1241,7 @@ int main(void)
       {"ctx_errors", test_ctx_errors, 30},
       {"gev_to_gev", test_gev_to_gev, 60},
       {"s_client_versions", test_s_client_versions, 60},
+      {"per_listener_tls", test_per_listener_tls, 60},
       {"alpn", test_alpn, 60},
       {"client_cert", test_client_cert, 60},
       {"client_refuses", test_client_refuses, 60},

@@ -24,6 +24,18 @@ int gev_tls_server_options(gev_options *o, gev_tls_ctx *ctx)
   return 0;
 }
 
+int gev_tls_listener_options(gev_listener_options *o, gev_tls_ctx *ctx)
+{
+  gev_options all = {0};
+  int err = o ? gev_tls_server_options(&all, ctx) : -EINVAL;
+
+  if (!err) {
+    o->transport = all.transport;
+    o->transport_arg = all.transport_arg;
+  }
+  return err;
+}
+
 static bool is_ip(const char *name)
 {
   unsigned char a[16];

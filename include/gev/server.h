@@ -19,6 +19,17 @@ typedef enum {
   GEV_LB_LEAST_CONNECTIONS /**< the loop with the fewest open connections */
 } gev_load_balance;
 
+/** One address's own settings: an entry of gev_options.listener_options.
+ * Zero-initialize and set what you need. */
+typedef struct gev_listener_options {
+  /** How this address's connections move their bytes (<gev/transport.h>);
+   * NULL: the server's (gev_options.transport, plaintext when that is
+   * NULL). gev_transport_plain() serves plaintext on this address of a
+   * TLS server; gev_tls_listener_options (<gev/tls.h>) fills in TLS. */
+  const struct gev_transport *transport;
+  void *transport_arg; /**< passed to its open() */
+} gev_listener_options;
+
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
   /** "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
@@ -52,6 +63,10 @@ typedef struct gev_options {
    * before listen, so that TCP's window scale fits it) */
   int rcvbuf;
   int sndbuf; /**< > 0: SO_SNDBUF, likewise */
+  /** NULL, or one entry per address in the same order: as many as
+   * `addresses` has before its NULL (one for `address`); copied. Lets one
+   * listener of a server serve TLS and another plaintext. */
+  const gev_listener_options *listener_options;
 } gev_options;
 
 /**

@@ -171,6 +171,19 @@ GEV_EXPORT const gev_transport *gev_tls_transport(void);
 GEV_EXPORT int gev_tls_server_options(gev_options *o, gev_tls_ctx *ctx);
 
 /**
+ * Make the connections of one address of a server TLS (an entry of
+ * gev_options.listener_options): sets @p o->transport and
+ * o->transport_arg, so that a server can serve TLS on one port and
+ * plaintext (or another certificate) on another. Call before
+ * gev_server_new. Any thread.
+ * @param o   the address's entry, changed in place.
+ * @param ctx the context; it must outlive the server (no reference taken).
+ * @return 0; -EINVAL for NULL, or a context without a certificate.
+ */
+GEV_EXPORT int gev_tls_listener_options(gev_listener_options *o,
+                                        gev_tls_ctx *ctx);
+
+/**
  * Make an outgoing connection TLS: sets @p o->transport and
  * o->transport_arg. @p server_name is sent as SNI and verified against the
  * server's certificate; NULL takes the host of o->address (set it first):
