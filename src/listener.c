@@ -132,6 +132,20 @@ static int parse_one(gev__listen_addr *a, bool reuse_port)
   return err;
 }
 
+/* The address's own transport, else the server's. */
+static void set_transport(gev_server *s, int i)
+{
+  const gev_listener_options *lo =
+      s->opt.listener_options ? &s->opt.listener_options[i] : NULL;
+
+  s->addrs[i].tp = s->opt.transport;
+  s->addrs[i].tp_arg = s->opt.transport_arg;
+  if (lo && lo->transport) {
+    s->addrs[i].tp = lo->transport;
+    s->addrs[i].tp_arg = lo->transport_arg;
+  }
+}
+
 static int parse_all(gev_server *s, const char *const *addresses)
 {
   int n = 0, err;
@@ -146,11 +160,13 @@ static int parse_all(gev_server *s, const char *const *addresses)
   for (int i = 0; i < n; i++) {
     s->addrs[i].adopt_fd = s->addrs[i].fd = -1;
     atomic_init(&s->addrs[i].keep_path, false);
+    set_transport(s, i);
     if (!(s->addrs[i].text = strdup(addresses[i])))
       return -ENOMEM;
     if ((err = parse_one(&s->addrs[i], s->opt.reuse_port)) < 0)
       return err;
   }
+  s->opt.listener_options = NULL; /* copied: the caller's may go */
   /* Two listeners on one fd would share its queue and its poller entry. */
   for (int i = 0; i < n; i++)
     for (int j = 0; j < i; j++)

@@ -61,10 +61,10 @@ static void start_task(void *arg)
   gev_conn *c = arg;
   gev_server *s = c->server;
   gev_loop *l = c->loop;
+  const gev__listen_addr *a = &s->addrs[c->listener];
 
   /* A failed start frees c: what uncount needs is read before. */
-  if (gev__conn_start(c, s->opt.transport, s->opt.transport_arg, NULL, NULL) <
-      0)
+  if (gev__conn_start(c, a->tp, a->tp_arg, NULL, NULL) < 0)
     uncount(s, l);
 }
 
