@@ -1,9 +1,10 @@
-/* server.c - listeners, the acceptor loop, worker threads, start and stop.
+/* server.c - the acceptor loop's hand-off, worker threads, start, stop and
+ * shutdown. The listening sockets are listener.c's.
  *
  * Threads: the caller of gev_server_start runs the acceptor loop; each
  * worker loop runs in its own thread. The acceptor accepts until EAGAIN and
  * posts each new connection to a worker (one eventfd write per batch at
- * most). With reuse_port each worker accepts on its own listener and keeps
+ * most). With reuse_port each worker accepts on its own listeners and keeps
  * what it accepts. */
 #include "conn-internal.h"
 #include "log-internal.h"

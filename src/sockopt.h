@@ -21,8 +21,9 @@ int gev__sockopts_check(const gev__sockopts *o);
 int gev__sockopts_buffers(int fd, const gev__sockopts *o);
 
 /* Everything on a connected socket: TCP_NODELAY on (TCP only), keepalive
- * (TCP only) and the buffers. 0 or the first -errno (the others are still
- * tried). */
+ * (TCP only) and the buffers (a TCP socket accepted from a listener gev
+ * bound has them already; a unix one, or one from an adopted listener,
+ * does not). 0 or the first -errno (the others are still tried). */
 int gev__sockopts_conn(int fd, int family, const gev__sockopts *o);
 
 /* SO_KEEPALIVE on (idle_s > 0, with TCP_KEEPIDLE idle_s and, when > 0,
