@@ -32,7 +32,9 @@ typedef struct gev_listener_options {
 
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
-  /** "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path" */
+  /** "127.0.0.1:1833", ":1833", "[::1]:0", "unix:/path", "unix:@name",
+   * "fd:3", "fd:NAME" (see gev_server_new); ignored when `addresses` is
+   * set */
   const char *address;
   int num_loops;   /**< worker loops; <= 0: number of online CPUs */
   bool reuse_port; /**< each worker loop its own listener */
