@@ -371,6 +371,31 @@ START_TEST(adopt_fd)
 }
 END_TEST
 
+/* A unix listener whose fd was given out (to a successor) keeps its
+ * file at free: the other process serves that path now. */
+START_TEST(listener_fd_keeps_unix_path)
+{
+  char dir[64], path[96], addr[128];
+  const char *addrs[2] = {addr, NULL};
+  gev_server *s;
+
+  scratch_dir(dir, sizeof(dir));
+  snprintf(path, sizeof(path), "%s/s", dir);
+  snprintf(addr, sizeof(addr), "unix:%s", path);
+  ck_assert_int_eq(new_server(addrs, &s), 0);
+  gev_server_free(s);
+  ck_assert(!path_exists(path)); /* removed as usual */
+  ck_assert_int_eq(new_server(addrs, &s), 0);
+  ck_assert_int_ge(gev_server_listener_fd(s, 0), 0);
+  ck_assert_int_eq(gev_server_listener_fd(s, 1), -EINVAL);
+  ck_assert_int_eq(gev_server_listener_fd(s, -1), -EINVAL);
+  gev_server_free(s);
+  ck_assert(path_exists(path)); /* handed on: kept */
+  ck_assert_int_eq(unlink(path), 0);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* A failed gev_server_new hands an adopted fd back as it came: open,
  * listening, blocking, registered nowhere. */
 START_TEST(adopt_fd_survives_failure)
@@ -819,6 +844,7 @@ int main(int argc, char **argv)
        bind_conflict_releases_all_reuse_port, 30},
       {"adopt_fd", adopt_fd, 30},
       {"adopt_fd_survives_failure", adopt_fd_survives_failure, 30},
+      {"listener_fd_keeps_unix_path", listener_fd_keeps_unix_path, 30},
       {"adopt_fd_by_name", adopt_fd_by_name, 30},
       {"bad_inputs", bad_inputs, 30},
       {"per_listener_transport", per_listener_transport, 30},
