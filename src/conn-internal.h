@@ -157,10 +157,13 @@ bool gev__conn_state_connected(int state); /* gev_conn_connected */
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
-/* gev_loop_connect to a parsed address. The connection points at h (not a
- * copy: h must outlive it) and tells owner when it opens and closes. */
+/* gev_loop_connect to a parsed target (resolve.h: a name is looked up
+ * anew by every call). The connection points at h (not a copy: h must
+ * outlive it) and tells owner when it opens and closes. */
+struct gev__target;
 int gev__connect_shared(gev_loop *l, const gev_handler *h,
-                        const gev__addr *addr, const gev_connect_options *opt,
+                        const struct gev__target *target,
+                        const gev_connect_options *opt,
                         const gev__conn_owner *owner, void *owner_arg);
 
 /* ---- conn-ref.c: run something in a connection's loop ------------------ */

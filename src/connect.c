@@ -1,12 +1,15 @@
-/* connect.c - outgoing connections: a non-blocking connect, watched for
- * writability, bounded by a loop timer; on success the connection starts
- * like an accepted one.
+/* connect.c - outgoing connections: a name resolved off the loop thread
+ * (resolve.c), then a non-blocking connect to each of its addresses in
+ * turn, watched for writability, all bounded by one deadline; on success
+ * the connection starts like an accepted one.
  *
- * The address is parsed (and resolved) in the caller's thread, so a bad
- * address fails the call itself; everything after that happens in the
- * loop's thread and ends in exactly one on_result. A connect under way is
- * a handle of its loop: when the loop finishes, it fails with -ECANCELED. */
+ * The address is parsed (without any lookup) in the caller's thread, so a
+ * malformed one fails the call itself; everything after that happens in
+ * the loop's thread and ends in exactly one on_result. A connect under way
+ * is a handle of its loop: when the loop finishes, it fails with
+ * -ECANCELED. */
 #include "conn-internal.h"
+#include "resolve.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,27 +18,29 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A connect under way; the fd is registered through io until it ends. */
+/* A connect under way, from the request to its one on_result: the name's
+ * lookup (resolve.c), then one attempt per address until one connects.
+ * The current attempt's fd is registered through io until it ends. */
 typedef struct connecting {
   gev__io io; /* first: the poller hands back &io */
   gev__handle handle;
-  gev_conn *c;
-  gev_timer_id timer;
-  gev_connect_fn on_result;
-  void *arg;
-  const gev_transport *tp;
-  void *tp_arg;
-} connecting;
-
-typedef struct connect_req {
   gev_loop *l;
+  gev_conn *c;             /* the attempt's connection; NULL between them */
+  gev_timer_id timer;      /* the attempt's (or the lookup's) deadline */
+  gev__resolve *resolving; /* the lookup under way, or NULL */
+  uint64_t deadline;       /* of the whole connect; 0: none */
+  int next;                /* the address the next attempt tries */
+  int last_err;            /* of the last attempt that failed */
   gev_handler h;
   const gev_handler *shared_h; /* if set, used instead of a copy of h */
   const gev__conn_owner *owner;
   void *owner_arg;
-  gev__addr addr;
-  gev_connect_options opt; /* address not kept: parsed into addr */
-} connect_req;
+  gev_connect_options opt; /* address not kept: parsed into target */
+  gev__target target;
+} connecting;
+
+/* The shortest slice an attempt gets while more addresses wait. */
+#define MIN_ATTEMPT_MS 100
 
 static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
 {
@@ -43,24 +48,36 @@ static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
     fn(c, err, arg);
 }
 
-/* Ends the connect: off the registry, its timer cancelled, freed. */
+/* The attempt's fd and connection go, off the poller first; the
+ * connection was never visible to anyone. */
+static void drop_attempt(connecting *cx)
+{
+  if (cx->timer)
+    gev_loop_cancel(cx->l, cx->timer);
+  cx->timer = 0;
+  if (!cx->c)
+    return;
+  gev__loop_io_del(cx->l, &cx->io); /* before the fd closes */
+  gev__conn_free_unstarted(cx->c);
+  cx->c = NULL;
+}
+
+/* Ends the connect: off the registry, nothing left under way, freed. */
 static void end(connecting *cx)
 {
   gev__handle_unregister(&cx->handle);
-  if (cx->timer)
-    gev_loop_cancel(cx->handle.loop, cx->timer);
+  if (cx->resolving)
+    gev__resolve_cancel(cx->resolving);
+  drop_attempt(cx);
   free(cx);
 }
 
-/* A connect that failed: the fd goes, off the poller first; the
- * connection was never visible to anyone. */
+/* The connect failed for good: on_result hears err. */
 static void fail(connecting *cx, int err)
 {
-  gev_connect_fn fn = cx->on_result;
-  void *arg = cx->arg;
+  gev_connect_fn fn = cx->opt.on_result;
+  void *arg = cx->opt.arg;
 
-  gev__loop_io_del(cx->handle.loop, &cx->io); /* before the fd closes */
-  gev__conn_free_unstarted(cx->c);
   end(cx);
   report(fn, arg, NULL, err);
 }
@@ -68,21 +85,37 @@ static void fail(connecting *cx, int err)
 static void succeed(connecting *cx)
 {
   gev_conn *c = cx->c;
-  gev_loop *l = cx->handle.loop;
-  gev_connect_fn fn = cx->on_result;
-  const gev_transport *tp = cx->tp;
-  void *arg = cx->arg, *tp_arg = cx->tp_arg;
+  gev_loop *l = cx->l;
+  gev_connect_fn fn = cx->opt.on_result;
+  const gev_transport *tp = cx->opt.transport;
+  void *arg = cx->opt.arg, *tp_arg = cx->opt.transport_arg;
   int err;
 
   /* The fd's registration passes from the connect to the connection. */
   c->io.interest = cx->io.interest;
   c->io.registered = cx->io.registered;
+  cx->c = NULL;
   end(cx);
   atomic_fetch_add(&l->nconns, 1);
   if ((err = gev__conn_start(c, tp, tp_arg, fn, arg)) < 0) {
     atomic_fetch_sub(&l->nconns, 1);
     report(fn, arg, NULL, err);
   }
+}
+
+static void try_next(connecting *cx);
+
+/* One address failed: the next one is tried, within the deadline. */
+static void attempt_failed(connecting *cx, int err)
+{
+  drop_attempt(cx);
+  cx->last_err = err;
+  if (cx->deadline && cx->l->now_ms >= cx->deadline)
+    err = -ETIMEDOUT;
+  if (cx->next >= cx->target.n || err == -ETIMEDOUT)
+    fail(cx, err);
+  else
+    try_next(cx);
 }
 
 static void connecting_cb(gev__io *io, unsigned events)
@@ -96,15 +129,19 @@ static void connecting_cb(gev__io *io, unsigned events)
   if (err == 0 && (events & GEV__EV_WRITE))
     succeed(cx);
   else
-    fail(cx, err ? -err : -ECONNREFUSED);
+    attempt_failed(cx, err ? -err : -ECONNREFUSED);
 }
 
+/* The attempt's slice (or the lookup's deadline) is over. */
 static void on_timeout(void *arg)
 {
   connecting *cx = arg;
 
   cx->timer = 0; /* it is running: nothing to cancel */
-  fail(cx, -ETIMEDOUT);
+  if (cx->resolving || cx->l->now_ms >= cx->deadline)
+    fail(cx, -ETIMEDOUT);
+  else
+    attempt_failed(cx, -ETIMEDOUT); /* the next address gets the rest */
 }
 
 static void stop(gev__handle *h)
@@ -133,124 +170,170 @@ static int open_socket(const gev__addr *a)
   return fd;
 }
 
-/* The connection and its connect record, or -errno (fd closed). */
-static int prepare(connect_req *r, int fd, connecting **out)
+/* The attempt's connection, or -errno (fd closed). */
+static int prepare(connecting *cx, const gev__addr *a, int fd)
 {
-  const gev_connect_options *o = &r->opt;
+  const gev_connect_options *o = &cx->opt;
   size_t max = o->max_buffer ? o->max_buffer : GEV__DEFAULT_MAX_BUFFER;
-  gev_conn *c = gev__conn_new(
-      r->l, r->shared_h ? r->shared_h : &r->h, r->shared_h == NULL, max, fd,
-      (const struct sockaddr *)&r->addr.ss, r->addr.len);
-  connecting *cx = calloc(1, sizeof(*cx));
+  gev_conn *c = gev__conn_new(cx->l, cx->shared_h ? cx->shared_h : &cx->h,
+                              cx->shared_h == NULL, max, fd,
+                              (const struct sockaddr *)&a->ss, a->len);
 
-  if (!c || !cx) {
-    free(cx);
-    if (c)
-      gev__conn_free_unstarted(c);
-    else
-      close(fd);
+  if (!c) {
+    close(fd);
     return -ENOMEM;
   }
   c->flags |= GEV__CF_OUTGOING;
   c->ctx = o->context;
-  c->owner = r->owner;
-  c->owner_arg = r->owner_arg;
-  *cx = (connecting){.io = {.fd = fd, .cb = connecting_cb},
-                     .c = c,
-                     .on_result = o->on_result,
-                     .arg = o->arg,
-                     .tp = o->transport,
-                     .tp_arg = o->transport_arg};
-  gev__handle_init(&cx->handle, r->l, &connecting_ops);
-  *out = cx;
+  c->owner = cx->owner;
+  c->owner_arg = cx->owner_arg;
+  cx->c = c;
+  cx->io = (gev__io){.fd = fd, .cb = connecting_cb};
   return 0;
 }
 
-/* In the loop's thread. */
-static void start(connect_req *r)
+/* The attempt's deadline: what is left of the connect's, shared with the
+ * addresses still waiting, so that one that never answers (a dropped
+ * IPv6 route, say) leaves time for the others. */
+static uint64_t slice(const connecting *cx)
 {
-  gev_loop *l = r->l;
-  connecting *cx;
+  uint64_t left = cx->deadline - cx->l->now_ms;
+  uint64_t waiting = (uint64_t)(cx->target.n - cx->next) + 1;
+  uint64_t part = left / waiting;
+
+  if (waiting == 1 || left <= MIN_ATTEMPT_MS)
+    return left;
+  return part < MIN_ATTEMPT_MS ? MIN_ATTEMPT_MS : part;
+}
+
+/* Starts a connect to one address: 0 when under way, else -errno. */
+static int attempt(connecting *cx, const gev__addr *a)
+{
   int fd, err;
+
+  if ((fd = open_socket(a)) < 0 || (err = prepare(cx, a, fd)) < 0)
+    return fd < 0 ? fd : err;
+  if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 &&
+      errno != EINPROGRESS)
+    return -errno; /* refused at once, no such unix socket, ... */
+  /* Connected at once (unix sockets) or under way: writability tells. */
+  if ((err = gev__loop_io_add(cx->l, &cx->io, GEV__EV_WRITE)) < 0)
+    return err;
+  if (cx->deadline &&
+      !(cx->timer = gev_loop_run_after(cx->l, slice(cx), on_timeout, cx)))
+    return -ENOMEM;
+  return 0;
+}
+
+/* The addresses in the resolver's order (IPv6 first where usable), one at
+ * a time, until one is under way; the last one's error ends the connect. */
+static void try_next(connecting *cx)
+{
+  int err = cx->last_err ? cx->last_err : -ENXIO;
+
+  while (cx->next < cx->target.n) {
+    if ((err = attempt(cx, &cx->target.addrs[cx->next++])) == 0)
+      return;
+    drop_attempt(cx);
+    cx->last_err = err;
+  }
+  fail(cx, err);
+}
+
+static void resolved(void *arg, int err)
+{
+  connecting *cx = arg;
+
+  cx->resolving = NULL; /* gone with this call */
+  if (cx->timer)
+    gev_loop_cancel(cx->l, cx->timer);
+  cx->timer = 0;
+  if (err < 0)
+    fail(cx, err);
+  else
+    try_next(cx);
+}
+
+/* In the loop's thread: the lookup, if a name needs one, then the
+ * attempts. */
+static void start_task(void *arg)
+{
+  connecting *cx = arg;
+  gev_loop *l = cx->l;
+  int err;
 
   gev__assert_in_loop(l);
   if (l->finishing) {
-    report(r->opt.on_result, r->opt.arg, NULL, -ECANCELED);
+    report(cx->opt.on_result, cx->opt.arg, NULL, -ECANCELED);
+    free(cx);
     return;
   }
-  if ((fd = open_socket(&r->addr)) < 0 || (err = prepare(r, fd, &cx)) < 0) {
-    report(r->opt.on_result, r->opt.arg, NULL, fd < 0 ? fd : err);
-    return;
-  }
+  gev__handle_init(&cx->handle, l, &connecting_ops);
   gev__handle_register(&cx->handle);
-  if (connect(fd, (const struct sockaddr *)&r->addr.ss, r->addr.len) < 0 &&
-      errno != EINPROGRESS) {
-    fail(cx, -errno); /* refused at once, no such unix socket, ... */
+  if (cx->opt.timeout_ms)
+    cx->deadline = l->now_ms + cx->opt.timeout_ms;
+  if (!cx->target.host[0]) {
+    try_next(cx);
     return;
   }
-  /* Connected at once (unix sockets) or under way: writability tells. */
-  if ((err = gev__loop_io_add(l, &cx->io, GEV__EV_WRITE)) < 0) {
+  if ((err = gev__resolve_start(l, &cx->target, resolved, cx,
+                                &cx->resolving)) < 0) {
     fail(cx, err);
     return;
   }
-  if (r->opt.timeout_ms &&
-      !(cx->timer = gev_loop_run_after(l, r->opt.timeout_ms, on_timeout, cx)))
+  if (cx->deadline && !(cx->timer = gev_loop_run_after(
+                            l, cx->opt.timeout_ms, on_timeout, cx)))
     fail(cx, -ENOMEM);
 }
 
-static void start_task(void *arg)
-{
-  start(arg);
-  free(arg);
-}
-
-static int submit(connect_req *r, gev_loop *l, const gev_connect_options *opt)
+static int submit(connecting *cx, gev_loop *l, const gev_connect_options *opt)
 {
   int err;
 
-  r->l = l;
-  r->opt = *opt;
-  r->opt.address = NULL;
+  cx->l = l;
+  cx->opt = *opt;
+  cx->opt.address = NULL;
   /* Always through the queue, also from the loop's own thread: on_result
    * then never runs inside the caller's callback. If the loop is freed
    * before it ever runs, the request is freed and on_result does not run. */
-  if ((err = gev__loop_post_owned(l, start_task, r, free)) < 0) {
-    free(r);
+  if ((err = gev__loop_post_owned(l, start_task, cx, free)) < 0) {
+    free(cx);
     return err;
   }
   return 0;
 }
 
 int gev__connect_shared(gev_loop *l, const gev_handler *h,
-                        const gev__addr *addr, const gev_connect_options *opt,
+                        const gev__target *target,
+                        const gev_connect_options *opt,
                         const gev__conn_owner *owner, void *owner_arg)
 {
-  connect_req *r = calloc(1, sizeof(*r));
+  connecting *cx = calloc(1, sizeof(*cx));
 
-  if (!r)
+  if (!cx)
     return -ENOMEM;
-  r->shared_h = h;
-  r->owner = owner;
-  r->owner_arg = owner_arg;
-  r->addr = *addr;
-  return submit(r, l, opt);
+  cx->shared_h = h;
+  cx->owner = owner;
+  cx->owner_arg = owner_arg;
+  cx->target = *target;
+  return submit(cx, l, opt);
 }
 
 int gev_loop_connect(gev_loop *l, const gev_handler *h,
                      const gev_connect_options *opt)
 {
-  connect_req *r;
+  connecting *cx;
   int err;
 
   if (!l || !h || !opt || !opt->address)
     return -EINVAL;
-  r = calloc(1, sizeof(*r));
-  if (!r)
+  cx = calloc(1, sizeof(*cx));
+  if (!cx)
     return -ENOMEM;
-  if ((err = gev__addr_parse(opt->address, &r->addr)) < 0) {
-    free(r);
+  if ((err = gev__target_parse(opt->address, &cx->target)) < 0) {
+    free(cx);
     return err;
   }
-  r->h = *h;
-  return submit(r, l, opt);
+  cx->h = *h;
+  return submit(cx, l, opt);
 }
