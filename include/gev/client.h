@@ -18,7 +18,10 @@ extern "C" {
  * the new connection and @p err is 0; the handler's on_connect runs right
  * after this returns. On failure @p c is NULL and @p err is -ECONNREFUSED,
  * -ETIMEDOUT (the connect timeout), -ECANCELED (the loop stopped first),
- * -ENETUNREACH, -ENOENT (no unix socket there), or another negative errno.
+ * -ENETUNREACH, -ENOENT (no unix socket there), -ENXIO (the host name does
+ * not exist or has no address), -EAGAIN (the name service failed for now),
+ * -EIO (it failed otherwise), or another negative errno. When a name gave
+ * several addresses, the error is the last address's.
  */
 typedef void (*gev_connect_fn)(gev_conn *c, int err, void *arg);
 
@@ -43,15 +46,29 @@ typedef struct gev_connect_options {
  * function works on it, its callbacks run in l's thread, and it is closed
  * (with on_close) when the loop stops. gev_conn_server gives the server of
  * l, if any; outgoing connections never count against max_connections.
- * Any thread. The address is resolved in the calling thread.
+ * Any thread.
+ *
+ * Names. A numeric address is used as it is. A host name is looked up off
+ * the loop thread, on a short-lived thread of the library's own (one per
+ * lookup, every signal blocked; getaddrinfo, whose /etc/hosts and DNS
+ * settings apply), so neither the caller nor the loop ever waits for it.
+ * Its addresses are then tried one after the other in getaddrinfo's order
+ * (RFC 6724: IPv6 first where usable), until one connects: a refused or
+ * unreachable IPv6 address falls back to IPv4. timeout_ms bounds it all,
+ * lookup included; while more addresses wait, an attempt gets an equal
+ * share of the time left (at least 100 ms), so one that never answers
+ * leaves time for the next. A lookup cannot be interrupted: one given up
+ * (timeout, loop stopped) finishes on its thread and is discarded.
  *
  * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
  *         (unless NULL), provided the loop runs (a loop freed without ever
- *         running drops the request). -EINVAL for NULL arguments or a malformed
- *         address, -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
+ *         running drops the request); an unknown host name is reported
+ *         there (-ENXIO), not here. -EINVAL for NULL arguments or a
+ *         malformed address (a host name of 256 bytes or more included),
+ *         -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
@@ -67,7 +84,9 @@ typedef struct gev_client gev_client;
 typedef struct gev_client_options {
   /** Every attempt uses these; on_result reports each one (success or
    * failure, so it can log), context is each new connection's initial
-   * gev_conn_context. The address is resolved once, by gev_client_new. */
+   * gev_conn_context. A host name is looked up again for every attempt
+   * (as gev_loop_connect does), so a reconnect follows the name to a new
+   * address. */
   gev_connect_options connect;
   uint64_t retry_min_ms; /**< delay before the first retry; 0 = 500 ms */
   uint64_t retry_max_ms; /**< the delay doubles up to this; 0 = 30 s */
@@ -97,7 +116,9 @@ typedef struct gev_client_options {
  * @param l the loop the client and its connections live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
- * @return 0; -EINVAL for NULL arguments, a malformed address,
+ * @return 0; -EINVAL for NULL arguments, a malformed address (an unknown
+ *         host name is not malformed: each attempt reports -ENXIO to
+ *         on_result and is retried),
  *         retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
  *         -ESHUTDOWN when l has stopped; -ENOMEM.
  */
