@@ -267,7 +267,9 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
 
   if (out)
     *out = NULL;
-  if (!out || !l || !h || !opt || !opt->connect.address)
+  if (!out || !l || !h || !opt || !opt->connect.address ||
+      opt->connect.idle_timeout_ms < 0 || opt->connect.reader_idle_ms < 0 ||
+      opt->connect.writer_idle_ms < 0)
     return -EINVAL;
   min = opt->retry_min_ms ? opt->retry_min_ms : DEFAULT_RETRY_MIN_MS;
   max = opt->retry_max_ms ? opt->retry_max_ms : DEFAULT_RETRY_MAX_MS;

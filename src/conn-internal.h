@@ -8,6 +8,8 @@
 
 #include "server-internal.h"
 
+#define GEV__IDLE_KINDS 3 /* gev_idle_kind's values */
+
 /* Connection states. The table of transitions, with the event that causes
  * each and what it does, heads conn.c; every change of state goes through
  * its one function. Readable from any thread; other threads make only the
@@ -104,8 +106,10 @@ struct gev_conn {
   ringbuffer *cur_in, *cur_out; /* the buffers on_message is looking at */
   void *ctx;
   void (*ctx_free)(void *ctx); /* runs when the last reference goes */
-  uint64_t last_active;
-  gev__list active; /* the loop's list by last activity */
+  uint64_t last_read, last_write; /* now_ms of the last byte in, out */
+  uint64_t idle_mark[GEV__IDLE_KINDS]; /* on_idle ran: its period restarts */
+  uint32_t idle_ms[GEV__IDLE_KINDS];   /* gev_idle_kind order; 0 = off */
+  gev__list active; /* in the loop's list while a timeout is set */
   void (*drain_fn)(gev_conn *c, void *arg);
   void *drain_arg;
   size_t low_water;
@@ -149,8 +153,14 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
 int gev__conn_linger(gev_conn *c, uint64_t timeout_ms);
 /* Loop thread: gev_conn_pause_read / resume_read. */
 void gev__conn_set_paused(gev_conn *c, bool pause);
-/* The idle-timeout sweep, a periodic timer of each worker loop. */
-void gev__conn_idle_sweep(void *loop);
+/* ---- conn-idle.c: the idle timeouts ------------------------------------- */
+
+/* c's timeouts from a server's options (idle_timeout_ms, reader_idle_ms,
+ * writer_idle_ms). Before c starts. */
+void gev__conn_idle_defaults(gev_conn *c, const gev_options *o);
+/* Loop thread: c joins the loop's sweep (or leaves it, with no timeout
+ * set), which then runs often enough for c's shortest timeout. */
+void gev__conn_idle_watch(gev_conn *c);
 /* The state's rules (any thread). */
 bool gev__conn_state_sends(int state);     /* sends are accepted */
 bool gev__conn_state_connected(int state); /* gev_conn_connected */

@@ -222,17 +222,17 @@ int gev__conn_event(gev_conn *c, int ev)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Marks activity for the idle timeout: the loop's list stays ordered by
- * last activity, so the sweep only ever looks at its head. */
-static void touch(gev_conn *c)
+/* Activity for the idle timeouts: one store of the pass's cached clock;
+ * the coarse sweep (conn-idle.c) compares the stamps, so no timer moves
+ * per message. */
+static inline void touch_read(gev_conn *c)
 {
-  gev_loop *l = c->loop;
+  c->last_read = c->loop->now_ms;
+}
 
-  c->last_active = l->now_ms;
-  if (l->idle_ms == 0 || l->active.prev == &c->active)
-    return;
-  gev__list_remove(&c->active);
-  gev__list_append(&l->active, &c->active);
+static inline void touch_write(gev_conn *c)
+{
+  c->last_write = c->loop->now_ms;
 }
 
 void gev__conn_schedule(gev_conn *c)
@@ -336,7 +336,7 @@ static int write_out(gev_conn *c, ringbuffer *out)
 
   if (n > 0) {
     c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)n;
-    touch(c);
+    touch_write(c);
     return 0;
   }
   if (n == GEV_TRANSPORT_WANT_READ)
@@ -354,7 +354,7 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
   w = tp_send(c, p, n);
   if (w > 0) {
     c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)w;
-    touch(c);
+    touch_write(c);
   } else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
     w = 0; /* the queued rest is written (and waits) like any output */
   return w;
@@ -641,6 +641,7 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
   else
     ringbuffer_retrieve_all(in);
   c->cur_in = c->cur_out = NULL;
+  max = c->max_buffer; /* the handler may have changed it */
   ringbuffer_set_limit(out, max);
   if (!has(st, REPLY))
     ringbuffer_retrieve_all(out); /* after our FIN: cannot be sent */
@@ -764,7 +765,7 @@ static inline __attribute__((always_inline)) void handle_read(gev_conn *c,
   n = tp_read(c, in);
   if (n > 0) {
     c->loop->st.v[GEV__S_BYTES_READ] += (uint64_t)n;
-    touch(c);
+    touch_read(c);
     if (in == b->in && n > GEV__SHARED_CAP)
       watch_shared(c->loop);
     deliver(c, in);
@@ -895,21 +896,6 @@ static void drain(gev__handle *h)
 
 static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
 
-void gev__conn_idle_sweep(void *arg)
-{
-  gev_loop *l = arg;
-
-  gev__assert_in_loop(l);
-  while (!gev__list_empty(&l->active)) {
-    gev_conn *c = gev__container_of(l->active.next, gev_conn, active);
-
-    if (l->now_ms - c->last_active < l->idle_ms)
-      break;
-    c->why = GEV__WHY_IDLE;
-    gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
-  }
-}
-
 /* ---- lingering and pausing (the loop halves of conn-api.c) ------------ */
 
 #define LINGER_DEFAULT_MS 5000
@@ -987,6 +973,8 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
   c->loop = l;
   c->server = l->server;
   c->max_buffer = max_buffer;
+  if (l->server) /* outgoing ones too, unless their options say otherwise */
+    gev__conn_idle_defaults(c, &l->server->opt);
   c->listener = -1;
   c->tp = &gev__plain;
   atomic_init(&c->refs, 1); /* the loop's */
@@ -1089,11 +1077,10 @@ int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
     gev__conn_free_unstarted(c);
     return err;
   }
-  c->last_active = l->now_ms;
+  c->last_read = c->last_write = l->now_ms;
   l->st.v[GEV__S_OPENED]++;
   gev__handle_register(&c->handle);
-  if (l->idle_ms)
-    gev__list_append(&l->active, &c->active);
+  gev__conn_idle_watch(c);
   c->result = result;
   c->result_arg = arg;
   if (c->tp->handshake) {

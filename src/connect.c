@@ -184,6 +184,11 @@ static int prepare(connecting *cx, const gev__addr *a, int fd)
     return -ENOMEM;
   }
   c->flags |= GEV__CF_OUTGOING;
+  if (o->idle_timeout_ms || o->reader_idle_ms || o->writer_idle_ms)
+    gev__conn_idle_defaults(c, &(gev_options){
+                                   .idle_timeout_ms = o->idle_timeout_ms,
+                                   .reader_idle_ms = o->reader_idle_ms,
+                                   .writer_idle_ms = o->writer_idle_ms});
   c->ctx = o->context;
   c->owner = cx->owner;
   c->owner_arg = cx->owner_arg;
@@ -325,7 +330,8 @@ int gev_loop_connect(gev_loop *l, const gev_handler *h,
   connecting *cx;
   int err;
 
-  if (!l || !h || !opt || !opt->address)
+  if (!l || !h || !opt || !opt->address || opt->idle_timeout_ms < 0 ||
+      opt->reader_idle_ms < 0 || opt->writer_idle_ms < 0)
     return -EINVAL;
   cx = calloc(1, sizeof(*cx));
   if (!cx)

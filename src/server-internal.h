@@ -52,6 +52,7 @@ struct gev_server {
   /* Acceptor thread only. */
   gev__listener listener; /* io.fd < 0 with reuse_port over TCP */
   unsigned rr_next;
+  int *lb_conns; /* pick_loop's snapshot of the loops' counts, or NULL */
 };
 
 /* An accepted connection leaves the count (closed, or never started); the

@@ -38,6 +38,12 @@ typedef struct gev_connect_options {
    * plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
   void *transport_arg; /**< passed to its open() */
+  /** The connection's idle timeouts (as gev_options'; on_idle applies).
+   * All three 0: those of the loop's server, if any (as before they
+   * existed here); any of them set: these three, 0 meaning off. */
+  int idle_timeout_ms;
+  int reader_idle_ms; /**< nothing received this long; 0 = off */
+  int writer_idle_ms; /**< nothing sent this long; 0 = off */
 } gev_connect_options;
 
 /**
@@ -67,7 +73,8 @@ typedef struct gev_connect_options {
  *         (unless NULL), provided the loop runs (a loop freed without ever
  *         running drops the request); an unknown host name is reported
  *         there (-ENXIO), not here. -EINVAL for NULL arguments or a
- *         malformed address (a host name of 256 bytes or more included),
+ *         malformed address (a host name of 256 bytes or more included)
+ *         or a negative idle timeout,
  *         -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */

@@ -38,6 +38,13 @@
 extern "C" {
 #endif
 
+/** Which silence an idle timeout measures (gev_conn_set_idle_timeout). */
+typedef enum {
+  GEV_IDLE_READER = 0, /**< nothing received for that long */
+  GEV_IDLE_WRITER,     /**< nothing sent for that long */
+  GEV_IDLE_ALL         /**< neither (idle_timeout_ms: today's meaning) */
+} gev_idle_kind;
+
 /**
  * Connection callbacks. Every callback of one connection runs in the thread
  * of the worker loop that owns it, in the order on_connect, on_message*,
@@ -76,6 +83,13 @@ typedef struct gev_handler {
    *  connection is closed as gev_conn_close does as soon as it has no
    *  unsent output, no unconsumed input and no send on its way. */
   void (*on_shutdown)(gev_conn *c);
+  /** Optional. One of c's idle timeouts passed (@p kind says which):
+   *  when set, it runs instead of the close, and that timeout's period
+   *  starts again (so it runs once per period of silence). A handler
+   *  that pushes can send a heartbeat on GEV_IDLE_WRITER, and close on
+   *  GEV_IDLE_READER. When NULL (the default), the connection closes
+   *  (on_close follows, queued output is dropped). */
+  void (*on_idle)(gev_conn *c, gev_idle_kind kind);
 } gev_handler;
 
 /**
@@ -252,6 +266,42 @@ GEV_EXPORT size_t gev_conn_read_buffer_len(const gev_conn *c);
  * @return bytes queued for sending. Owning loop's thread.
  */
 GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
+
+/* ---- per-connection limits ---------------------------------------------- */
+
+/**
+ * Set or clear one of @p c's idle timeouts, overriding what the server's
+ * options (idle_timeout_ms, reader_idle_ms, writer_idle_ms) or the
+ * connect options gave it: a connection the handler knows to be special
+ * (a long poll, a bulk upload) can wait longer, or less. The period
+ * starts at the call. A timeout is checked by a periodic sweep of the
+ * loop, every quarter of the shortest timeout set on the loop, so the
+ * connection is found idle between 1 and 1.25 times @p ms after its last
+ * activity of that kind; then on_idle runs, or it closes. Owning loop's
+ * thread (e.g. on_connect).
+ * @param c the connection
+ * @param kind GEV_IDLE_READER, GEV_IDLE_WRITER or GEV_IDLE_ALL
+ * @param ms the timeout in milliseconds; 0 turns it off
+ * @return 0; -EINVAL for NULL, an unknown kind, a negative @p ms or
+ *         another thread; -ENOTCONN once closed.
+ */
+GEV_EXPORT int gev_conn_set_idle_timeout(gev_conn *c, gev_idle_kind kind,
+                                         int ms);
+
+/**
+ * Set @p c's cap on each of its buffers, overriding the server's (or the
+ * connect options') max_buffer, with the same meaning: past it `out`
+ * refuses writes, gev_conn_send returns -ENOBUFS, reading pauses while
+ * output is above half of it, and input that reaches it unconsumed
+ * closes the connection. Lowering it below what is buffered now drops
+ * nothing: what is there stays and drains; only what comes after is
+ * refused. Inside on_message it applies to `out` on return. Owning loop's
+ * thread.
+ * @param c the connection
+ * @param max_buffer the cap in bytes; 0 for the default (64 MiB)
+ * @return 0; -EINVAL for NULL or another thread; -ENOTCONN once closed.
+ */
+GEV_EXPORT int gev_conn_set_max_buffer(gev_conn *c, size_t max_buffer);
 
 /* ---- flow control, for handlers that stream (proxies, relays) ---------- */
 
