@@ -6,6 +6,7 @@
  * *_op) with gev__conn_post / gev__conn_call, which hold a reference to
  * the connection on the way. conn.c has the state machine they drive. */
 #include "conn-internal.h"
+#include "transport-plain.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -182,6 +183,24 @@ int gev_conn_set_handler(gev_conn *c, const gev_handler *h)
   c->h = c->h_own;
   c->flags |= GEV__CF_REDELIVER; /* held input goes to h after the call */
   gev__conn_schedule(c);
+  return 0;
+}
+
+/* ---- detaching -------------------------------------------------------- */
+
+int gev_conn_detach(gev_conn *c, gev_detach_fn fn, void *arg)
+{
+  if (!c || !fn || !gev_loop_in_thread(c->loop))
+    return -EINVAL;
+  if (c->tp != &gev__plain)
+    return -EOPNOTSUPP;
+  if (gev__conn_state(c) == GEV__CS_DETACHING)
+    return -EALREADY;
+  if (gev__conn_event(c, GEV__CE_DETACH) < 0)
+    return -ENOTCONN;
+  /* The hand-over comes after the pass: set before it can run. */
+  c->detach_fn = fn;
+  c->detach_arg = arg;
   return 0;
 }
 

@@ -66,6 +66,8 @@ static void sweep(void *arg)
     /* Closing c unlinks it; nothing a callback does unlinks another
      * connection at once (closes are deferred), so next stays valid. */
     p = p->next;
+    if (gev__conn_state(c) == GEV__CS_DETACHING)
+      continue; /* leaving whole: nothing is closed under it */
     for (int k = 0; k < GEV__IDLE_KINDS; k++) {
       if (c->idle_ms[k] && l->now_ms - since(c, k) >= c->idle_ms[k] &&
           fire(c, k))

@@ -26,6 +26,8 @@ enum {
   GEV__CS_FLUSHING,      /* close once flushed; nothing more to read */
   GEV__CS_CLOSED,
   GEV__CS_HANDSHAKE, /* the transport's handshake runs; no handler yet */
+  GEV__CS_DETACHING, /* gev_conn_detach: the fd is handed back after the
+                        pass, once no send is on its way */
   GEV__CS_COUNT
 };
 
@@ -40,7 +42,9 @@ enum {
   GEV__CE_DEADLINE, /* the linger deadline or the idle timeout */
   GEV__CE_ERROR,    /* socket error, reset, a cap, out of memory */
   GEV__CE_LOOP_STOP,
-  GEV__CE_READY, /* the transport's handshake completed */
+  GEV__CE_READY,    /* the transport's handshake completed */
+  GEV__CE_DETACH,   /* gev_conn_detach */
+  GEV__CE_DETACHED, /* no send on its way: the fd and buffers go back */
   GEV__CE_COUNT
 };
 
@@ -114,6 +118,8 @@ struct gev_conn {
   void *drain_arg;
   size_t low_water;
   gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
+  gev_detach_fn detach_fn;   /* gev_conn_detach's, until it ran */
+  void *detach_arg;
   gev_connect_fn result;     /* outgoing: reported once the start runs */
   void *result_arg;
   int error;         /* why a handshake failed, for the outgoing result */
