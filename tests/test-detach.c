@@ -260,6 +260,75 @@ START_TEST(adopt_socketpair_order)
 }
 END_TEST
 
+/* ---- a send from another thread on its way ---------------------------- */
+
+typedef struct flight {
+  gev_conn *c;
+  int entered, sent, detach_rc, handed;
+  char out[32];
+  size_t out_len;
+} flight;
+
+static flight F;
+
+static void flight_connect(gev_conn *c)
+{
+  gev_conn_ref(c);
+  __atomic_store_n(&F.c, c, __ATOMIC_SEQ_CST);
+}
+
+static void flight_moved(gev_conn *c, const gev_detached *d, void *arg)
+{
+  (void)c;
+  (void)arg;
+  F.out_len = d->out_len < sizeof(F.out) ? d->out_len : sizeof(F.out);
+  if (d->out)
+    memcpy(F.out, d->out, F.out_len);
+  close(d->fd);
+  th_inc(&F.handed);
+}
+
+/* In c's loop: the detach is asked for while a send from the test thread
+ * is already accepted but still queued behind this task. */
+static void detach_while_sending(void *arg)
+{
+  (void)arg;
+  th_st(&F.entered, 1);
+  for (int i = 0; i < 10000 && !th_ld(&F.sent); i++)
+    usleep(1000);
+  th_st(&F.detach_rc, gev_conn_detach(F.c, flight_moved, NULL));
+}
+
+START_TEST(detach_waits_for_sends_in_flight)
+{
+  static const gev_handler h = {.on_connect = flight_connect};
+  gev_options o = {.num_loops = 1};
+  th_server *t;
+  int fd;
+
+  memset(&F, 0, sizeof(F));
+  F.detach_rc = 1;
+  t = th_start(&h, &o);
+  fd = th_connect(t->port);
+  for (int i = 0; i < 5000 && !__atomic_load_n(&F.c, __ATOMIC_SEQ_CST); i++)
+    usleep(1000);
+  ck_assert_ptr_nonnull(F.c);
+  ck_assert_int_eq(gev_loop_post(gev_conn_loop(F.c), detach_while_sending, NULL),
+                   0);
+  ck_assert(th_wait_int(&F.entered, 1, 5000));
+  ck_assert_int_eq(gev_conn_send(F.c, "in-flight", 9), 0);
+  th_st(&F.sent, 1);
+  ck_assert(th_wait_int(&F.handed, 1, 5000));
+  ck_assert_int_eq(th_ld(&F.detach_rc), 0);
+  ck_assert_uint_eq(F.out_len, 9);
+  ck_assert(memcmp(F.out, "in-flight", 9) == 0);
+  ck_assert_int_eq(gev_conn_send(F.c, "late", 4), -ENOTCONN);
+  gev_conn_unref(F.c);
+  close(fd);
+  th_stop(t);
+}
+END_TEST
+
 /* ---- bad inputs ------------------------------------------------------- */
 
 static int det_rc[6];
@@ -381,6 +450,8 @@ int main(void)
   const th_case cases[] = {
       {"round_trip_loses_no_byte", round_trip_loses_no_byte, 60},
       {"adopt_socketpair_order", adopt_socketpair_order, 30},
+      {"detach_waits_for_sends_in_flight", detach_waits_for_sends_in_flight,
+       30},
       {"bad_inputs", bad_inputs, 30},
   };
   return th_run(th_suite("detach", cases, sizeof(cases) / sizeof(cases[0])));
