@@ -58,19 +58,19 @@ static gev_conn *make_conn(adopt_req *r)
 {
   const gev_adopt_options *o = &r->opt;
   size_t max = o->max_buffer ? o->max_buffer : GEV__DEFAULT_MAX_BUFFER;
-  gev_conn *c = gev__conn_new(r->l, &r->h, true, max, o->fd,
-                              (const struct sockaddr *)&r->peer.ss,
-                              r->peer.len);
+  gev_conn *c =
+      gev__conn_new(r->l, &r->h, true, max, o->fd,
+                    (const struct sockaddr *)&r->peer.ss, r->peer.len);
 
   if (!c)
     return NULL;
   c->flags |= GEV__CF_OUTGOING; /* not the server's accepted one */
   c->ctx = o->context;
   if (o->idle_timeout_ms || o->reader_idle_ms || o->writer_idle_ms)
-    gev__conn_idle_defaults(c, &(gev_options){
-                                   .idle_timeout_ms = o->idle_timeout_ms,
-                                   .reader_idle_ms = o->reader_idle_ms,
-                                   .writer_idle_ms = o->writer_idle_ms});
+    gev__conn_idle_defaults(
+        c, &(gev_options){.idle_timeout_ms = o->idle_timeout_ms,
+                          .reader_idle_ms = o->reader_idle_ms,
+                          .writer_idle_ms = o->writer_idle_ms});
   if (!prefill(c, &c->out, o->out, o->out_len) ||
       !prefill(c, &c->in, o->in, o->in_len)) {
     gev__conn_free_unstarted(c); /* the fd with it */

@@ -26,7 +26,7 @@ struct gev_client {
   gev__handle handle; /* in the loop's registry from the start task on */
   gev_handler uh;     /* the user's; the connections point here */
   gev_loop *l;
-  gev__target target; /* a name is looked up again by every attempt */
+  gev__target target;       /* a name is looked up again by every attempt */
   gev_connect_options copt; /* every attempt; on_result is ours */
   gev_connect_fn user_result;
   void *user_arg;
@@ -158,9 +158,8 @@ static void attempt(gev_client *cl)
     finish(cl);
     return;
   }
-  err =
-      gev__connect_shared(cl->l, &cl->uh, &cl->target, &cl->copt, &owner_ops,
-                          cl);
+  err = gev__connect_shared(cl->l, &cl->uh, &cl->target, &cl->copt, &owner_ops,
+                            cl);
   if (err == 0) {
     cl->connecting = true;
     return;

@@ -19,17 +19,20 @@
 
 void gev__conn_idle_defaults(gev_conn *c, const gev_options *o)
 {
-  c->idle_ms[GEV_IDLE_READER] = (uint32_t)(o->reader_idle_ms > 0 ? o->reader_idle_ms : 0);
-  c->idle_ms[GEV_IDLE_WRITER] = (uint32_t)(o->writer_idle_ms > 0 ? o->writer_idle_ms : 0);
-  c->idle_ms[GEV_IDLE_ALL] = (uint32_t)(o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 0);
+  c->idle_ms[GEV_IDLE_READER] =
+      (uint32_t)(o->reader_idle_ms > 0 ? o->reader_idle_ms : 0);
+  c->idle_ms[GEV_IDLE_WRITER] =
+      (uint32_t)(o->writer_idle_ms > 0 ? o->writer_idle_ms : 0);
+  c->idle_ms[GEV_IDLE_ALL] =
+      (uint32_t)(o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 0);
 }
 
 /* The stamp a kind's period runs from: the last activity it counts, or
  * on_idle's last call, whichever is later. */
 static uint64_t since(const gev_conn *c, int kind)
 {
-  uint64_t t = kind == GEV_IDLE_READER   ? c->last_read
-               : kind == GEV_IDLE_WRITER ? c->last_write
+  uint64_t t = kind == GEV_IDLE_READER        ? c->last_read
+               : kind == GEV_IDLE_WRITER      ? c->last_write
                : c->last_read > c->last_write ? c->last_read
                                               : c->last_write;
 

@@ -109,8 +109,8 @@ struct gev_conn {
   ringbuffer *in, *out;         /* own buffers; NULL while empty */
   ringbuffer *cur_in, *cur_out; /* the buffers on_message is looking at */
   void *ctx;
-  void (*ctx_free)(void *ctx); /* runs when the last reference goes */
-  uint64_t last_read, last_write; /* now_ms of the last byte in, out */
+  void (*ctx_free)(void *ctx);         /* runs when the last reference goes */
+  uint64_t last_read, last_write;      /* now_ms of the last byte in, out */
   uint64_t idle_mark[GEV__IDLE_KINDS]; /* on_idle ran: its period restarts */
   uint32_t idle_ms[GEV__IDLE_KINDS];   /* gev_idle_kind order; 0 = off */
   gev__list active; /* in the loop's list while a timeout is set */
@@ -120,7 +120,7 @@ struct gev_conn {
   gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
   gev_detach_fn detach_fn;   /* gev_conn_detach's, until it ran */
   void *detach_arg;
-  gev_connect_fn result;     /* outgoing: reported once the start runs */
+  gev_connect_fn result; /* outgoing: reported once the start runs */
   void *result_arg;
   int error;         /* why a handshake failed, for the outgoing result */
   unsigned char why; /* GEV__WHY_*: the reason its close is counted under */

@@ -185,10 +185,10 @@ static int prepare(connecting *cx, const gev__addr *a, int fd)
   }
   c->flags |= GEV__CF_OUTGOING;
   if (o->idle_timeout_ms || o->reader_idle_ms || o->writer_idle_ms)
-    gev__conn_idle_defaults(c, &(gev_options){
-                                   .idle_timeout_ms = o->idle_timeout_ms,
-                                   .reader_idle_ms = o->reader_idle_ms,
-                                   .writer_idle_ms = o->writer_idle_ms});
+    gev__conn_idle_defaults(
+        c, &(gev_options){.idle_timeout_ms = o->idle_timeout_ms,
+                          .reader_idle_ms = o->reader_idle_ms,
+                          .writer_idle_ms = o->writer_idle_ms});
   c->ctx = o->context;
   c->owner = cx->owner;
   c->owner_arg = cx->owner_arg;
@@ -281,13 +281,13 @@ static void start_task(void *arg)
     try_next(cx);
     return;
   }
-  if ((err = gev__resolve_start(l, &cx->target, resolved, cx,
-                                &cx->resolving)) < 0) {
+  if ((err = gev__resolve_start(l, &cx->target, resolved, cx, &cx->resolving)) <
+      0) {
     fail(cx, err);
     return;
   }
-  if (cx->deadline && !(cx->timer = gev_loop_run_after(
-                            l, cx->opt.timeout_ms, on_timeout, cx)))
+  if (cx->deadline &&
+      !(cx->timer = gev_loop_run_after(l, cx->opt.timeout_ms, on_timeout, cx)))
     fail(cx, -ENOMEM);
 }
 

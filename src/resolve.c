@@ -81,8 +81,7 @@ static void set_port(gev__addr *a, uint16_t port)
  * it is usable), TCP and IP only, at most GEV__RESOLVE_MAX. */
 static int lookup(gev__target *t)
 {
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                           .ai_family = AF_UNSPEC},
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC},
                   *res, *ai;
   int eai = getaddrinfo(t->host, NULL, &hints, &res), saved = errno;
 
@@ -240,8 +239,8 @@ int gev__target_parse(const char *s, gev__target *t)
   if (hlen >= sizeof(t->host) || !colon[1])
     return -EINVAL;
   for (const char *p = colon + 1; *p; p++) {
-    if (*p < '0' || *p > '9' || (port = port * 10 + (unsigned)(*p - '0')) >
-                                    65535)
+    if (*p < '0' || *p > '9' ||
+        (port = port * 10 + (unsigned)(*p - '0')) > 65535)
       return -EINVAL;
   }
   memcpy(t->host, s, hlen);

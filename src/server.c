@@ -30,8 +30,7 @@
 
 /* The user's balancer, shown each loop's open connections. -1 when it
  * gives no loop (or the snapshot cannot be taken): round-robin then. */
-static int pick_custom(gev_server *s, const struct sockaddr *sa,
-                       socklen_t len)
+static int pick_custom(gev_server *s, const struct sockaddr *sa, socklen_t len)
 {
   int i;
 
@@ -255,8 +254,8 @@ static int check_options(const gev_handler *h, const gev_options *opt)
   if (!h || !opt || !opt->address)
     return -EINVAL;
   if (opt->idle_timeout_ms < 0 || opt->reader_idle_ms < 0 ||
-      opt->writer_idle_ms < 0 || opt->max_connections < 0 ||
-      opt->backlog < 0 || opt->num_loops > 4096)
+      opt->writer_idle_ms < 0 || opt->max_connections < 0 || opt->backlog < 0 ||
+      opt->num_loops > 4096)
     return -EINVAL;
   if (opt->load_balance != GEV_LB_ROUND_ROBIN &&
       opt->load_balance != GEV_LB_LEAST_CONNECTIONS)

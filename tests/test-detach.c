@@ -26,9 +26,9 @@
 /* ---- the round trip --------------------------------------------------- */
 
 typedef struct trip {
-  th_loop_thread b;   /* the loop the connection moves to */
-  gev_conn *a_conn;   /* referenced: checked after the detach */
-  size_t consumed;    /* echoed on A before the detach */
+  th_loop_thread b;       /* the loop the connection moves to */
+  gev_conn *a_conn;       /* referenced: checked after the detach */
+  size_t consumed;        /* echoed on A before the detach */
   size_t in_len, out_len; /* handed back */
   int detached, adopt_rc, a_closes, b_connects, b_result, b_closes;
   int send_after, fd_after;
@@ -56,9 +56,8 @@ static void b_close(gev_conn *c)
   th_inc(&T.b_closes);
 }
 
-static const gev_handler b_handler = {.on_connect = b_connect,
-                                      .on_message = th_echo_msg,
-                                      .on_close = b_close};
+static const gev_handler b_handler = {
+    .on_connect = b_connect, .on_message = th_echo_msg, .on_close = b_close};
 
 /* In A's loop: the fd and the buffered bytes move to loop B. */
 static void moved(gev_conn *c, const gev_detached *d, void *arg)
@@ -129,9 +128,8 @@ static void a_close(gev_conn *c)
   th_inc(&T.a_closes);
 }
 
-static const gev_handler a_handler = {.on_connect = a_connect,
-                                      .on_message = a_message,
-                                      .on_close = a_close};
+static const gev_handler a_handler = {
+    .on_connect = a_connect, .on_message = a_message, .on_close = a_close};
 
 typedef struct writer {
   int fd;
@@ -240,8 +238,8 @@ START_TEST(adopt_socketpair_order)
   th_loop_thread lt;
   int sv[2];
   char buf[16] = {0};
-  gev_adopt_options o = {.in = "pre", .in_len = 3, .out = "early-",
-                         .out_len = 6};
+  gev_adopt_options o = {
+      .in = "pre", .in_len = 3, .out = "early-", .out_len = 6};
 
   th_st(&sp_got, 0);
   ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -313,8 +311,8 @@ START_TEST(detach_waits_for_sends_in_flight)
   for (int i = 0; i < 5000 && !__atomic_load_n(&F.c, __ATOMIC_SEQ_CST); i++)
     usleep(1000);
   ck_assert_ptr_nonnull(F.c);
-  ck_assert_int_eq(gev_loop_post(gev_conn_loop(F.c), detach_while_sending, NULL),
-                   0);
+  ck_assert_int_eq(
+      gev_loop_post(gev_conn_loop(F.c), detach_while_sending, NULL), 0);
   ck_assert(th_wait_int(&F.entered, 1, 5000));
   ck_assert_int_eq(gev_conn_send(F.c, "in-flight", 9), 0);
   th_st(&F.sent, 1);

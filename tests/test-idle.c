@@ -360,9 +360,8 @@ START_TEST(outgoing_reader_idle)
   th_loop_thread lt;
   char addr[32];
   int port, lfd = th_listen_plain(8, &port), afd;
-  gev_connect_options co = {.address = addr,
-                            .reader_idle_ms = 200,
-                            .on_result = out_res};
+  gev_connect_options co = {
+      .address = addr, .reader_idle_ms = 200, .on_result = out_res};
 
   th_st(&out_closed, 0);
   th_st(&out_result, 1);
@@ -460,8 +459,7 @@ static void where(gev_conn *c)
 
 static void lb_run(int result, int nconn)
 {
-  static const gev_handler h = {.on_connect = where,
-                                .on_message = th_echo_msg};
+  static const gev_handler h = {.on_connect = where, .on_message = th_echo_msg};
   gev_options o = {.num_loops = 3, .pick_loop = pick, .pick_loop_arg = &picks};
   th_server *t;
   int fds[8];

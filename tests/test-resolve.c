@@ -74,8 +74,8 @@ static bool private_names(const char *hosts, const char *nss,
   ck_assert_ptr_nonnull(mkdtemp(dir));
   put_file("hosts", hosts, "/etc/hosts");
   put_file("nsswitch.conf", nss, "/etc/nsswitch.conf");
-  put_file("resolv.conf", resolv ? resolv : "", resolv ? "/etc/resolv.conf"
-                                                       : NULL);
+  put_file("resolv.conf", resolv ? resolv : "",
+           resolv ? "/etc/resolv.conf" : NULL);
   return true;
 }
 
@@ -227,9 +227,9 @@ END_TEST
 /* Malformed names fail the call; nothing is looked up. */
 START_TEST(bad_names)
 {
-  static const char *const bad[] = {"localhost:",      "localhost:99999",
-                                    "localhost:8o",    "localhost",
-                                    "local host:-1",   ":",
+  static const char *const bad[] = {"localhost:",    "localhost:99999",
+                                    "localhost:8o",  "localhost",
+                                    "local host:-1", ":",
                                     "[localhost]:80"};
   char longname[300];
   th_loop_thread lt;
@@ -238,8 +238,7 @@ START_TEST(bad_names)
   th_lt_start(&lt);
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     co.address = bad[i];
-    ck_assert_msg(gev_loop_connect(lt.l, &quiet, &co) == -EINVAL, "%s",
-                  bad[i]);
+    ck_assert_msg(gev_loop_connect(lt.l, &quiet, &co) == -EINVAL, "%s", bad[i]);
   }
   memset(longname, 'a', sizeof(longname));
   memcpy(longname + sizeof(longname) - 4, ":80", 4);
@@ -288,9 +287,8 @@ START_TEST(slow_lookup_times_out)
 {
   th_loop_thread lt;
   outcome o, o2;
-  gev_connect_options co = {.address = "slow.example:80",
-                            .on_result = on_result,
-                            .arg = &o2};
+  gev_connect_options co = {
+      .address = "slow.example:80", .on_result = on_result, .arg = &o2};
   uint64_t t0;
   int dns, threads;
 

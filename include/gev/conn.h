@@ -307,9 +307,9 @@ GEV_EXPORT int gev_conn_set_max_buffer(gev_conn *c, size_t max_buffer);
 
 /** What gev_conn_detach hands back. */
 typedef struct gev_detached {
-  int fd; /**< the socket, now the caller's (blocking mode unchanged:
-               still O_NONBLOCK) */
-  const void *in; /**< received, not consumed by the handler; NULL if none */
+  int fd;          /**< the socket, now the caller's (blocking mode unchanged:
+                        still O_NONBLOCK) */
+  const void *in;  /**< received, not consumed by the handler; NULL if none */
   size_t in_len;   /**< bytes at @p in */
   const void *out; /**< queued for sending, not yet sent; NULL if none */
   size_t out_len;  /**< bytes at @p out */
@@ -358,18 +358,18 @@ GEV_EXPORT int gev_conn_detach(gev_conn *c, gev_detach_fn fn, void *arg);
 typedef struct gev_adopt_options {
   int fd; /**< a connected stream socket (TCP or unix); the library's from
                a successful call on */
-  const void *in; /**< shown to on_message first, as if just received
-                       (a detached connection's unconsumed input) */
-  size_t in_len;   /**< bytes at @p in; copied */
-  const void *out; /**< sent first, before anything the handler sends */
-  size_t out_len;  /**< bytes at @p out; copied */
+  const void *in;    /**< shown to on_message first, as if just received
+                          (a detached connection's unconsumed input) */
+  size_t in_len;     /**< bytes at @p in; copied */
+  const void *out;   /**< sent first, before anything the handler sends */
+  size_t out_len;    /**< bytes at @p out; copied */
   size_t max_buffer; /**< cap on the connection's buffers; 0 = 64 MiB */
   void *context;     /**< initial gev_conn_context, visible in on_connect */
   /** Told the outcome (as gev_loop_connect's on_result): the connection
    * before its on_connect, or an error (the fd is closed then). May be
    * NULL. */
   void (*on_result)(gev_conn *c, int err, void *arg);
-  void *arg; /**< passed to on_result */
+  void *arg;           /**< passed to on_result */
   int idle_timeout_ms; /**< as gev_connect_options' three; all 0: the */
   int reader_idle_ms;  /**< loop's server's, if any */
   int writer_idle_ms;

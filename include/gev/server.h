@@ -35,9 +35,8 @@ typedef enum {
  * @return 0 <= i < num_loops; any other value deals this connection by
  *         round-robin instead.
  */
-typedef int (*gev_pick_loop_fn)(const struct sockaddr *peer,
-                                socklen_t peer_len, const int *conns,
-                                int num_loops, void *arg);
+typedef int (*gev_pick_loop_fn)(const struct sockaddr *peer, socklen_t peer_len,
+                                const int *conns, int num_loops, void *arg);
 
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
