@@ -131,16 +131,21 @@ START_TEST(reader_idle_closes_silent_client_of_pusher)
   got = 0;
   ck_assert(open_for(fa, 900, &got)); /* 3x the timeout: still open */
   ck_assert_uint_gt(got, 0);
-  /* A client that talks keeps a reader-idle connection open. */
-  close(fb);
-  fb = th_connect(b->port);
-  for (int i = 0; i < 8; i++) {
-    ck_assert(th_write_all(fb, "x", 1));
-    ck_assert(open_for(fb, 100, NULL));
-  }
   close(fa);
   close(fb);
   th_stop(a);
+  th_stop(b);
+  /* A client that talks keeps a reader-idle connection open: a byte every
+   * 50 ms for twice the timeout (which is long enough for a loaded
+   * machine's scheduling gaps). */
+  rd.reader_idle_ms = 600;
+  b = th_start(&pushing, &rd);
+  fb = th_connect(b->port);
+  for (int i = 0; i < 24; i++) {
+    ck_assert(th_write_all(fb, "x", 1));
+    ck_assert_msg(open_for(fb, 50, NULL), "closed after %d bytes", i + 1);
+  }
+  close(fb);
   th_stop(b);
 }
 END_TEST
@@ -263,7 +268,7 @@ static void check_bad(gev_conn *c)
   bad_rc[3] = gev_conn_set_idle_timeout(c, GEV_IDLE_READER, -5);
   bad_rc[4] = gev_conn_set_max_buffer(NULL, 10);
   gev_conn_ref(c);
-  held = c;
+  __atomic_store_n(&held, c, __ATOMIC_SEQ_CST);
 }
 
 static void in_loop_after_close(void *arg)
