@@ -28,64 +28,79 @@
 #include <unistd.h>
 
 static char dir[64];
+static bool ns_ready;
 
-static void put_file(const char *name, const char *text, const char *over)
-{
-  char path[128];
-  FILE *f;
-
-  snprintf(path, sizeof(path), "%s/%s", dir, name);
-  f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs(text, f);
-  fclose(f);
-  if (over)
-    ck_assert_msg(mount(path, over, NULL, MS_BIND, NULL) == 0, "bind %s: %s",
-                  over, strerror(errno));
-}
-
-/* Rewrites the private hosts file in place (the bind mount shows the
- * same inode). */
-static void set_hosts(const char *text)
+/* Writes dir/name in place (a bind mount shows the same inode). */
+static void put_file(const char *name, const char *text)
 {
   char path[128];
   int fd;
 
-  snprintf(path, sizeof(path), "%s/hosts", dir);
-  fd = open(path, O_WRONLY | O_TRUNC);
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ck_assert_int_ge(fd, 0);
   ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
   close(fd);
 }
 
-/* A mount namespace with our own name service files; false (with the
- * reason printed) when the process may not have one. */
+static void set_hosts(const char *text)
+{
+  put_file("hosts", text);
+}
+
+static void bind_over(const char *name, const char *target)
+{
+  char path[128];
+
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  ck_assert_msg(mount(path, target, "none", MS_BIND, NULL) == 0, "bind %s: %s",
+                target, strerror(errno));
+}
+
+static void remove_dir(void)
+{
+  char cmd[96];
+
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (system(cmd) != 0)
+    printf("test-resolve: could not remove %s\n", dir);
+}
+
+/* Our own name service files, in a mount namespace of this process (made
+ * once: with CK_FORK=no every case runs in one process, which may have
+ * threads by the second case, and unshare wants it single-threaded);
+ * false (with the reason printed) when the process may not have one. */
 static bool private_names(const char *hosts, const char *nss,
                           const char *resolv)
 {
-  if (unshare(CLONE_NEWNS) < 0) {
-    printf("test-resolve: no mount namespace (%s): needs CAP_SYS_ADMIN; "
-           "case skipped\n",
-           strerror(errno));
-    return false;
+  if (!ns_ready) {
+    if (unshare(CLONE_NEWNS) < 0) {
+      printf("test-resolve: no mount namespace (%s): needs CAP_SYS_ADMIN; "
+             "case skipped\n",
+             strerror(errno));
+      return false;
+    }
+    ck_assert_int_eq(mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL), 0);
+    snprintf(dir, sizeof(dir), "/tmp/gev-resolve-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    put_file("hosts", "");
+    put_file("nsswitch.conf", "");
+    put_file("resolv.conf", "");
+    bind_over("hosts", "/etc/hosts");
+    bind_over("nsswitch.conf", "/etc/nsswitch.conf");
+    bind_over("resolv.conf", "/etc/resolv.conf");
+    atexit(remove_dir);
+    ns_ready = true;
   }
-  ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
-  snprintf(dir, sizeof(dir), "/tmp/gev-resolve-XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(dir));
-  put_file("hosts", hosts, "/etc/hosts");
-  put_file("nsswitch.conf", nss, "/etc/nsswitch.conf");
-  put_file("resolv.conf", resolv ? resolv : "",
-           resolv ? "/etc/resolv.conf" : NULL);
+  put_file("hosts", hosts);
+  put_file("nsswitch.conf", nss);
+  put_file("resolv.conf", resolv ? resolv : "");
   return true;
 }
 
 static void cleanup_dir(void)
 {
-  char cmd[96];
-
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-  if (dir[0] && system(cmd) != 0)
-    printf("test-resolve: could not remove %s\n", dir);
+  /* The files stay for the next case (CK_FORK=no); atexit removes them. */
 }
 
 #define FILES_ONLY "hosts: files\n"
@@ -374,7 +389,6 @@ START_TEST(client_reresolves)
   gev_client *cl;
   peers p = {0};
   char hosts[64], addr[64], want[64];
-
   gev_client_options co = {.retry_min_ms = 50, .retry_max_ms = 50};
 
   if (!private_names("127.0.0.1 svc.test\n", FILES_ONLY, NULL))
