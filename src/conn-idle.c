@@ -10,9 +10,10 @@
  * them: the timeouts differ per connection and per kind, so no single
  * order lets it stop early; a few compares per connection four times a
  * timeout are far below the cost of touching a timer per message.
- * The period only ever shortens (to the shortest timeout seen on the
- * loop): a sweep that runs too often costs little, one that runs too
- * rarely closes late. */
+ * While connections are watched the period only shortens (to the
+ * shortest timeout among those seen): a sweep that runs too often costs
+ * little, one that runs too rarely closes late. Once none is left the
+ * sweep stops, so an idle loop sleeps. */
 #include "conn-internal.h"
 
 #include <errno.h>
@@ -78,6 +79,13 @@ static void sweep(void *arg)
       if (!gev__list_linked(&c->active))
         break; /* on_idle changed its timeouts to none */
     }
+  }
+  /* Nobody left to watch: the loop sleeps again until a connection with
+   * a timeout comes (whose watch re-arms the sweep, at its own period). */
+  if (gev__list_empty(&l->active) && l->sweep_timer) {
+    gev_loop_cancel(l, l->sweep_timer);
+    l->sweep_timer = 0;
+    l->sweep_ms = 0;
   }
 }
 

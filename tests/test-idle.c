@@ -221,6 +221,7 @@ END_TEST
 /* ---- per-connection overrides ----------------------------------------- */
 
 static int nth, special_rc = 1;
+static gev_loop *stats_loop;
 
 /* The first connection is special: no all-idle timeout for it. */
 static void maybe_special(gev_conn *c)
@@ -228,6 +229,20 @@ static void maybe_special(gev_conn *c)
   if (th_ld(&nth) == 0)
     th_st(&special_rc, gev_conn_set_idle_timeout(c, GEV_IDLE_ALL, 0));
   th_inc(&nth);
+}
+
+static bool no_conns(void *s)
+{
+  return gev_server_conn_count(s) == 0;
+}
+
+/* In the loop: its own figures, exact (published at once there). */
+static void timers_fired_task(void *arg)
+{
+  gev_stats st = {0};
+
+  gev_loop_stats(stats_loop, &st);
+  *(uint64_t *)arg = st.timers_fired;
 }
 
 START_TEST(per_connection_idle_override)
@@ -251,6 +266,19 @@ START_TEST(per_connection_idle_override)
   ck_assert(th_echo_roundtrip(f1, 1000, 7));
   close(f1);
   close(f2);
+  /* Nobody left to watch: the loop's sweep stops (no timer fires). */
+  {
+    gev_loop *l = gev_server_worker_loop(t->s, 0);
+    uint64_t before, after;
+
+    stats_loop = l;
+    ck_assert(th_wait_until(no_conns, t->s, 5000));
+    th_run_in_loop(l, th_noop, NULL); /* a pass after the last close */
+    th_run_in_loop(l, timers_fired_task, &before);
+    usleep(300 * 1000); /* the sweep's period is 50 ms */
+    th_run_in_loop(l, timers_fired_task, &after);
+    ck_assert_uint_eq(before, after);
+  }
   th_stop(t);
 }
 END_TEST
