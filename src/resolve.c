@@ -24,6 +24,12 @@
 
 /* Enough for getaddrinfo and the NSS modules it loads. */
 #define RESOLVER_STACK (256 * 1024)
+/* Lookups running at once, process-wide: past this a connect fails with
+ * -EAGAIN (a gev_client retries it after its backoff) rather than the
+ * process running out of threads when thousands redial a name together. */
+#define MAX_LOOKUPS 64
+
+static atomic_int lookups; /* resolver threads running */
 
 struct gev__resolve {
   pthread_mutex_t mu;
@@ -126,6 +132,7 @@ static void *resolver_main(void *arg)
   gev__resolve *r = arg;
 
   r->err = lookup(&r->res);
+  atomic_fetch_sub(&lookups, 1);
   pthread_mutex_lock(&r->mu);
   /* The post's reference is the thread's; a refused post means the loop
    * is finishing, which cancels the request (its connect is stopped). */
@@ -179,7 +186,12 @@ int gev__resolve_start(gev_loop *l, gev__target *t, gev__resolved_fn fn,
   r->arg = arg;
   memcpy(r->res.host, t->host, sizeof(t->host));
   r->res.port = t->port;
-  if ((err = spawn(r)) < 0) {
+  if (atomic_fetch_add(&lookups, 1) >= MAX_LOOKUPS)
+    err = -EAGAIN;
+  else
+    err = spawn(r);
+  if (err < 0) {
+    atomic_fetch_sub(&lookups, 1);
     pthread_mutex_destroy(&r->mu);
     free(r);
     return err;

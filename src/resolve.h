@@ -33,7 +33,8 @@ typedef void (*gev__resolved_fn)(void *arg, int err);
 /* Loop thread: resolves t->host into t (which must stay valid until fn
  * runs or the request is cancelled) on a thread of its own, then fn(arg,
  * err) runs in l's thread, never inside this call. 0 and *out, or -errno
- * (fn never runs). */
+ * (fn never runs): -EAGAIN when too many lookups run already (64, process
+ * wide) or no thread could be made, -ENOMEM. */
 int gev__resolve_start(gev_loop *l, gev__target *t, gev__resolved_fn fn,
                        void *arg, gev__resolve **out);
 /* Loop thread, before fn ran (after it, r is gone): fn will not run, t is

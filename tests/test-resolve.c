@@ -337,6 +337,57 @@ START_TEST(slow_lookup_times_out)
 }
 END_TEST
 
+typedef struct tally {
+  int done, eagain, timedout, other;
+} tally;
+
+static void count_result(gev_conn *c, int err, void *arg)
+{
+  tally *t = arg;
+
+  (void)c;
+  if (err == -EAGAIN)
+    th_inc(&t->eagain);
+  else if (err == -ETIMEDOUT)
+    th_inc(&t->timedout);
+  else
+    th_inc(&t->other);
+  th_inc(&t->done);
+}
+
+/* 70 lookups at once against a silent DNS server: 64 run (and time out
+ * their connects), the 6 past the cap fail at once with -EAGAIN. */
+START_TEST(lookups_are_capped)
+{
+  th_loop_thread lt;
+  tally t = {0};
+  gev_connect_options co = {.address = "slow.example:80",
+                            .timeout_ms = 500,
+                            .on_result = count_result,
+                            .arg = &t};
+  int dns, threads;
+
+  if (!private_names("", "hosts: files dns\n",
+                     "nameserver 127.0.0.1\noptions timeout:2 attempts:1\n"))
+    return;
+  if ((dns = silent_dns()) < 0)
+    return;
+  threads = th_count_threads();
+  th_lt_start(&lt);
+  for (int i = 0; i < 70; i++)
+    ck_assert_int_eq(gev_loop_connect(lt.l, &quiet, &co), 0);
+  ck_assert(th_wait_int(&t.done, 70, 10000));
+  ck_assert_int_eq(th_ld(&t.eagain), 6);
+  ck_assert_int_eq(th_ld(&t.timedout), 64);
+  ck_assert_int_eq(th_ld(&t.other), 0);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+  ck_assert(th_wait_threads(threads, 15000));
+  close(dns);
+  cleanup_dir();
+}
+END_TEST
+
 /* ---- gev_client looks the name up again ------------------------------- */
 
 static int closes_on_connect;
@@ -431,6 +482,7 @@ int main(void)
       {"unknown_name", unknown_name, 30},
       {"bad_names", bad_names, 30},
       {"slow_lookup_times_out", slow_lookup_times_out, 30},
+      {"lookups_are_capped", lookups_are_capped, 60},
       {"client_reresolves", client_reresolves, 30},
   };
   return th_run(th_suite("resolve", cases, sizeof(cases) / sizeof(cases[0])));

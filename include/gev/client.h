@@ -19,7 +19,8 @@ extern "C" {
  * after this returns. On failure @p c is NULL and @p err is -ECONNREFUSED,
  * -ETIMEDOUT (the connect timeout), -ECANCELED (the loop stopped first),
  * -ENETUNREACH, -ENOENT (no unix socket there), -ENXIO (the host name does
- * not exist or has no address), -EAGAIN (the name service failed for now),
+ * not exist or has no address), -EAGAIN (the name service failed for now,
+ * or 64 lookups were running already in the process),
  * -EIO (it failed otherwise), or another negative errno. When a name gave
  * several addresses, the error is the last address's.
  */
@@ -64,7 +65,9 @@ typedef struct gev_connect_options {
  * lookup included; while more addresses wait, an attempt gets an equal
  * share of the time left (at least 100 ms), so one that never answers
  * leaves time for the next. A lookup cannot be interrupted: one given up
- * (timeout, loop stopped) finishes on its thread and is discarded.
+ * (timeout, loop stopped) finishes on its thread and is discarded. At
+ * most 64 lookups run at once in the process; past that a connect to a
+ * name reports -EAGAIN.
  *
  * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
