@@ -1,7 +1,7 @@
 /* connect.c - outgoing connections: a name resolved off the loop thread
- * (resolve.c), then a non-blocking connect to each of its addresses in
- * turn, watched for writability, all bounded by one deadline; on success
- * the connection starts like an accepted one.
+ * (resolve.c), then non-blocking connects to its addresses, staggered,
+ * watched for writability, all bounded by one deadline; on success the
+ * connection starts like an accepted one.
  *
  * The address is parsed (without any lookup) in the caller's thread, so a
  * malformed one fails the call itself; everything after that happens in
@@ -18,19 +18,30 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A connect under way, from the request to its one on_result: the name's
- * lookup (resolve.c), then one attempt per address until one connects.
- * The current attempt's fd is registered through io until it ends. */
-typedef struct connecting {
+/* One connect to one address; its fd is registered through io until it
+ * ends. */
+typedef struct attempt {
   gev__io io; /* first: the poller hands back &io */
+  struct connecting *cx;
+  gev_conn *c; /* its connection; NULL when not under way */
+} attempt;
+
+/* A connect under way, from the request to its one on_result: the name's
+ * lookup (resolve.c), then attempts to its addresses in order, a new one
+ * every STAGGER_MS while the earlier ones have not answered (or at once
+ * when one fails): the first to connect wins and the others are dropped
+ * (happy eyeballs, RFC 8305, without its family interleaving: the
+ * resolver's order already puts IPv6 first where it is usable). */
+typedef struct connecting {
   gev__handle handle;
   gev_loop *l;
-  gev_conn *c;             /* the attempt's connection; NULL between them */
-  gev_timer_id timer;      /* the attempt's (or the lookup's) deadline */
-  gev__resolve *resolving; /* the lookup under way, or NULL */
-  uint64_t deadline;       /* of the whole connect; 0: none */
-  int next;                /* the address the next attempt tries */
-  int last_err;            /* of the last attempt that failed */
+  attempt att[GEV__RESOLVE_MAX]; /* att[i] tries target.addrs[i] */
+  int running;                   /* attempts under way */
+  gev_timer_id timer;            /* the whole connect's deadline, or 0 */
+  gev_timer_id stagger;          /* the next attempt's start, or 0 */
+  gev__resolve *resolving;       /* the lookup under way, or NULL */
+  int next;                      /* the address the next attempt tries */
+  int last_err;                  /* of the last attempt that failed */
   gev_handler h;
   const gev_handler *shared_h; /* if set, used instead of a copy of h */
   const gev__conn_owner *owner;
@@ -39,8 +50,9 @@ typedef struct connecting {
   gev__target target;
 } connecting;
 
-/* The shortest slice an attempt gets while more addresses wait. */
-#define MIN_ATTEMPT_MS 100
+/* How long an attempt has to itself before the next address is tried
+ * beside it (RFC 8305's Connection Attempt Delay). */
+#define STAGGER_MS 250
 
 static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
 {
@@ -50,16 +62,21 @@ static void report(gev_connect_fn fn, void *arg, gev_conn *c, int err)
 
 /* The attempt's fd and connection go, off the poller first; the
  * connection was never visible to anyone. */
-static void drop_attempt(connecting *cx)
+static void drop_attempt(attempt *at)
 {
-  if (cx->timer)
-    gev_loop_cancel(cx->l, cx->timer);
-  cx->timer = 0;
-  if (!cx->c)
+  if (!at->c)
     return;
-  gev__loop_io_del(cx->l, &cx->io); /* before the fd closes */
-  gev__conn_free_unstarted(cx->c);
-  cx->c = NULL;
+  gev__loop_io_del(at->cx->l, &at->io); /* before the fd closes */
+  gev__conn_free_unstarted(at->c);
+  at->c = NULL;
+  at->cx->running--;
+}
+
+static void cancel_timer(gev_loop *l, gev_timer_id *t)
+{
+  if (*t)
+    gev_loop_cancel(l, *t);
+  *t = 0;
 }
 
 /* Ends the connect: off the registry, nothing left under way, freed. */
@@ -68,7 +85,10 @@ static void end(connecting *cx)
   gev__handle_unregister(&cx->handle);
   if (cx->resolving)
     gev__resolve_cancel(cx->resolving);
-  drop_attempt(cx);
+  for (int i = 0; i < cx->next; i++)
+    drop_attempt(&cx->att[i]);
+  cancel_timer(cx->l, &cx->timer);
+  cancel_timer(cx->l, &cx->stagger);
   free(cx);
 }
 
@@ -82,20 +102,22 @@ static void fail(connecting *cx, int err)
   report(fn, arg, NULL, err);
 }
 
-static void succeed(connecting *cx)
+static void succeed(attempt *at)
 {
-  gev_conn *c = cx->c;
+  connecting *cx = at->cx;
+  gev_conn *c = at->c;
   gev_loop *l = cx->l;
   gev_connect_fn fn = cx->opt.on_result;
   const gev_transport *tp = cx->opt.transport;
   void *arg = cx->opt.arg, *tp_arg = cx->opt.transport_arg;
   int err;
 
-  /* The fd's registration passes from the connect to the connection. */
-  c->io.interest = cx->io.interest;
-  c->io.registered = cx->io.registered;
-  cx->c = NULL;
-  end(cx);
+  /* The fd's registration passes from the attempt to the connection. */
+  c->io.interest = at->io.interest;
+  c->io.registered = at->io.registered;
+  at->c = NULL;
+  cx->running--;
+  end(cx); /* the other attempts go */
   atomic_fetch_add(&l->nconns, 1);
   if ((err = gev__conn_start(c, tp, tp_arg, fn, arg)) < 0) {
     atomic_fetch_sub(&l->nconns, 1);
@@ -105,43 +127,52 @@ static void succeed(connecting *cx)
 
 static void try_next(connecting *cx);
 
-/* One address failed: the next one is tried, within the deadline. */
-static void attempt_failed(connecting *cx, int err)
+/* One address failed: the next one is tried at once; the last error ends
+ * the connect once nothing is left to try or to wait for. */
+static void attempt_failed(attempt *at, int err)
 {
-  drop_attempt(cx);
+  connecting *cx = at->cx;
+
+  drop_attempt(at);
   cx->last_err = err;
-  if (cx->deadline && cx->l->now_ms >= cx->deadline)
-    err = -ETIMEDOUT;
-  if (cx->next >= cx->target.n || err == -ETIMEDOUT)
-    fail(cx, err);
-  else
+  if (cx->next < cx->target.n) {
+    cancel_timer(cx->l, &cx->stagger);
     try_next(cx);
+  } else if (cx->running == 0) {
+    fail(cx, err);
+  }
 }
 
 static void connecting_cb(gev__io *io, unsigned events)
 {
-  connecting *cx = (connecting *)io;
+  attempt *at = (attempt *)io;
   int err = 0;
   socklen_t len = sizeof(err);
 
   if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   if (err == 0 && (events & GEV__EV_WRITE))
-    succeed(cx);
+    succeed(at);
   else
-    attempt_failed(cx, err ? -err : -ECONNREFUSED);
+    attempt_failed(at, err ? -err : -ECONNREFUSED);
 }
 
-/* The attempt's slice (or the lookup's deadline) is over. */
-static void on_timeout(void *arg)
+static void on_deadline(void *arg)
 {
   connecting *cx = arg;
 
   cx->timer = 0; /* it is running: nothing to cancel */
-  if (cx->resolving || cx->l->now_ms >= cx->deadline)
-    fail(cx, -ETIMEDOUT);
-  else
-    attempt_failed(cx, -ETIMEDOUT); /* the next address gets the rest */
+  fail(cx, -ETIMEDOUT);
+}
+
+/* The attempts under way have had their time alone: the next address
+ * joins them. */
+static void on_stagger(void *arg)
+{
+  connecting *cx = arg;
+
+  cx->stagger = 0;
+  try_next(cx);
 }
 
 static void stop(gev__handle *h)
@@ -171,8 +202,9 @@ static int open_socket(const gev__addr *a)
 }
 
 /* The attempt's connection, or -errno (fd closed). */
-static int prepare(connecting *cx, const gev__addr *a, int fd)
+static int prepare(attempt *at, const gev__addr *a, int fd)
 {
+  connecting *cx = at->cx;
   const gev_connect_options *o = &cx->opt;
   size_t max = o->max_buffer ? o->max_buffer : GEV__DEFAULT_MAX_BUFFER;
   gev_conn *c = gev__conn_new(cx->l, cx->shared_h ? cx->shared_h : &cx->h,
@@ -192,57 +224,49 @@ static int prepare(connecting *cx, const gev__addr *a, int fd)
   c->ctx = o->context;
   c->owner = cx->owner;
   c->owner_arg = cx->owner_arg;
-  cx->c = c;
-  cx->io = (gev__io){.fd = fd, .cb = connecting_cb};
+  at->c = c;
+  at->io = (gev__io){.fd = fd, .cb = connecting_cb};
+  cx->running++;
   return 0;
 }
 
-/* The attempt's deadline: what is left of the connect's, shared with the
- * addresses still waiting, so that one that never answers (a dropped
- * IPv6 route, say) leaves time for the others. */
-static uint64_t slice(const connecting *cx)
-{
-  uint64_t left = cx->deadline - cx->l->now_ms;
-  uint64_t waiting = (uint64_t)(cx->target.n - cx->next) + 1;
-  uint64_t part = left / waiting;
-
-  if (waiting == 1 || left <= MIN_ATTEMPT_MS)
-    return left;
-  return part < MIN_ATTEMPT_MS ? MIN_ATTEMPT_MS : part;
-}
-
 /* Starts a connect to one address: 0 when under way, else -errno. */
-static int attempt(connecting *cx, const gev__addr *a)
+static int attempt_start(attempt *at, const gev__addr *a)
 {
   int fd, err;
 
-  if ((fd = open_socket(a)) < 0 || (err = prepare(cx, a, fd)) < 0)
+  if ((fd = open_socket(a)) < 0 || (err = prepare(at, a, fd)) < 0)
     return fd < 0 ? fd : err;
   if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 &&
       errno != EINPROGRESS)
     return -errno; /* refused at once, no such unix socket, ... */
   /* Connected at once (unix sockets) or under way: writability tells. */
-  if ((err = gev__loop_io_add(cx->l, &cx->io, GEV__EV_WRITE)) < 0)
-    return err;
-  if (cx->deadline &&
-      !(cx->timer = gev_loop_run_after(cx->l, slice(cx), on_timeout, cx)))
-    return -ENOMEM;
-  return 0;
+  return gev__loop_io_add(at->cx->l, &at->io, GEV__EV_WRITE);
 }
 
-/* The addresses in the resolver's order (IPv6 first where usable), one at
- * a time, until one is under way; the last one's error ends the connect. */
+/* Starts the next address that can be started (one refused at once makes
+ * way for the following one), and the stagger timer for the one after.
+ * With nothing under way and nothing left, the last error ends it. */
 static void try_next(connecting *cx)
 {
   int err = cx->last_err ? cx->last_err : -ENXIO;
 
   while (cx->next < cx->target.n) {
-    if ((err = attempt(cx, &cx->target.addrs[cx->next++])) == 0)
-      return;
-    drop_attempt(cx);
+    attempt *at = &cx->att[cx->next];
+
+    at->cx = cx;
+    if ((err = attempt_start(at, &cx->target.addrs[cx->next++])) == 0)
+      break;
+    drop_attempt(at);
     cx->last_err = err;
   }
-  fail(cx, err);
+  if (cx->running == 0) {
+    fail(cx, err);
+    return;
+  }
+  /* No timer: the attempts under way go on alone. */
+  if (cx->next < cx->target.n && !cx->stagger)
+    cx->stagger = gev_loop_run_after(cx->l, STAGGER_MS, on_stagger, cx);
 }
 
 static void resolved(void *arg, int err)
@@ -250,9 +274,6 @@ static void resolved(void *arg, int err)
   connecting *cx = arg;
 
   cx->resolving = NULL; /* gone with this call */
-  if (cx->timer)
-    gev_loop_cancel(cx->l, cx->timer);
-  cx->timer = 0;
   if (err < 0)
     fail(cx, err);
   else
@@ -275,20 +296,19 @@ static void start_task(void *arg)
   }
   gev__handle_init(&cx->handle, l, &connecting_ops);
   gev__handle_register(&cx->handle);
-  if (cx->opt.timeout_ms)
-    cx->deadline = l->now_ms + cx->opt.timeout_ms;
+  /* One deadline for it all, the lookup included. */
+  if (cx->opt.timeout_ms && !(cx->timer = gev_loop_run_after(
+                                  l, cx->opt.timeout_ms, on_deadline, cx))) {
+    fail(cx, -ENOMEM);
+    return;
+  }
   if (!cx->target.host[0]) {
     try_next(cx);
     return;
   }
   if ((err = gev__resolve_start(l, &cx->target, resolved, cx, &cx->resolving)) <
-      0) {
+      0)
     fail(cx, err);
-    return;
-  }
-  if (cx->deadline &&
-      !(cx->timer = gev_loop_run_after(l, cx->opt.timeout_ms, on_timeout, cx)))
-    fail(cx, -ENOMEM);
 }
 
 static int submit(connecting *cx, gev_loop *l, const gev_connect_options *opt)

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,6 +194,68 @@ START_TEST(localhost_v6_then_v4)
 
   th_lt_stop(&lt);
   gev_loop_free(lt.l);
+  th_stop(srv);
+  cleanup_dir();
+}
+END_TEST
+
+/* [::1]:port where connects hang: a listener whose accept queue is full
+ * (listen backlog 0, never accepted) drops new SYNs, so one more connect
+ * stays in progress. The fds go to fds[] (closed by the caller); the
+ * count is returned. */
+#define HANG_MAX 16
+static int v6_hanging(int port, int fds[HANG_MAX])
+{
+  struct sockaddr_in6 a = {.sin6_family = AF_INET6,
+                           .sin6_port = htons((uint16_t)port),
+                           .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int n = 0;
+
+  fds[n++] = v6_socket(port, false);
+  ck_assert_int_eq(listen(fds[0], 0), 0);
+  while (n < HANG_MAX) {
+    struct pollfd p;
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    fds[n++] = fd;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+      continue;
+    ck_assert_int_eq(errno, EINPROGRESS);
+    p = (struct pollfd){.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, 200) == 0)
+      return n; /* this one hangs: so will the library's */
+  }
+  ck_abort_msg("no connect to [::1]:%d stayed in progress", port);
+  return n;
+}
+
+/* ::1 never answers (not refused: silent), and there is no connect
+ * timeout at all: the attempt to 127.0.0.1 starts beside it after the
+ * stagger delay and wins, rather than waiting for the kernel to give up
+ * on ::1 (about two minutes). */
+START_TEST(localhost_v6_silent_staggers_to_v4)
+{
+  th_loop_thread lt;
+  th_server *srv;
+  outcome o;
+  char addr[64], want[64];
+  int fds[HANG_MAX], n;
+
+  if (!private_names(LOCALHOST_BOTH, FILES_ONLY, NULL))
+    return;
+  srv = th_start(&th_echo_handler, &(gev_options){.num_loops = 1});
+  n = v6_hanging(srv->port, fds);
+  snprintf(addr, sizeof(addr), "localhost:%d", srv->port);
+  th_lt_start(&lt);
+  connect_once(&lt, addr, 0, &o);
+  ck_assert_msg(o.err == 0, "%s", gev_strerror(o.err));
+  snprintf(want, sizeof(want), "127.0.0.1:%d", srv->port);
+  ck_assert_str_eq(o.peer, want);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
   th_stop(srv);
   cleanup_dir();
 }
@@ -478,6 +541,8 @@ int main(void)
 {
   const th_case cases[] = {
       {"localhost_v6_then_v4", localhost_v6_then_v4, 30},
+      {"localhost_v6_silent_staggers_to_v4", localhost_v6_silent_staggers_to_v4,
+       30},
       {"localhost_both_refuse", localhost_both_refuse, 30},
       {"unknown_name", unknown_name, 30},
       {"bad_names", bad_names, 30},

@@ -59,15 +59,15 @@ typedef struct gev_connect_options {
  * the loop thread, on a short-lived thread of the library's own (one per
  * lookup, every signal blocked; getaddrinfo, whose /etc/hosts and DNS
  * settings apply), so neither the caller nor the loop ever waits for it.
- * Its addresses are then tried one after the other in getaddrinfo's order
- * (RFC 6724: IPv6 first where usable), until one connects: a refused or
- * unreachable IPv6 address falls back to IPv4. timeout_ms bounds it all,
- * lookup included; while more addresses wait, an attempt gets an equal
- * share of the time left (at least 100 ms), so one that never answers
- * leaves time for the next. A lookup cannot be interrupted: one given up
- * (timeout, loop stopped) finishes on its thread and is discarded. At
- * most 64 lookups run at once in the process; past that a connect to a
- * name reports -EAGAIN.
+ * Its addresses are then tried in getaddrinfo's order (RFC 6724: IPv6
+ * first where usable), happy-eyeballs style (RFC 8305): the next address
+ * is tried at once when one fails (a refused or unreachable IPv6 address
+ * falls back to IPv4), or beside it when it has not answered within 250
+ * ms; the first to connect wins and the others are dropped. timeout_ms
+ * bounds it all, the lookup included. A lookup cannot be interrupted: one given
+ * up (timeout, loop stopped) finishes on its thread and is discarded. At most
+ * 64 lookups run at once in the process; past that a connect to a name reports
+ * -EAGAIN.
  *
  * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
