@@ -41,9 +41,10 @@ static uint64_t since(const gev_conn *c, int kind)
 }
 
 /* A handler with on_idle decides (the period starts again); otherwise,
- * and for a connection the handler never saw, it closes as today's idle
- * timeout does (output dropped). true when c closed. */
-static bool fire(gev_conn *c, int kind)
+ * and for a connection the handler never saw or that is closing already
+ * (a flush its peer does not read: the timeout bounds it), it closes as
+ * the idle timeout always did (output dropped). */
+static void fire(gev_conn *c, int kind)
 {
   gev_loop *l = c->loop;
 
@@ -51,33 +52,37 @@ static bool fire(gev_conn *c, int kind)
       gev__conn_state_connected(gev__conn_state(c))) {
     c->idle_mark[kind] = l->now_ms;
     c->h->on_idle(c, (gev_idle_kind)kind);
-    return gev__conn_state(c) == GEV__CS_CLOSED;
+    return;
   }
   c->why = GEV__WHY_IDLE;
   gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
-  return true;
 }
 
 static void sweep(void *arg)
 {
   gev_loop *l = arg;
-  gev__list *p = l->active.next;
+  gev__list todo;
 
   gev__assert_in_loop(l);
-  while (p != &l->active) {
-    gev_conn *c = gev__container_of(p, gev_conn, active);
+  /* Each connection goes back to the loop's list before anything is
+   * done with it: callbacks may then change any connection's timeouts
+   * (which moves it on or off a list) or close it, and the walk, always
+   * taking the head of `todo`, never follows a stale link. */
+  gev__list_move_all(&todo, &l->active);
+  while (!gev__list_empty(&todo)) {
+    gev_conn *c = gev__container_of(todo.next, gev_conn, active);
 
-    /* Closing c unlinks it; nothing a callback does unlinks another
-     * connection at once (closes are deferred), so next stays valid. */
-    p = p->next;
+    gev__list_remove(&c->active);
+    gev__list_append(&l->active, &c->active);
     if (gev__conn_state(c) == GEV__CS_DETACHING)
       continue; /* leaving whole: nothing is closed under it */
+    /* One action per connection and sweep: after an on_idle the next
+     * kind waits for the next sweep, which sees what the handler did. */
     for (int k = 0; k < GEV__IDLE_KINDS; k++) {
-      if (c->idle_ms[k] && l->now_ms - since(c, k) >= c->idle_ms[k] &&
-          fire(c, k))
+      if (c->idle_ms[k] && l->now_ms - since(c, k) >= c->idle_ms[k]) {
+        fire(c, k);
         break;
-      if (!gev__list_linked(&c->active))
-        break; /* on_idle changed its timeouts to none */
+      }
     }
   }
   /* Nobody left to watch: the loop sleeps again until a connection with

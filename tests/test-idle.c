@@ -283,6 +283,66 @@ START_TEST(per_connection_idle_override)
 }
 END_TEST
 
+/* ---- callbacks that change other connections' timeouts ---------------- */
+
+static gev_conn *pair_conns[2];
+static int pair_n, pair_idles;
+
+static void pair_connect(gev_conn *c)
+{
+  int i = pair_n++; /* the loop's thread only */
+
+  if (i < 2)
+    pair_conns[i] = c;
+}
+
+/* The first connection's idle turns the other's timeouts off (taking it
+ * off the loop's watch list during the sweep), then closes itself. */
+static void pair_idle(gev_conn *c, gev_idle_kind kind)
+{
+  (void)kind;
+  th_inc(&pair_idles);
+  for (int i = 0; i < 2; i++)
+    if (pair_conns[i] && pair_conns[i] != c)
+      gev_conn_set_idle_timeout(pair_conns[i], GEV_IDLE_ALL, 0);
+  gev_conn_close(c);
+}
+
+static void pair_close(gev_conn *c)
+{
+  for (int i = 0; i < 2; i++)
+    if (pair_conns[i] == c)
+      pair_conns[i] = NULL;
+}
+
+START_TEST(on_idle_changes_another_connection)
+{
+  static const gev_handler h = {.on_connect = pair_connect,
+                                .on_message = th_echo_msg,
+                                .on_close = pair_close,
+                                .on_idle = pair_idle};
+  gev_options o = {.num_loops = 1, .idle_timeout_ms = 150};
+  th_server *t;
+  int f1, f2;
+
+  pair_n = 0;
+  pair_conns[0] = pair_conns[1] = NULL;
+  th_st(&pair_idles, 0);
+  t = th_start(&h, &o);
+  f1 = th_connect(t->port);
+  ck_assert(th_echo_roundtrip(f1, 10, 1)); /* the first on the list */
+  f2 = th_connect(t->port);
+  ck_assert(th_echo_roundtrip(f2, 10, 2));
+  ck_assert(closed_within(f1, 5000, NULL));
+  ck_assert_int_eq(th_ld(&pair_idles), 1);
+  ck_assert(open_for(f2, 500, NULL));        /* its timeout was turned off */
+  ck_assert(th_echo_roundtrip(f2, 1000, 3)); /* and the loop runs */
+  close(f1);
+  close(f2);
+  th_stop(t);
+}
+END_TEST
+
 /* ---- bad inputs ------------------------------------------------------- */
 
 static gev_conn *held;
@@ -537,6 +597,8 @@ int main(void)
        reader_idle_closes_silent_client_of_pusher, 30},
       {"writer_idle_and_heartbeat", writer_idle_and_heartbeat, 30},
       {"per_connection_idle_override", per_connection_idle_override, 30},
+      {"on_idle_changes_another_connection", on_idle_changes_another_connection,
+       30},
       {"bad_inputs", bad_inputs, 30},
       {"outgoing_reader_idle", outgoing_reader_idle, 30},
       {"per_connection_max_buffer", per_connection_max_buffer, 30},
