@@ -87,6 +87,8 @@ struct gev_conn {
   /* Fixed at creation. */
   gev_loop *loop;
   gev_server *server; /* the loop's server; NULL on a standalone loop */
+  /* Changed only by gev_conn_set_max_buffer, in the loop's thread, with an
+   * atomic store: other threads' sends read it atomically (reserve). */
   size_t max_buffer;
   int listener; /* index of the server's listener; -1 for outgoing */
   const gev_transport *tp;
