@@ -14,6 +14,7 @@
  * running the start task): gev_client_free then touches the loop no more.
  * Everything else but refs and stopped is the loop's thread's. */
 #include "conn-internal.h"
+#include "resolve.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ struct gev_client {
   gev__handle handle; /* in the loop's registry from the start task on */
   gev_handler uh;     /* the user's; the connections point here */
   gev_loop *l;
-  gev__addr addr;
+  gev__target target;       /* a name is looked up again by every attempt */
   gev_connect_options copt; /* every attempt; on_result is ours */
   gev_connect_fn user_result;
   void *user_arg;
@@ -157,8 +158,8 @@ static void attempt(gev_client *cl)
     finish(cl);
     return;
   }
-  err =
-      gev__connect_shared(cl->l, &cl->uh, &cl->addr, &cl->copt, &owner_ops, cl);
+  err = gev__connect_shared(cl->l, &cl->uh, &cl->target, &cl->copt, &owner_ops,
+                            cl);
   if (err == 0) {
     cl->connecting = true;
     return;
@@ -276,7 +277,7 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
     return -EINVAL;
   if (!(cl = calloc(1, sizeof(*cl))))
     return -ENOMEM;
-  if ((err = gev__addr_parse(opt->connect.address, &cl->addr)) < 0) {
+  if ((err = gev__target_parse(opt->connect.address, &cl->target)) < 0) {
     free(cl);
     return err;
   }

@@ -6,6 +6,7 @@
  * *_op) with gev__conn_post / gev__conn_call, which hold a reference to
  * the connection on the way. conn.c has the state machine they drive. */
 #include "conn-internal.h"
+#include "transport-plain.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -97,7 +98,8 @@ static int send_op_run(gev_conn *c, gev__conn_op *op)
 
 static int reserve(gev_conn *c, size_t n)
 {
-  size_t max = c->max_buffer, r = atomic_load(&c->reserved);
+  size_t max = __atomic_load_n(&c->max_buffer, __ATOMIC_RELAXED);
+  size_t r = atomic_load(&c->reserved);
 
   do {
     size_t seen = atomic_load_explicit(&c->out_seen, memory_order_relaxed);
@@ -181,6 +183,45 @@ int gev_conn_set_handler(gev_conn *c, const gev_handler *h)
   c->h = c->h_own;
   c->flags |= GEV__CF_REDELIVER; /* held input goes to h after the call */
   gev__conn_schedule(c);
+  return 0;
+}
+
+/* ---- detaching -------------------------------------------------------- */
+
+int gev_conn_detach(gev_conn *c, gev_detach_fn fn, void *arg)
+{
+  if (!c || !fn || !gev_loop_in_thread(c->loop))
+    return -EINVAL;
+  if (c->tp != &gev__plain)
+    return -EOPNOTSUPP;
+  if (gev__conn_state(c) == GEV__CS_DETACHING)
+    return -EALREADY;
+  if (gev__conn_event(c, GEV__CE_DETACH) < 0)
+    return -ENOTCONN;
+  /* The hand-over comes after the pass: set before it can run. */
+  c->detach_fn = fn;
+  c->detach_arg = arg;
+  return 0;
+}
+
+/* ---- limits ----------------------------------------------------------- */
+
+/* Other threads read max_buffer in their sends' cap check (reserve), so
+ * it is stored atomically; the loop's own reads need not be. */
+int gev_conn_set_max_buffer(gev_conn *c, size_t max_buffer)
+{
+  size_t max = max_buffer ? max_buffer : GEV__DEFAULT_MAX_BUFFER;
+
+  if (!c || !gev_loop_in_thread(c->loop))
+    return -EINVAL;
+  if (gev__conn_state(c) == GEV__CS_CLOSED)
+    return -ENOTCONN;
+  __atomic_store_n(&c->max_buffer, max, __ATOMIC_RELAXED);
+  if (c->in)
+    ringbuffer_set_limit(c->in, max);
+  if (c->out && !c->cur_out)
+    ringbuffer_set_limit(c->out, max);
+  gev__conn_schedule(c); /* backpressure is judged again after the pass */
   return 0;
 }
 

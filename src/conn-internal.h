@@ -8,6 +8,8 @@
 
 #include "server-internal.h"
 
+#define GEV__IDLE_KINDS 3 /* gev_idle_kind's values */
+
 /* Connection states. The table of transitions, with the event that causes
  * each and what it does, heads conn.c; every change of state goes through
  * its one function. Readable from any thread; other threads make only the
@@ -24,6 +26,8 @@ enum {
   GEV__CS_FLUSHING,      /* close once flushed; nothing more to read */
   GEV__CS_CLOSED,
   GEV__CS_HANDSHAKE, /* the transport's handshake runs; no handler yet */
+  GEV__CS_DETACHING, /* gev_conn_detach: the fd is handed back after the
+                        pass, once no send is on its way */
   GEV__CS_COUNT
 };
 
@@ -38,7 +42,9 @@ enum {
   GEV__CE_DEADLINE, /* the linger deadline or the idle timeout */
   GEV__CE_ERROR,    /* socket error, reset, a cap, out of memory */
   GEV__CE_LOOP_STOP,
-  GEV__CE_READY, /* the transport's handshake completed */
+  GEV__CE_READY,    /* the transport's handshake completed */
+  GEV__CE_DETACH,   /* gev_conn_detach */
+  GEV__CE_DETACHED, /* no send on its way: the fd and buffers go back */
   GEV__CE_COUNT
 };
 
@@ -81,6 +87,8 @@ struct gev_conn {
   /* Fixed at creation. */
   gev_loop *loop;
   gev_server *server; /* the loop's server; NULL on a standalone loop */
+  /* Changed only by gev_conn_set_max_buffer, in the loop's thread, with an
+   * atomic store: other threads' sends read it atomically (reserve). */
   size_t max_buffer;
   int listener; /* index of the server's listener; -1 for outgoing */
   const gev_transport *tp;
@@ -103,14 +111,18 @@ struct gev_conn {
   ringbuffer *in, *out;         /* own buffers; NULL while empty */
   ringbuffer *cur_in, *cur_out; /* the buffers on_message is looking at */
   void *ctx;
-  void (*ctx_free)(void *ctx); /* runs when the last reference goes */
-  uint64_t last_active;
-  gev__list active; /* the loop's list by last activity */
+  void (*ctx_free)(void *ctx);         /* runs when the last reference goes */
+  uint64_t last_read, last_write;      /* now_ms of the last byte in, out */
+  uint64_t idle_mark[GEV__IDLE_KINDS]; /* on_idle ran: its period restarts */
+  uint32_t idle_ms[GEV__IDLE_KINDS];   /* gev_idle_kind order; 0 = off */
+  gev__list active; /* in the loop's list while a timeout is set */
   void (*drain_fn)(gev_conn *c, void *arg);
   void *drain_arg;
   size_t low_water;
   gev_timer_id linger_timer; /* gev_conn_close_lingering's deadline, or 0 */
-  gev_connect_fn result;     /* outgoing: reported once the start runs */
+  gev_detach_fn detach_fn;   /* gev_conn_detach's, until it ran */
+  void *detach_arg;
+  gev_connect_fn result; /* outgoing: reported once the start runs */
   void *result_arg;
   int error;         /* why a handshake failed, for the outgoing result */
   unsigned char why; /* GEV__WHY_*: the reason its close is counted under */
@@ -149,21 +161,30 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
 int gev__conn_linger(gev_conn *c, uint64_t timeout_ms);
 /* Loop thread: gev_conn_pause_read / resume_read. */
 void gev__conn_set_paused(gev_conn *c, bool pause);
-/* The idle-timeout sweep, a periodic timer of each worker loop. */
-void gev__conn_idle_sweep(void *loop);
+/* ---- conn-idle.c: the idle timeouts ------------------------------------- */
+
+/* c's timeouts from a server's options (idle_timeout_ms, reader_idle_ms,
+ * writer_idle_ms). Before c starts. */
+void gev__conn_idle_defaults(gev_conn *c, const gev_options *o);
+/* Loop thread: c joins the loop's sweep (or leaves it, with no timeout
+ * set), which then runs often enough for c's shortest timeout. */
+void gev__conn_idle_watch(gev_conn *c);
 /* The state's rules (any thread). */
 bool gev__conn_state_sends(int state);     /* sends are accepted */
 bool gev__conn_state_connected(int state); /* gev_conn_connected */
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
-/* -EINVAL when a socket option of opt is negative, else 0. */
+/* -EINVAL when a socket option or idle timeout of opt is negative, else 0. */
 int gev__connect_check(const gev_connect_options *opt);
 
-/* gev_loop_connect to a parsed address. The connection points at h (not a
- * copy: h must outlive it) and tells owner when it opens and closes. */
+/* gev_loop_connect to a parsed target (resolve.h: a name is looked up
+ * anew by every call). The connection points at h (not a copy: h must
+ * outlive it) and tells owner when it opens and closes. */
+struct gev__target;
 int gev__connect_shared(gev_loop *l, const gev_handler *h,
-                        const gev__addr *addr, const gev_connect_options *opt,
+                        const struct gev__target *target,
+                        const gev_connect_options *opt,
                         const gev__conn_owner *owner, void *owner_arg);
 
 /* ---- conn-ref.c: run something in a connection's loop ------------------ */

@@ -34,11 +34,21 @@
  *   FLUSHING       FLUSHED           CLOSED         close
  *   HANDSHAKE      READY             OPEN           start: result, on_connect
  *   HANDSHAKE      CLOSE             CLOSING        wake the loop (a timeout)
+ *   OPEN, HALF_OPEN,
+ *   DRAINING       DETACH            DETACHING      wake the loop
+ *   DETACHING      DETACHED          CLOSED         hand the fd back
  *   any but CLOSED DEADLINE, ERROR   CLOSED         close (output dropped)
  *   any but CLOSED LOOP_STOP         CLOSED         one last write, close
  *
  * A connection starts in HANDSHAKE instead of OPEN when its transport has
  * a handshake; closed from there, it never reached the handler.
+ *
+ * DETACHING does nothing with the socket: its events are ignored and the
+ * buffers are left as they are, so that what they hold goes back to the
+ * caller whole. DETACHED is raised after the pass once no send accepted
+ * from another thread is on its way (those still arrive into the output);
+ * it ends in CLOSED like a close, but the fd stays open and on_close is
+ * not called.
  *
  * READABLE and WRITABLE change no state; what they do depends on the
  * state's row in `rules` below (is input read, shown to the handler, are
@@ -75,7 +85,16 @@
 
 /* ---- the table -------------------------------------------------------- */
 
-enum { A_NONE = 0, A_WAKE, A_PEER_EOF, A_FIN, A_CLOSE, A_STOP, A_START };
+enum {
+  A_NONE = 0,
+  A_WAKE,
+  A_PEER_EOF,
+  A_FIN,
+  A_CLOSE,
+  A_STOP,
+  A_START,
+  A_DETACH
+};
 
 typedef struct edge {
   unsigned char ok, to, action;
@@ -132,6 +151,11 @@ static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     E(HANDSHAKE, READY, OPEN, START),
     E(HANDSHAKE, CLOSE, CLOSING, WAKE),
     ENDS(HANDSHAKE),
+    E(OPEN, DETACH, DETACHING, WAKE),
+    E(HALF_OPEN, DETACH, DETACHING, WAKE),
+    E(DRAINING, DETACH, DETACHING, WAKE),
+    E(DETACHING, DETACHED, CLOSED, DETACH),
+    ENDS(DETACHING),
 };
 
 /* What each state does with the socket. READ: input is read; SHOW: the
@@ -154,6 +178,7 @@ static const unsigned char rules[GEV__CS_COUNT] = {
     [GEV__CS_FLUSHING] = FLUSH,
     [GEV__CS_CLOSED] = 0,
     [GEV__CS_HANDSHAKE] = 0,
+    [GEV__CS_DETACHING] = 0,
 };
 
 static bool has(int st, unsigned what)
@@ -190,7 +215,8 @@ static int transition(gev_conn *c, int ev)
     if (!e->ok) {
       /* Closing twice is normal; any other missing internal row is not. */
       assert(from == GEV__CS_CLOSED || ev == GEV__CE_CLOSE ||
-             ev == GEV__CE_SHUTDOWN_WRITE || ev == GEV__CE_CLOSE_LINGERING);
+             ev == GEV__CE_SHUTDOWN_WRITE || ev == GEV__CE_CLOSE_LINGERING ||
+             ev == GEV__CE_DETACH);
       return -ENOTCONN;
     }
   } while (!atomic_compare_exchange_weak(&c->state, &from, e->to));
@@ -222,17 +248,17 @@ int gev__conn_event(gev_conn *c, int ev)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Marks activity for the idle timeout: the loop's list stays ordered by
- * last activity, so the sweep only ever looks at its head. */
-static void touch(gev_conn *c)
+/* Activity for the idle timeouts: one store of the pass's cached clock;
+ * the coarse sweep (conn-idle.c) compares the stamps, so no timer moves
+ * per message. */
+static inline void touch_read(gev_conn *c)
 {
-  gev_loop *l = c->loop;
+  c->last_read = c->loop->now_ms;
+}
 
-  c->last_active = l->now_ms;
-  if (l->idle_ms == 0 || l->active.prev == &c->active)
-    return;
-  gev__list_remove(&c->active);
-  gev__list_append(&l->active, &c->active);
+static inline void touch_write(gev_conn *c)
+{
+  c->last_write = c->loop->now_ms;
 }
 
 void gev__conn_schedule(gev_conn *c)
@@ -336,7 +362,7 @@ static int write_out(gev_conn *c, ringbuffer *out)
 
   if (n > 0) {
     c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)n;
-    touch(c);
+    touch_write(c);
     return 0;
   }
   if (n == GEV_TRANSPORT_WANT_READ)
@@ -354,7 +380,7 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n)
   w = tp_send(c, p, n);
   if (w > 0) {
     c->loop->st.v[GEV__S_BYTES_WRITTEN] += (uint64_t)w;
-    touch(c);
+    touch_write(c);
   } else if (w == GEV_TRANSPORT_WANT_READ || w == -EAGAIN)
     w = 0; /* the queued rest is written (and waits) like any output */
   return w;
@@ -459,6 +485,46 @@ static void close_now(gev_conn *c)
   gev__handle_schedule(&c->handle);
 }
 
+/* Ends c like close_now, but the fd and what the buffers hold go to the
+ * caller of gev_conn_detach instead of on_close; the buffers' bytes are
+ * valid during its callback. An owner (a gev_client) hears of it as of a
+ * close, and dials again. */
+static void hand_over(gev_conn *c)
+{
+  gev_loop *l = c->loop;
+  gev_detach_fn fn = c->detach_fn;
+  bool owned = c->owner && (c->flags & GEV__CF_STARTED);
+  gev_detached d = {.fd = c->io.fd};
+
+  l->st.v[GEV__S_CLOSED_LOCAL]++; /* it left, by the handler's doing */
+  gev__handle_unregister(&c->handle);
+  gev__list_remove(&c->active);
+  atomic_fetch_sub(&l->nconns, 1);
+  if (c->server && !(c->flags & GEV__CF_OUTGOING))
+    gev__server_uncount(c->server);
+  if (owned)
+    c->owner->closing(c, c->owner_arg);
+  c->flags &= ~GEV__CF_CONNECTED; /* no on_close */
+  atomic_store_explicit(&c->fd, -1, memory_order_relaxed);
+  gev__loop_io_del(l, &c->io);
+  c->io.fd = -1;
+  d.in_len = gev__buf_len(c->in);
+  d.in = d.in_len ? ringbuffer_linearize(c->in, d.in_len) : NULL;
+  d.out_len = gev__buf_len(c->out);
+  d.out = d.out_len ? ringbuffer_linearize(c->out, d.out_len) : NULL;
+  c->detach_fn = NULL;
+  fn(c, &d, c->detach_arg);
+  if (owned)
+    c->owner->closed(c, c->owner_arg);
+  if (c->in)
+    gev__bufs_put(&l->bufs, c->in);
+  if (c->out)
+    gev__bufs_put(&l->bufs, c->out);
+  c->in = c->out = NULL;
+  gev__conn_publish_out(c);
+  gev__handle_schedule(&c->handle); /* the loop's reference goes next */
+}
+
 static void begin(gev_conn *c);
 
 static void act(gev_conn *c, int action)
@@ -481,6 +547,7 @@ static void act(gev_conn *c, int action)
     break;
   case A_CLOSE: close_now(c); break;
   case A_START: begin(c); break;
+  case A_DETACH: hand_over(c); break;
   default: break;
   }
 }
@@ -573,8 +640,8 @@ static void settle(gev_conn *c)
 {
   int st = gev__conn_state(c);
 
-  if (st == GEV__CS_CLOSED)
-    return;
+  if (st == GEV__CS_CLOSED || st == GEV__CS_DETACHING)
+    return; /* a detaching one keeps its buffers as they are */
   release_empty(c, st);
   if (!c->out && ((c->flags & (GEV__CF_FIN_PENDING | GEV__CF_DRAINING)) ||
                   has(st, FLUSH))) {
@@ -641,6 +708,7 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
   else
     ringbuffer_retrieve_all(in);
   c->cur_in = c->cur_out = NULL;
+  max = c->max_buffer; /* the handler may have changed it */
   ringbuffer_set_limit(out, max);
   if (!has(st, REPLY))
     ringbuffer_retrieve_all(out); /* after our FIN: cannot be sent */
@@ -764,7 +832,7 @@ static inline __attribute__((always_inline)) void handle_read(gev_conn *c,
   n = tp_read(c, in);
   if (n > 0) {
     c->loop->st.v[GEV__S_BYTES_READ] += (uint64_t)n;
-    touch(c);
+    touch_read(c);
     if (in == b->in && n > GEV__SHARED_CAP)
       watch_shared(c->loop);
     deliver(c, in);
@@ -821,9 +889,10 @@ static void io_waiting(gev_conn *c, unsigned events)
 static void io_cb(gev__io *io, unsigned events)
 {
   gev_conn *c = (gev_conn *)io;
+  int st = gev__conn_state(c);
 
-  if (closed(c))
-    return; /* closed earlier in this pass */
+  if (st == GEV__CS_CLOSED || st == GEV__CS_DETACHING)
+    return; /* closed earlier in this pass, or leaving whole */
   if (c->flags & WAITS) {
     io_waiting(c, events);
     return;
@@ -858,6 +927,13 @@ static void after_pass(gev__handle *h)
     gev_conn_unref(c); /* the loop's reference: closed in this pass */
     return;
   }
+  if (st == GEV__CS_DETACHING) {
+    /* Sends accepted from other threads arrive first (each schedules c
+     * again); then none can start. */
+    if (sends_drained(c))
+      gev__conn_event(c, GEV__CE_DETACHED);
+    return;
+  }
   if ((c->flags & GEV__CF_REDELIVER) && !(c->flags & GEV__CF_USER_PAUSED)) {
     c->flags &= ~GEV__CF_REDELIVER;
     if (c->in && has(st, SHOW)) {
@@ -881,7 +957,7 @@ static void drain(gev__handle *h)
   gev_conn *c = gev__container_of(h, gev_conn, handle);
   int st = gev__conn_state(c);
 
-  if (st == GEV__CS_CLOSED ||
+  if (st == GEV__CS_CLOSED || st == GEV__CS_DETACHING ||
       (c->flags & (GEV__CF_DRAINING | GEV__CF_OUTGOING)))
     return;
   c->flags |= GEV__CF_DRAINING;
@@ -894,21 +970,6 @@ static void drain(gev__handle *h)
 }
 
 static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
-
-void gev__conn_idle_sweep(void *arg)
-{
-  gev_loop *l = arg;
-
-  gev__assert_in_loop(l);
-  while (!gev__list_empty(&l->active)) {
-    gev_conn *c = gev__container_of(l->active.next, gev_conn, active);
-
-    if (l->now_ms - c->last_active < l->idle_ms)
-      break;
-    c->why = GEV__WHY_IDLE;
-    gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
-  }
-}
 
 /* ---- lingering and pausing (the loop halves of conn-api.c) ------------ */
 
@@ -987,6 +1048,8 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
   c->loop = l;
   c->server = l->server;
   c->max_buffer = max_buffer;
+  if (l->server) /* outgoing ones too, unless their options say otherwise */
+    gev__conn_idle_defaults(c, &l->server->opt);
   c->listener = -1;
   c->tp = &gev__plain;
   atomic_init(&c->refs, 1); /* the loop's */
@@ -1002,6 +1065,10 @@ void gev__conn_free_unstarted(gev_conn *c)
 {
   if (c->io.registered) /* an outgoing one whose start failed */
     gev__loop_io_del(c->loop, &c->io);
+  if (c->in) /* an adopted one's bytes (loop thread then) */
+    gev__bufs_put(&c->loop->bufs, c->in);
+  if (c->out)
+    gev__bufs_put(&c->loop->bufs, c->out);
   close(c->io.fd);
   free(c);
 }
@@ -1089,11 +1156,10 @@ int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
     gev__conn_free_unstarted(c);
     return err;
   }
-  c->last_active = l->now_ms;
+  c->last_read = c->last_write = l->now_ms;
   l->st.v[GEV__S_OPENED]++;
   gev__handle_register(&c->handle);
-  if (l->idle_ms)
-    gev__list_append(&l->active, &c->active);
+  gev__conn_idle_watch(c);
   c->result = result;
   c->result_arg = arg;
   if (c->tp->handshake) {

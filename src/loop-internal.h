@@ -95,10 +95,11 @@ struct gev_loop {
   gev__list due;     /* handles to call after the pass */
   gev__bufs bufs;    /* shared I/O buffers and spares (bufs.h) */
   gev__stats st;     /* counters; st.v the loop's thread only */
-  /* Open connections, least recently active first, and the idle timeout
-   * that sweeps them (conn.c; the loop only initializes them). */
+  /* Open connections with an idle timeout, and the periodic sweep that
+   * checks them (conn-idle.c; the loop only initializes them). */
   gev__list active;
-  uint64_t idle_ms;
+  uint64_t sweep_ms;        /* the sweep's period; 0 while none runs */
+  gev_timer_id sweep_timer; /* the sweep, or 0 */
 };
 
 /* 0 or -errno; *out owned by the caller (gev__loop_free). */

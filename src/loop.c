@@ -69,8 +69,6 @@ static void init_fields(gev_loop *l, gev_server *s, int index)
   gev__list_init(&l->handles);
   gev__list_init(&l->due);
   gev__list_init(&l->active);
-  if (s)
-    l->idle_ms = (uint64_t)s->opt.idle_timeout_ms;
 }
 
 int gev__loop_new(gev_loop **out, gev_server *s, int index)

@@ -45,6 +45,7 @@ struct gev_server {
 
   /* Acceptor thread only. */
   unsigned rr_next;
+  int *lb_conns; /* pick_loop's snapshot of the loops' counts, or NULL */
 };
 
 /* An accepted connection leaves the count (closed, or never started); the

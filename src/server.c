@@ -20,8 +20,28 @@
 
 /* ---- accepting -------------------------------------------------------- */
 
-static gev_loop *pick_loop(gev_server *s)
+/* The user's balancer, shown each loop's open connections. -1 when it
+ * gives no loop (or the snapshot cannot be taken): round-robin then. */
+static int pick_custom(gev_server *s, const struct sockaddr *sa, socklen_t len)
 {
+  int i;
+
+  if (!s->lb_conns &&
+      !(s->lb_conns = calloc((size_t)s->nloops, sizeof(*s->lb_conns))))
+    return -1;
+  for (i = 0; i < s->nloops; i++)
+    s->lb_conns[i] = atomic_load(&s->workers[i].loop->nconns);
+  i = s->opt.pick_loop(sa, len, s->lb_conns, s->nloops, s->opt.pick_loop_arg);
+  return i >= 0 && i < s->nloops ? i : -1;
+}
+
+static gev_loop *pick_loop(gev_server *s, const struct sockaddr *sa,
+                           socklen_t len)
+{
+  int pick;
+
+  if (s->opt.pick_loop && (pick = pick_custom(s, sa, len)) >= 0)
+    return s->workers[pick].loop;
   if (s->opt.load_balance == GEV_LB_LEAST_CONNECTIONS) {
     int best = 0, best_n = atomic_load(&s->workers[0].loop->nconns);
     for (int i = 1; i < s->nloops; i++) {
@@ -93,7 +113,7 @@ void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
   }
   ls->loop->st.v[GEV__S_ACCEPTED]++;
   (void)gev__sockopts_conn(fd, sa->sa_family, &s->so); /* best effort */
-  l = ls->hand_off ? pick_loop(s) : ls->loop;
+  l = ls->hand_off ? pick_loop(s, sa, len) : ls->loop;
   atomic_fetch_add(&l->nconns, 1); /* counted now, for least-connections */
   c = gev__conn_new(l, &s->h, false, s->max_buffer, fd, sa, len);
   if (!c) {
@@ -120,9 +140,10 @@ static int check_options(const gev_handler *h, const gev_options *opt)
 {
   if (!h || !opt || (!opt->address && !opt->addresses))
     return -EINVAL;
-  if (opt->idle_timeout_ms < 0 || opt->max_connections < 0 ||
-      opt->backlog < 0 || opt->num_loops > 4096 || opt->keepalive_s < 0 ||
-      opt->rcvbuf < 0 || opt->sndbuf < 0)
+  if (opt->idle_timeout_ms < 0 || opt->reader_idle_ms < 0 ||
+      opt->writer_idle_ms < 0 || opt->max_connections < 0 || opt->backlog < 0 ||
+      opt->num_loops > 4096 || opt->keepalive_s < 0 || opt->rcvbuf < 0 ||
+      opt->sndbuf < 0)
     return -EINVAL;
   if (opt->load_balance != GEV_LB_ROUND_ROBIN &&
       opt->load_balance != GEV_LB_LEAST_CONNECTIONS)
@@ -148,11 +169,6 @@ static int create_loops(gev_server *s)
     if ((err = gev__loop_new(&l, s, i)) < 0)
       return err;
     s->workers[i].loop = l;
-    if (s->opt.idle_timeout_ms > 0) {
-      uint64_t every = (uint64_t)s->opt.idle_timeout_ms / 4;
-      if (!gev_loop_run_every(l, every ? every : 1, gev__conn_idle_sweep, l))
-        return -ENOMEM;
-    }
   }
   return 0;
 }
@@ -352,6 +368,7 @@ void gev_server_free(gev_server *s)
       gev__loop_free(s->workers[i].loop);
   gev__loop_free(s->acceptor);
   free(s->workers);
+  free(s->lb_conns);
   free(s);
 }
 

@@ -56,6 +56,58 @@ stop() {
   pid=
 }
 
+# exits_within SECONDS: the server (already signalled) exits 0 within
+# that many seconds
+exits_within() {
+  for _ in $(seq $(($1 * 20))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$pid" 2>/dev/null && fail "still running $1 s into its shutdown"
+  wait "$pid"; st=$?
+  [ "$st" -eq 0 ] || fail "exit status $st after its shutdown"
+  pid=
+}
+
+# read_response FD: one keep-alive response (head, then a 13-byte body)
+read_response() {
+  local l
+  while IFS= read -r -t 5 l <&"$1"; do l=${l%$'\r'}; [ -z "$l" ] && break; done
+  read -r -t 5 -N 13 body <&"$1" || fail "no response body on fd $1"
+}
+
+# drain_request_test [close]: with the server at $port started with a
+# long --drain-ms, a request whose head is cut in two by SIGTERM is still
+# answered (with "Connection: close" when asked: the HTTP server's own
+# drain), then EOF; a keep-alive connection idle at the signal is closed;
+# the server exits 0 long before the bound.
+drain_request_test() {
+  exec 3<>/dev/tcp/127.0.0.1/"$port"
+  printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+  read_response 3
+  [ "$body" = "Hello, World!" ] || fail "before the drain: '$body'"
+  exec 4<>/dev/tcp/127.0.0.1/"$port"
+  printf 'GET /plaintext HTTP/1.1\r\nHost: x\r\n' >&4
+  sleep 0.3
+  kill -TERM "$pid"
+  # The listener closes first: once a connect is refused the drain has
+  # begun; the workers hear of it right after.
+  for _ in $(seq 100); do
+    (exec 9<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null || break
+    sleep 0.05
+  done
+  sleep 0.1
+  printf 'User-Agent: late\r\n\r\n' >&4 || fail "closed before the request was complete"
+  timeout 5 cat <&4 >"$tmp/raw" || fail "no EOF after the request that came during the drain"
+  exec 4<&-
+  [ "$(count 'HTTP/1.1 200 OK')" -eq 1 ] && [ "$(count 'Hello, World!')" -eq 1 ] ||
+    fail "request during the drain: '$(cat "$tmp/raw")'"
+  if [ "${1:-}" = close ]; then
+    [ "$(count 'Connection: close')" -eq 1 ] || fail "no 'Connection: close' during the drain: '$(cat "$tmp/raw")'"
+  fi
+  timeout 5 cat <&3 >"$tmp/idle" || fail "the idle keep-alive connection was not closed"
+  [ ! -s "$tmp/idle" ] || fail "the idle connection got '$(cat "$tmp/idle")'"
+  exec 3<&-
+  exits_within 5
+}
+
 # read_line FD: one line within 5 s into $line, or fail
 read_line() { IFS= read -r -t 5 line <&"$1" || fail "no line on fd $1"; }
 
@@ -227,6 +279,8 @@ http)
     echo "wrk -c$c: $(grep -E 'Requests/sec' "$tmp/wrk")"
   done
   stop
+  start --drain-ms 60000
+  drain_request_test close
   ;;
 redis)
   need redis-cli redis-benchmark
@@ -408,6 +462,14 @@ proxy)
   exec 5<&-
   grep -q 'Connection refused' "$tmp/err" || fail "no refusal reported: $(cat "$tmp/err")"
   stop
+  # Graceful shutdown drains both ends of a pair: an HTTP request cut in
+  # two by SIGTERM still goes through to the upstream and its answer comes
+  # back, then both ends close; an idle pair closes by itself.
+  trap '' PIPE
+  upstream http
+  start -u "127.0.0.1:$upport" --drain-ms 60000
+  drain_request_test
+  kill -INT "$upid"; wait "$upid"; upid=
   ;;
 *) fail "unknown example" ;;
 esac

@@ -9,6 +9,12 @@
  * "Connection: close" and HTTP/1.0 without keep-alive, close the
  * connection after the reply, gently (see linger()).
  *
+ * Graceful shutdown (SIGTERM): on_shutdown closes a keep-alive connection
+ * that is between requests, and marks a busy one draining: the requests
+ * it still receives are answered with "Connection: close", and it closes
+ * after that reply, so a client learns from the response itself that it
+ * must reconnect (elsewhere) for the next one.
+ *
  * The fast path allocates nothing: the head is parsed where it lies in the
  * ring buffer (linearized only when it straddles the wrap) and the common
  * response is one prebuilt block, copied into `out` with one write. */
@@ -41,6 +47,7 @@ static _Thread_local size_t ok_len;
 typedef struct http_conn {
   uint64_t skip;    /* body bytes still to discard */
   bool close_after; /* linger once they are discarded */
+  bool draining;    /* the server shuts down: answer, then close */
 } http_conn;
 
 /* How long a half-closed connection waits for the peer to close. */
@@ -211,6 +218,7 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   http_conn *hc = gev_conn_context(c);
   time_t now = time(NULL);
+  bool draining = hc && hc->draining;
 
   if (now != date_sec)
     refresh_date(now);
@@ -232,7 +240,7 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     http_request r;
     const char *p;
     int status, err;
-    bool head;
+    bool head, keep;
 
     if (n > HTTP_MAX_HEAD)
       n = HTTP_MAX_HEAD;
@@ -249,21 +257,22 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     }
     status = route(&r);
     head = is(r.method, r.method_len, "HEAD");
+    keep = r.keep_alive && !draining;
     if (status == 200 && is(r.path, r.path_len, "/metrics"))
-      err = metrics(c, out, head, r.keep_alive, r.minor);
-    else if (status == 200 && !head && r.keep_alive && r.minor == 1 && ok_len)
+      err = metrics(c, out, head, keep, r.minor);
+    else if (status == 200 && !head && keep && r.minor == 1 && ok_len)
       err = ringbuffer_write(out, ok_resp, ok_len);
     else
-      err = respond(out, status, head, r.keep_alive, r.minor);
+      err = respond(out, status, head, keep, r.minor);
     if (err < 0)
       return; /* `out` is full: the request waits in `in` until it drains */
     ringbuffer_retrieve(in, r.head_len);
     if (!skip_body(c, in, r.content_length)) {
       if ((hc = gev_conn_context(c)))
-        hc->close_after = !r.keep_alive;
+        hc->close_after = !keep;
       return;
     }
-    if (!r.keep_alive) {
+    if (!keep) {
       linger(c, in);
       return;
     }
@@ -275,9 +284,30 @@ static void on_close(gev_conn *c)
   free(gev_conn_context(c));
 }
 
+/* Between requests (nothing received, nothing unsent, no body being
+ * skipped): closed now, lingering so that a request already on its way
+ * does not turn into a reset. Otherwise the request under way is
+ * answered with "Connection: close" and the connection closes after it;
+ * the drain's deadline bounds a client that never finishes its request. */
+static void on_shutdown(gev_conn *c)
+{
+  http_conn *hc = state(c);
+
+  if (!hc) {
+    gev_conn_close(c);
+    return;
+  }
+  hc->draining = true;
+  if (!hc->skip && gev_conn_read_buffer_len(c) == 0 &&
+      gev_conn_write_buffer_len(c) == 0)
+    gev_conn_close_lingering(c, LINGER_MS);
+}
+
 int main(int argc, char **argv)
 {
-  gev_handler h = {.on_message = on_message, .on_close = on_close};
+  gev_handler h = {.on_message = on_message,
+                   .on_close = on_close,
+                   .on_shutdown = on_shutdown};
   gev_options opt = {0};
   ex_args a;
 

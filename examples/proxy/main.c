@@ -15,7 +15,17 @@
  * gev_conn_shutdown_write once everything before it has been forwarded; the
  * answer still flows back. A connection closes once both directions are
  * done. When either end closes for good (reset, error, both FINs), the
- * other is closed after what is queued for it has been flushed. */
+ * other is closed after what is queued for it has been flushed.
+ *
+ * Graceful shutdown (SIGTERM): a pair is not cut while bytes still move.
+ * A TCP proxy cannot tell where one exchange ends, so on_shutdown lets
+ * both directions go on and gives the client's end an all-idle timeout
+ * of QUIET_MS (gev_conn_set_idle_timeout); once neither end has moved a
+ * byte for that long and nothing is queued for either peer, both close
+ * gracefully (the client's end lingering, so that bytes it still sends
+ * cannot turn into a reset). A request half-sent when the signal came is
+ * still forwarded and answered; what a slow peer has not read yet keeps
+ * the pair open until the drain's deadline. */
 #include "../common/example.h"
 
 #include <stdio.h>
@@ -24,6 +34,9 @@
 #define HIGH_WATER (1024 * 1024)
 #define LOW_WATER (256 * 1024)
 #define CHUNK (64 * 1024)
+/* During a shutdown: a pair this quiet is done. */
+#define QUIET_MS 1000
+#define LINGER_MS 2000
 
 /* One client (DOWN) and its upstream (UP). Both ends run in the same loop
  * thread. */
@@ -32,6 +45,7 @@ typedef struct pair {
   gev_conn *end[2]; /* NULL once closed (or not connected yet) */
   bool fin[2];      /* that end's peer sent FIN: pass it on */
   bool connecting;
+  bool draining; /* the server shuts down: close once quiet */
 } pair;
 
 static const char *upstream = "127.0.0.1:7000";
@@ -115,6 +129,35 @@ static void on_close(gev_conn *c)
   maybe_free(p);
 }
 
+/* Both ends of a draining pair have been quiet for QUIET_MS: close them
+ * when nothing is queued for either peer (else wait: a slow reader still
+ * gets what is its, within the drain's deadline). */
+static void on_idle(gev_conn *c, gev_idle_kind kind)
+{
+  pair *p = gev_conn_context(c);
+  gev_conn *o = other_end(p, c);
+
+  (void)kind;
+  if (!p->draining || p->connecting || gev_conn_write_buffer_len(c) ||
+      (o && gev_conn_write_buffer_len(o)))
+    return;
+  if (o)
+    gev_conn_close(o);
+  gev_conn_close_lingering(c, LINGER_MS);
+}
+
+static void on_shutdown(gev_conn *c)
+{
+  pair *p = gev_conn_context(c);
+
+  if (!p) {
+    gev_conn_close(c);
+    return;
+  }
+  p->draining = true;
+  gev_conn_set_idle_timeout(c, GEV_IDLE_ALL, QUIET_MS);
+}
+
 static const gev_handler up_handler = {
     .on_message = on_message, .on_close = on_close, .on_peer_eof = on_peer_eof};
 
@@ -162,7 +205,12 @@ static void on_connect(gev_conn *c)
 
 int main(int argc, char **argv)
 {
-  gev_handler h = {on_connect, on_message, on_close, on_peer_eof};
+  gev_handler h = {.on_connect = on_connect,
+                   .on_message = on_message,
+                   .on_close = on_close,
+                   .on_peer_eof = on_peer_eof,
+                   .on_shutdown = on_shutdown,
+                   .on_idle = on_idle};
   gev_options opt = {.max_buffer = 4 * HIGH_WATER};
   ex_opt extra[] = {{"upstream", 'u', "HOST:PORT to forward to", &upstream}};
   ex_args a;

@@ -18,7 +18,11 @@ extern "C" {
  * the new connection and @p err is 0; the handler's on_connect runs right
  * after this returns. On failure @p c is NULL and @p err is -ECONNREFUSED,
  * -ETIMEDOUT (the connect timeout), -ECANCELED (the loop stopped first),
- * -ENETUNREACH, -ENOENT (no unix socket there), or another negative errno.
+ * -ENETUNREACH, -ENOENT (no unix socket there), -ENXIO (the host name does
+ * not exist or has no address), -EAGAIN (the name service failed for now,
+ * or 64 lookups were running already in the process),
+ * -EIO (it failed otherwise), or another negative errno. When a name gave
+ * several addresses, the error is the last address's.
  */
 typedef void (*gev_connect_fn)(gev_conn *c, int err, void *arg);
 
@@ -41,6 +45,12 @@ typedef struct gev_connect_options {
   /** > 0: SO_RCVBUF, set before connecting (TCP's window scale fits it) */
   int rcvbuf;
   int sndbuf; /**< > 0: SO_SNDBUF, set before connecting */
+  /** The connection's idle timeouts (as gev_options'; on_idle applies).
+   * All three 0: those of the loop's server, if any (as before they
+   * existed here); any of them set: these three, 0 meaning off. */
+  int idle_timeout_ms;
+  int reader_idle_ms; /**< nothing received this long; 0 = off */
+  int writer_idle_ms; /**< nothing sent this long; 0 = off */
 } gev_connect_options;
 
 /**
@@ -49,18 +59,34 @@ typedef struct gev_connect_options {
  * function works on it, its callbacks run in l's thread, and it is closed
  * (with on_close) when the loop stops. gev_conn_server gives the server of
  * l, if any; outgoing connections never count against max_connections.
- * Any thread. The address is resolved in the calling thread.
- * TCP_NODELAY is on (gev_conn_set_nodelay turns it off); keepalive_s,
- * rcvbuf and sndbuf are set on the socket before it connects, and a
- * failure to set them is the attempt's result.
+ * Any thread. TCP_NODELAY is on (gev_conn_set_nodelay turns it off);
+ * keepalive_s, rcvbuf and sndbuf are set on each socket before it
+ * connects, and a failure to set them is that attempt's result.
+ *
+ * Names. A numeric address is used as it is. A host name is looked up off
+ * the loop thread, on a short-lived thread of the library's own (one per
+ * lookup, every signal blocked; getaddrinfo, whose /etc/hosts and DNS
+ * settings apply), so neither the caller nor the loop ever waits for it.
+ * Its addresses are then tried in getaddrinfo's order (RFC 6724: IPv6
+ * first where usable), happy-eyeballs style (RFC 8305): the next address
+ * is tried at once when one fails (a refused or unreachable IPv6 address
+ * falls back to IPv4), or beside it when it has not answered within 250
+ * ms; the first to connect wins and the others are dropped. timeout_ms
+ * bounds it all, the lookup included. A lookup cannot be interrupted: one given
+ * up (timeout, loop stopped) finishes on its thread and is discarded. At most
+ * 64 lookups run at once in the process; past that a connect to a name reports
+ * -EAGAIN.
  *
  * @param l the loop the connection will live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
  * @return 0 when the attempt started: opt->on_result will run exactly once
  *         (unless NULL), provided the loop runs (a loop freed without ever
- *         running drops the request). -EINVAL for NULL arguments, a malformed
- *         address or a negative keepalive_s, rcvbuf or sndbuf; -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
+ *         running drops the request); an unknown host name is reported
+ *         there (-ENXIO), not here. -EINVAL for NULL arguments or a
+ *         malformed address (a host name of 256 bytes or more included)
+ *         or a negative idle timeout, keepalive_s, rcvbuf or sndbuf;
+ *         -ENAMETOOLONG, -ESHUTDOWN when l has stopped, -ENOMEM; then
  *         on_result never runs.
  */
 GEV_EXPORT int gev_loop_connect(gev_loop *l, const gev_handler *h,
@@ -76,7 +102,9 @@ typedef struct gev_client gev_client;
 typedef struct gev_client_options {
   /** Every attempt uses these; on_result reports each one (success or
    * failure, so it can log), context is each new connection's initial
-   * gev_conn_context. The address is resolved once, by gev_client_new. */
+   * gev_conn_context. A host name is looked up again for every attempt
+   * (as gev_loop_connect does), so a reconnect follows the name to a new
+   * address. */
   gev_connect_options connect;
   uint64_t retry_min_ms; /**< delay before the first retry; 0 = 500 ms */
   uint64_t retry_max_ms; /**< the delay doubles up to this; 0 = 30 s */
@@ -106,8 +134,11 @@ typedef struct gev_client_options {
  * @param l the loop the client and its connections live on
  * @param h   copied; need not outlive the call.
  * @param opt copied (the address string is not kept).
- * @return 0; -EINVAL for NULL arguments, a malformed address,
- *         a negative socket option in connect, retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
+ * @return 0; -EINVAL for NULL arguments, a malformed address (an unknown
+ *         host name is not malformed: each attempt reports -ENXIO to
+ *         on_result and is retried),
+ *         a negative socket option or idle timeout in connect,
+ *         retry_min_ms > retry_max_ms or jitter_pct > 100; -ENAMETOOLONG;
  *         -ESHUTDOWN when l has stopped; -ENOMEM.
  */
 GEV_EXPORT int gev_client_new(gev_client **out, gev_loop *l,

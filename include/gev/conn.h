@@ -38,6 +38,13 @@
 extern "C" {
 #endif
 
+/** Which silence an idle timeout measures (gev_conn_set_idle_timeout). */
+typedef enum {
+  GEV_IDLE_READER = 0, /**< nothing received for that long */
+  GEV_IDLE_WRITER,     /**< nothing sent for that long */
+  GEV_IDLE_ALL         /**< neither (idle_timeout_ms: today's meaning) */
+} gev_idle_kind;
+
 /**
  * Connection callbacks. Every callback of one connection runs in the thread
  * of the worker loop that owns it, in the order on_connect, on_message*,
@@ -76,6 +83,13 @@ typedef struct gev_handler {
    *  connection is closed as gev_conn_close does as soon as it has no
    *  unsent output, no unconsumed input and no send on its way. */
   void (*on_shutdown)(gev_conn *c);
+  /** Optional. One of c's idle timeouts passed (@p kind says which):
+   *  when set, it runs instead of the close, and that timeout's period
+   *  starts again (so it runs once per period of silence). A handler
+   *  that pushes can send a heartbeat on GEV_IDLE_WRITER, and close on
+   *  GEV_IDLE_READER. When NULL (the default), the connection closes
+   *  (on_close follows, queued output is dropped). */
+  void (*on_idle)(gev_conn *c, gev_idle_kind kind);
 } gev_handler;
 
 /**
@@ -283,6 +297,139 @@ GEV_EXPORT size_t gev_conn_read_buffer_len(const gev_conn *c);
  * @return bytes queued for sending. Owning loop's thread.
  */
 GEV_EXPORT size_t gev_conn_write_buffer_len(const gev_conn *c);
+
+/* ---- per-connection limits ---------------------------------------------- */
+
+/**
+ * Set or clear one of @p c's idle timeouts, overriding what the server's
+ * options (idle_timeout_ms, reader_idle_ms, writer_idle_ms) or the
+ * connect options gave it: a connection the handler knows to be special
+ * (a long poll, a bulk upload) can wait longer, or less. The period
+ * starts at the call. A timeout is checked by a periodic sweep of the
+ * loop, every quarter of the shortest timeout set on the loop, so the
+ * connection is found idle between 1 and 1.25 times @p ms after its last
+ * activity of that kind; then on_idle runs, or it closes. Owning loop's
+ * thread (e.g. on_connect).
+ * @param c the connection
+ * @param kind GEV_IDLE_READER, GEV_IDLE_WRITER or GEV_IDLE_ALL
+ * @param ms the timeout in milliseconds; 0 turns it off
+ * @return 0; -EINVAL for NULL, an unknown kind, a negative @p ms or
+ *         another thread; -ENOTCONN once closed.
+ */
+GEV_EXPORT int gev_conn_set_idle_timeout(gev_conn *c, gev_idle_kind kind,
+                                         int ms);
+
+/**
+ * Set @p c's cap on each of its buffers, overriding the server's (or the
+ * connect options') max_buffer, with the same meaning: past it `out`
+ * refuses writes, gev_conn_send returns -ENOBUFS, reading pauses while
+ * output is above half of it, and input that reaches it unconsumed
+ * closes the connection. Lowering it below what is buffered now drops
+ * nothing: what is there stays and drains; only what comes after is
+ * refused. Inside on_message it applies to `out` on return. Owning loop's
+ * thread.
+ * @param c the connection
+ * @param max_buffer the cap in bytes; 0 for the default (64 MiB)
+ * @return 0; -EINVAL for NULL or another thread; -ENOTCONN once closed.
+ */
+GEV_EXPORT int gev_conn_set_max_buffer(gev_conn *c, size_t max_buffer);
+
+/* ---- detach and adopt ---------------------------------------------------- */
+
+/** What gev_conn_detach hands back. */
+typedef struct gev_detached {
+  int fd;          /**< the socket, now the caller's (blocking mode unchanged:
+                        still O_NONBLOCK) */
+  const void *in;  /**< received, not consumed by the handler; NULL if none */
+  size_t in_len;   /**< bytes at @p in */
+  const void *out; /**< queued for sending, not yet sent; NULL if none */
+  size_t out_len;  /**< bytes at @p out */
+} gev_detached;
+
+/**
+ * Receives a detached connection's fd and buffers (gev_conn_detach). Runs
+ * once in the connection's loop's thread. @p d and the bytes it points at
+ * are valid only during the call: copy what you keep (gev_loop_adopt
+ * copies them). The fd is the callee's: close it or adopt it.
+ * @param c the connection, already closed (gev_conn_connected false,
+ *          gev_conn_fd -1); its memory stays valid during the call and
+ *          while references to it are held
+ * @param d the fd and the bytes that were still buffered
+ * @param arg gev_conn_detach's arg
+ */
+typedef void (*gev_detach_fn)(gev_conn *c, const gev_detached *d, void *arg);
+
+/**
+ * Take @p c's socket back from the library (as evio's Detach): after the
+ * current dispatch pass, once every send already accepted from other
+ * threads has joined the output, the fd leaves the loop without being
+ * closed and fn(c, d, arg) gets it, with the input the handler has not
+ * consumed and the output not yet sent, in order; nothing is dropped and
+ * nothing is sent after that. on_close is not called (on_connect ran, and
+ * that was the handler's last callback but those already due in this
+ * pass); the connection counts as closed from then on (sends fail with
+ * -ENOTCONN, it leaves gev_server_conn_count), and its memory goes with
+ * the last reference as usual. What the calling on_message appends to
+ * `out` is sent or handed over. If the loop stops before the hand-over,
+ * the connection closes as usual (on_close) and fn never runs. A client's
+ * connection (gev_client) detached counts as closed for the client,
+ * which dials again. Only for plaintext connections: a transport's state
+ * (TLS) cannot be handed over. Owning loop's thread.
+ * @param c the connection
+ * @param fn receives the fd and the buffered bytes; not NULL
+ * @param arg passed to @p fn
+ * @return 0; -EINVAL for NULL or another thread; -EOPNOTSUPP for a
+ *         connection with a transport; -EALREADY when a detach is under
+ *         way; -ENOTCONN when closing, closed, half-closed by us
+ *         (gev_conn_shutdown_write) or still in its handshake.
+ */
+GEV_EXPORT int gev_conn_detach(gev_conn *c, gev_detach_fn fn, void *arg);
+
+/** What gev_loop_adopt takes. Zero-initialize and set. */
+typedef struct gev_adopt_options {
+  int fd; /**< a connected stream socket (TCP or unix); the library's from
+               a successful call on */
+  const void *in;    /**< shown to on_message first, as if just received
+                          (a detached connection's unconsumed input) */
+  size_t in_len;     /**< bytes at @p in; copied */
+  const void *out;   /**< sent first, before anything the handler sends */
+  size_t out_len;    /**< bytes at @p out; copied */
+  size_t max_buffer; /**< cap on the connection's buffers; 0 = 64 MiB */
+  void *context;     /**< initial gev_conn_context, visible in on_connect */
+  /** Told the outcome (as gev_loop_connect's on_result): the connection
+   * before its on_connect, or an error (the fd is closed then). May be
+   * NULL. */
+  void (*on_result)(gev_conn *c, int err, void *arg);
+  void *arg;           /**< passed to on_result */
+  int idle_timeout_ms; /**< as gev_connect_options' three; all 0: the */
+  int reader_idle_ms;  /**< loop's server's, if any */
+  int writer_idle_ms;
+} gev_adopt_options;
+
+/**
+ * Make an already-connected socket a connection on loop @p l (the reverse
+ * of gev_conn_detach; also for a socket from socketpair, or one inherited
+ * from a parent). It lives on @p l as an outgoing connection does: every
+ * gev_conn_* function works on it, its callbacks run in l's thread, it
+ * does not count against max_connections, and it is closed (on_close)
+ * when the loop stops. The fd is made non-blocking. In the loop, after
+ * the call: on_result, then on_connect; then the bytes of opt->out are
+ * sent and those of opt->in are shown to on_message, before anything read
+ * from the socket. Any thread.
+ * @param l the loop
+ * @param h the handler, copied
+ * @param opt the fd and its bytes (copied), not kept
+ * @return 0: the fd is the library's (on_result runs once, unless NULL,
+ *         provided the loop runs). Otherwise the fd stays the caller's:
+ *         -EINVAL for NULL arguments, NULL bytes with a length, a
+ *         negative idle timeout, or a socket that is not a stream;
+ *         -EBADF for a closed (or negative) fd; -ENOTSOCK for a file that
+ *         is not a socket; -ENOTCONN for a socket that is not connected
+ *         (a listening one included); -ESHUTDOWN when l has stopped;
+ *         -ENOMEM.
+ */
+GEV_EXPORT int gev_loop_adopt(gev_loop *l, const gev_handler *h,
+                              const gev_adopt_options *opt);
 
 /* ---- flow control, for handlers that stream (proxies, relays) ---------- */
 

@@ -5,6 +5,8 @@
 #ifndef GEV_SERVER_H
 #define GEV_SERVER_H
 
+#include <sys/socket.h> /* struct sockaddr, socklen_t */
+
 #include <gev/common.h>
 #include <gev/conn.h> /* gev_handler */
 #include <gev/loop.h>
@@ -29,6 +31,22 @@ typedef struct gev_listener_options {
   const struct gev_transport *transport;
   void *transport_arg; /**< passed to its open() */
 } gev_listener_options;
+/**
+ * A custom load balancer (gev_options.pick_loop): the index of the worker
+ * loop that gets a new connection. Runs in the acceptor's thread for every
+ * accepted connection (not with reuse_port over TCP, where each loop keeps
+ * what it accepts), so it must be quick and must not block.
+ * @param peer the connection's peer address (valid during the call)
+ * @param peer_len its length
+ * @param conns conns[i]: the connections open on worker loop i now (a
+ *              snapshot; valid during the call)
+ * @param num_loops the number of worker loops (the length of conns)
+ * @param arg gev_options.pick_loop_arg
+ * @return 0 <= i < num_loops; any other value deals this connection by
+ *         round-robin instead.
+ */
+typedef int (*gev_pick_loop_fn)(const struct sockaddr *peer, socklen_t peer_len,
+                                const int *conns, int num_loops, void *arg);
 
 /** Server options. Zero-initialize and set what you need. */
 typedef struct gev_options {
@@ -69,6 +87,16 @@ typedef struct gev_options {
    * `addresses` has before its NULL (one for `address`); copied. Lets one
    * listener of a server serve TLS and another plaintext. */
   const gev_listener_options *listener_options;
+  /** Optional: chooses the worker loop of each accepted connection
+   * (gev_pick_loop_fn), instead of load_balance. NULL: load_balance. */
+  gev_pick_loop_fn pick_loop;
+  void *pick_loop_arg; /**< passed to pick_loop */
+  /** Close connections that received nothing this long (sending does
+   * not count: a server pushing to its clients still finds a silent
+   * one); 0 = never. on_idle, when set, runs instead of the close. */
+  int reader_idle_ms;
+  /** Close connections that sent nothing this long; 0 = never. */
+  int writer_idle_ms;
 } gev_options;
 
 /**
@@ -77,6 +105,12 @@ typedef struct gev_options {
  * idle_timeout_ms: bytes received or sent count as activity; the check runs
  * every quarter of the timeout, so a connection closes after between 1 and
  * 1.25 times it (on_close runs, queued output is dropped).
+ * reader_idle_ms counts only bytes received, writer_idle_ms only bytes
+ * sent; a connection may have all three, and the first to pass acts.
+ * on_idle, when the handler has it, runs instead of the close;
+ * gev_conn_set_idle_timeout changes them per connection. The server's
+ * timeouts apply to outgoing connections on its worker loops too, unless
+ * their gev_connect_options set any.
  * ":port" binds 0.0.0.0; use "[::]:port" for IPv6. "unix:/path" removes a
  * stale socket file at /path (one nobody accepts on) before binding, and
  * gev_server_free removes the file again. reuse_port does not apply to
@@ -109,11 +143,11 @@ typedef struct gev_options {
  * @param opt copied (the address string too); NULL is not accepted.
  * @return 0; -EINVAL for a NULL argument, a malformed address or an
  *         unknown scheme ("tcp://..."), an empty addresses list, a negative
- *         max_connections, idle_timeout_ms, backlog, keepalive_s, rcvbuf or
- *         sndbuf, an "fd:" socket that is not listening, or one fd named
- *         twice; -EADDRINUSE when an address is taken; -ENAMETOOLONG for a
- *         unix path too long; for "fd:": -EBADF (not an open fd), -ENOTSOCK,
- *         -ESOCKTNOSUPPORT (not a stream socket), -EAFNOSUPPORT (not IPv4,
+ *         max_connections, idle_timeout_ms, reader_idle_ms, writer_idle_ms,
+ *         backlog, keepalive_s, rcvbuf or sndbuf, an "fd:" socket that is not
+ * listening, or one fd named twice; -EADDRINUSE when an address is taken;
+ * -ENAMETOOLONG for a unix path too long; for "fd:": -EBADF (not an open fd),
+ * -ENOTSOCK, -ESOCKTNOSUPPORT (not a stream socket), -EAFNOSUPPORT (not IPv4,
  *         IPv6 or unix), -ENOENT (NAME not among systemd's sockets for this
  *         process); -ENOMEM; or the errno of
  *         socket/bind/listen/epoll_create/eventfd.
