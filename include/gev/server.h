@@ -144,12 +144,13 @@ typedef struct gev_options {
  * @return 0; -EINVAL for a NULL argument, a malformed address or an
  *         unknown scheme ("tcp://..."), an empty addresses list, a negative
  *         max_connections, idle_timeout_ms, reader_idle_ms, writer_idle_ms,
- *         backlog, keepalive_s, rcvbuf or sndbuf, an "fd:" socket that is not
- * listening, or one fd named twice; -EADDRINUSE when an address is taken;
- * -ENAMETOOLONG for a unix path too long; for "fd:": -EBADF (not an open fd),
- * -ENOTSOCK, -ESOCKTNOSUPPORT (not a stream socket), -EAFNOSUPPORT (not IPv4,
- *         IPv6 or unix), -ENOENT (NAME not among systemd's sockets for this
- *         process); -ENOMEM; or the errno of
+ *         backlog, keepalive_s, rcvbuf or sndbuf, an "fd:" socket that is
+ *         not listening, or one fd named twice; -EADDRINUSE when an address
+ *         is taken; -ENAMETOOLONG for a unix path too long; for "fd:":
+ *         -EBADF (not an open fd), -ENOTSOCK, -ESOCKTNOSUPPORT (not a
+ *         stream socket), -EAFNOSUPPORT (not IPv4, IPv6 or unix), -ENOENT
+ *         (NAME not among systemd's sockets for this process); -ENOMEM; or
+ *         the errno of
  *         socket/bind/listen/epoll_create/eventfd.
  */
 GEV_EXPORT int gev_server_new(gev_server **out, const gev_handler *h,
