@@ -15,6 +15,7 @@
 #include <gev/server.h>
 #include <gev/conn.h>
 #include <gev/client.h>
+#include <gev/frame.h>
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>
