@@ -37,6 +37,17 @@ typedef struct gev_options {
    * NULL: plaintext. transport_arg is passed to its open(). */
   const struct gev_transport *transport;
   void *transport_arg; /**< passed to its open() */
+  /** Optional. Runs once in each worker loop's own thread when the loop
+   * starts, before it runs any task, timer or connection: where per-thread
+   * state is made (gev_loop_set_data). The acceptor loop does not get it:
+   * it runs in the thread that calls gev_server_start, which can do its
+   * own setup before the call. */
+  void (*on_loop_start)(gev_loop *l);
+  /** Optional. Runs once in each worker loop's own thread when it stops,
+   * after every connection of the loop got on_close (so their handlers
+   * may use the loop's data until then): free the loop's data here. Only
+   * for a loop whose on_loop_start ran; timers set here never run. */
+  void (*on_loop_stop)(gev_loop *l);
 } gev_options;
 
 /**
