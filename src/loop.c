@@ -576,7 +576,8 @@ void gev__loop_finish(gev_loop *l)
   l->finishing = true; /* nothing new attaches or starts from here on */
   stop_handles(l);
   run_due(l);
-  if (l->hooked) { /* every on_close has run; tasks it posts still run */
+  if (l->hooked && l->on_stop) { /* every on_close has run; tasks it posts
+                                    still run */
     l->hooked = false;
     l->on_stop(l);
   }

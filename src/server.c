@@ -336,6 +336,7 @@ int gev_server_new(gev_server **out, const gev_handler *h,
   atomic_init(&s->shutdown, false);
   atomic_init(&s->draining, false);
   atomic_init(&s->drain_ms, 0);
+  atomic_init(&s->loops_up, 0);
   s->listener.io.fd = s->listener.reserve_fd = -1;
   if ((err = gev__addr_parse(opt->address, &s->addr)) < 0 ||
       (err = create_loops(s)) < 0 || (err = open_listeners(s)) < 0) {
@@ -419,6 +420,7 @@ static void *worker_main(void *arg)
 
   snprintf(name, sizeof(name), "gev-loop-%d", w->loop->index);
   pthread_setname_np(pthread_self(), name);
+  gev__serving_watch(w->loop->server, w->loop);
   w->error = gev__loop_run(w->loop);
   if (w->error)
     gev__loop_stop(w->loop->server->acceptor);

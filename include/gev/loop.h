@@ -61,6 +61,27 @@ GEV_EXPORT gev_timer_id gev_loop_run_after(gev_loop *l, uint64_t delay_ms,
 GEV_EXPORT gev_timer_id gev_loop_run_every(gev_loop *l, uint64_t interval_ms,
                                            gev_task_fn fn, void *arg);
 
+/** A tick callback: returns the delay in milliseconds until its next run,
+ *  or 0 to stop. */
+typedef uint64_t (*gev_tick_fn)(void *arg);
+
+/**
+ * A timer that sets its own pace: fn(arg) runs in @p l's thread after
+ * @p delay_ms, then again after each delay it returns, until it returns 0
+ * (the tick is then gone) or the loop stops (then it is dropped unrun).
+ * As a one-shot timer re-armed from its callback, with the bookkeeping
+ * done: nothing leaks when the loop ends first. Delays count from the end
+ * of the run that returned them. Any thread.
+ * @param l the loop
+ * @param delay_ms the delay before the first run (0: the next pass)
+ * @param fn the callback
+ * @param arg passed to @p fn
+ * @return 0; -EINVAL for NULL l or fn; -ESHUTDOWN when the loop has
+ *         stopped; -ENOMEM. On error fn never runs.
+ */
+GEV_EXPORT int gev_loop_tick(gev_loop *l, uint64_t delay_ms, gev_tick_fn fn,
+                             void *arg);
+
 /**
  * Cancel a timer. A timer cancelled before it fires never runs, also when
  * another timer's callback cancels it in the same pass. Cancelling a

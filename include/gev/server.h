@@ -48,6 +48,13 @@ typedef struct gev_options {
    * may use the loop's data until then): free the loop's data here. Only
    * for a loop whose on_loop_start ran; timers set here never run. */
   void (*on_loop_stop)(gev_loop *l);
+  /** Optional. Runs once, in the acceptor loop's thread, when the server
+   * serves: every listener accepts and every worker loop runs (each has
+   * made a pass, after its on_loop_start). @p addrs lists the listening
+   * addresses as they are bound (":0" shows the port picked; a unix
+   * socket as "unix:/path"), NULL-terminated, @p n of them; valid during
+   * the call. Not called when the server stops or shuts down first. */
+  void (*on_serving)(gev_server *s, const char *const *addrs, int n);
 } gev_options;
 
 /**
@@ -185,6 +192,18 @@ GEV_EXPORT gev_timer_id gev_server_run_after(gev_server *s, uint64_t delay_ms,
 GEV_EXPORT gev_timer_id gev_server_run_every(gev_server *s,
                                              uint64_t interval_ms,
                                              gev_task_fn fn, void *arg);
+/**
+ * gev_loop_tick on the acceptor loop: a server timer whose callback
+ * returns the delay until its next run (0 stops it).
+ * @param s the server
+ * @param delay_ms the delay before the first run, in milliseconds
+ * @param fn the callback; it runs in the acceptor loop's thread
+ * @param arg passed to @p fn
+ * @return as gev_loop_tick; -EINVAL for NULL.
+ */
+GEV_EXPORT int gev_server_tick(gev_server *s, uint64_t delay_ms, gev_tick_fn fn,
+                               void *arg);
+
 /**
  * gev_loop_cancel on the acceptor loop.
  * @param s the server
