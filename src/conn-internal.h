@@ -24,6 +24,7 @@ enum {
   GEV__CS_FLUSHING,      /* close once flushed; nothing more to read */
   GEV__CS_CLOSED,
   GEV__CS_HANDSHAKE, /* the transport's handshake runs; no handler yet */
+  GEV__CS_ABORTING,  /* gev_conn_abort: output dropped, RST after the pass */
   GEV__CS_COUNT
 };
 
@@ -39,6 +40,8 @@ enum {
   GEV__CE_ERROR,    /* socket error, reset, a cap, out of memory */
   GEV__CE_LOOP_STOP,
   GEV__CE_READY, /* the transport's handshake completed */
+  GEV__CE_ABORT, /* gev_conn_abort (raised in the loop) */
+  GEV__CE_RESET, /* after the pass of an abort: close with RST */
   GEV__CE_COUNT
 };
 
@@ -60,6 +63,7 @@ enum {
   GEV__CF_FIN_PENDING = 1u << 8,
   GEV__CF_STARTED = 1u << 9,   /* result and owner told: the start ran */
   GEV__CF_DRAINING = 1u << 10, /* the server shuts down: close once idle */
+  GEV__CF_WAKE = 1u << 11,     /* gev_conn_wake: on_message after the pass */
 };
 
 /* Who owns an outgoing connection besides its handler (a gev_client):
@@ -90,10 +94,11 @@ struct gev_conn {
   /* Any thread. */
   atomic_int refs;
   atomic_int state;
-  atomic_int fd;          /* io.fd as other threads may read it */
-  atomic_size_t out_seen; /* write buffer length as last published */
-  atomic_size_t reserved; /* accepted cross-thread sends not yet queued */
-  _Atomic(char *) local;  /* gev_conn_local_addr, formatted on first use */
+  atomic_int fd;           /* io.fd as other threads may read it */
+  atomic_size_t out_seen;  /* write buffer length as last published */
+  atomic_size_t reserved;  /* accepted cross-thread sends not yet queued */
+  _Atomic(char *) local;   /* gev_conn_local_addr, formatted on first use */
+  atomic_bool wake_posted; /* a gev_conn_wake from another thread is queued */
 
   /* The loop's thread only. */
   const gev_handler *h; /* the server's, the connect's copy, or h_own */
@@ -149,11 +154,14 @@ ssize_t gev__conn_write_direct(gev_conn *c, const void *p, size_t n);
 int gev__conn_linger(gev_conn *c, uint64_t timeout_ms);
 /* Loop thread: gev_conn_pause_read / resume_read. */
 void gev__conn_set_paused(gev_conn *c, bool pause);
+/* Loop thread: gev_conn_wake's work (on_message after the pass). */
+void gev__conn_wake(gev_conn *c);
 /* The idle-timeout sweep, a periodic timer of each worker loop. */
 void gev__conn_idle_sweep(void *loop);
 /* The state's rules (any thread). */
 bool gev__conn_state_sends(int state);     /* sends are accepted */
 bool gev__conn_state_connected(int state); /* gev_conn_connected */
+bool gev__conn_state_drops(int state);     /* output is dropped (abort) */
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
