@@ -47,8 +47,9 @@ static void serving_task(void *arg)
   const char *addrs[2] = {addr, NULL};
 
   /* Tasks also run while a loop finishes: then it is not serving. */
-  if (s->acceptor->finishing || atomic_load(&s->shutdown))
-    return;
+  if (s->acceptor->finishing || atomic_load(&s->acceptor->stop) ||
+      atomic_load(&s->shutdown))
+    return; /* stopped first (a loop runs one pass even then) */
   format_local(listen_fd(s), addr, sizeof(addr));
   s->opt.on_serving(s, addrs, 1);
 }
@@ -60,7 +61,8 @@ static void loop_up(void *arg)
   gev_loop *l = arg;
   gev_server *s = l->server;
 
-  if (!l->finishing && atomic_fetch_add(&s->loops_up, 1) + 1 == s->nloops)
+  if (!l->finishing && !atomic_load(&l->stop) &&
+      atomic_fetch_add(&s->loops_up, 1) + 1 == s->nloops)
     gev_loop_post(s->acceptor, serving_task, s);
 }
 

@@ -18,11 +18,12 @@ typedef struct per_loop {
   int stopped_with_open; /* connections still open when on_loop_stop ran */
 } per_loop;
 
-static atomic_int starts, stops, bad_thread, missing_data, acceptor_hooked;
+static atomic_int entered, starts, stops, bad_thread, missing_data,
+    acceptor_hooked;
 static pthread_t test_thread;
 static per_loop *finished[LOOPS]; /* handed over by on_loop_stop */
 static atomic_int nfinished;
-static gev_server *the_server;
+static gev_loop *started_loops[LOOPS + 1]; /* which loops got the hook */
 
 static void loop_start(gev_loop *l)
 {
@@ -30,13 +31,12 @@ static void loop_start(gev_loop *l)
 
   if (!gev_loop_in_thread(l) || pthread_equal(pthread_self(), test_thread))
     atomic_fetch_add(&bad_thread, 1);
-  if (the_server && l == gev_server_loop(the_server))
-    atomic_fetch_add(&acceptor_hooked, 1);
   if (gev_loop_data(l) != NULL) /* nothing before: the library sets none */
     atomic_fetch_add(&missing_data, 1);
   pl->thread = pthread_self();
   gev_loop_set_data(l, pl);
-  atomic_fetch_add(&starts, 1);
+  started_loops[atomic_fetch_add(&entered, 1) % (LOOPS + 1)] = l;
+  atomic_fetch_add(&starts, 1); /* after the store: the test reads both */
 }
 
 static void loop_stop(gev_loop *l)
@@ -96,7 +96,6 @@ START_TEST(test_hooks)
 
   test_thread = pthread_self();
   t = th_start(&hooks_handler, &opt);
-  the_server = t->s;
   for (int i = 0; i < CONNS; i++) {
     fds[i] = th_connect(t->port);
     ck_assert_int_ge(fds[i], 0);
@@ -104,6 +103,15 @@ START_TEST(test_hooks)
   }
   ck_assert_int_eq(atomic_load(&starts), LOOPS);
   ck_assert_int_eq(atomic_load(&stops), 0);
+  /* The hooked loops are the workers, not the acceptor (read after the
+   * workers have started: th_start returned before). */
+  for (int i = 0; i < LOOPS; i++) {
+    bool worker = false;
+    for (int j = 0; j < LOOPS; j++)
+      worker |= started_loops[i] == gev_server_worker_loop(t->s, j);
+    if (!worker || started_loops[i] == gev_server_loop(t->s))
+      atomic_fetch_add(&acceptor_hooked, 1);
+  }
   th_stop(t); /* the connections are still open: the stop closes them */
   for (int i = 0; i < CONNS; i++)
     close(fds[i]);
