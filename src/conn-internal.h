@@ -156,12 +156,22 @@ int gev__conn_linger(gev_conn *c, uint64_t timeout_ms);
 void gev__conn_set_paused(gev_conn *c, bool pause);
 /* Loop thread: gev_conn_wake's work (on_message after the pass). */
 void gev__conn_wake(gev_conn *c);
+/* The connection a loop handle is, or NULL for another kind of handle
+ * (broadcast.c walks a loop's registry). */
+gev_conn *gev__conn_of_handle(gev__handle *h);
 /* The idle-timeout sweep, a periodic timer of each worker loop. */
 void gev__conn_idle_sweep(void *loop);
 /* The state's rules (any thread). */
 bool gev__conn_state_sends(int state);     /* sends are accepted */
 bool gev__conn_state_connected(int state); /* gev_conn_connected */
 bool gev__conn_state_drops(int state);     /* output is dropped (abort) */
+/* Whether c is an accepted connection its handler has met and that is
+ * not closing (the ones gev_server_foreach_conn visits). Loop thread. */
+static inline bool gev__conn_visible(const gev_conn *c)
+{
+  return (c->flags & GEV__CF_CONNECTED) && !(c->flags & GEV__CF_OUTGOING) &&
+         gev__conn_state_connected(atomic_load(&((gev_conn *)c)->state));
+}
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 

@@ -969,6 +969,11 @@ static void drain(gev__handle *h)
 
 static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
 
+gev_conn *gev__conn_of_handle(gev__handle *h)
+{
+  return h->ops == &conn_ops ? gev__container_of(h, gev_conn, handle) : NULL;
+}
+
 void gev__conn_idle_sweep(void *arg)
 {
   gev_loop *l = arg;

@@ -16,6 +16,7 @@
 #include <gev/conn.h>
 #include <gev/client.h>
 #include <gev/frame.h>
+#include <gev/broadcast.h>
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>
