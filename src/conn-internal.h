@@ -181,6 +181,18 @@ int gev__connect_shared(gev_loop *l, const gev_handler *h,
                         const gev__addr *addr, const gev_connect_options *opt,
                         const gev__conn_owner *owner, void *owner_arg);
 
+/* ---- client.c, for pool.c ---------------------------------------------- */
+
+/* What a persistent client tells its watcher, in its loop's thread: its
+ * connection is up (before on_connect) or down (before on_close), and,
+ * last, that the loop has let go of the client for good. */
+enum { GEV__CLIENT_UP, GEV__CLIENT_DOWN, GEV__CLIENT_GONE };
+typedef void (*gev__client_watch_fn)(void *arg, int ev, gev_conn *c);
+/* gev_client_new with a watcher (NULL: none). */
+int gev__client_new_watched(gev_client **out, gev_loop *l, const gev_handler *h,
+                            const gev_client_options *opt,
+                            gev__client_watch_fn watch, void *watch_arg);
+
 /* ---- conn-ref.c: run something in a connection's loop ------------------ */
 
 /* One request for c's loop. Embed it first in a larger struct to carry

@@ -17,6 +17,7 @@
 #include <gev/client.h>
 #include <gev/frame.h>
 #include <gev/broadcast.h>
+#include <gev/pool.h>
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>
