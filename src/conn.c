@@ -955,7 +955,7 @@ static void drain(gev__handle *h)
   gev_conn *c = gev__container_of(h, gev_conn, handle);
   int st = gev__conn_state(c);
 
-  if (st == GEV__CS_CLOSED ||
+  if (st == GEV__CS_CLOSED || st == GEV__CS_ABORTING ||
       (c->flags & (GEV__CF_DRAINING | GEV__CF_OUTGOING)))
     return;
   c->flags |= GEV__CF_DRAINING;
