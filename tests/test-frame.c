@@ -13,6 +13,13 @@
 
 static uint32_t rng = 1;
 
+/* Rounds of the randomized tests: fewer under valgrind (its test setup
+ * sets the timeout multiplier). */
+static int rounds(int n)
+{
+  return getenv("CK_TIMEOUT_MULTIPLIER") ? n / 5 : n;
+}
+
 static uint32_t rnd(uint32_t n)
 {
   rng ^= rng << 13;
@@ -262,7 +269,7 @@ static void random_length_spec(spec *s)
 START_TEST(test_length_random)
 {
   rng = 0x1234567u;
-  for (int round = 0; round < 150; round++) {
+  for (int round = 0; round < rounds(150); round++) {
     unsigned char stream[1024], pay[64], prefix[4] = {0xa0, 0xa1, 0xa2, 0xa3};
     size_t n = 0, nf = 1 + rnd(8), want_off[16], want_len[16];
     ringbuffer *enc = ringbuffer_new(0);
@@ -313,7 +320,7 @@ END_TEST
 START_TEST(test_length_garbage)
 {
   rng = 0xdeadbeefu;
-  for (int round = 0; round < 200; round++) {
+  for (int round = 0; round < rounds(200); round++) {
     unsigned char stream[64];
     size_t n = rnd(sizeof(stream));
     result whole;
@@ -400,7 +407,7 @@ START_TEST(test_delim_random)
   static const char *const delims[] = {"\r\n", "\n", "\r\n\r\n", "aba",
                                        "aa",   "b",  "abab"};
   rng = 0x7777u;
-  for (int round = 0; round < 200; round++) {
+  for (int round = 0; round < rounds(200); round++) {
     unsigned char stream[512];
     const char *d = delims[rnd(7)];
     size_t n = 0, nf = 1 + rnd(8);

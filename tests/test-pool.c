@@ -15,6 +15,15 @@ enum { LOOPS = 3, SIZE = 6 };
 
 static atomic_int echoed, closes;
 
+/* Check runs every case in one process without fork (valgrind): each
+ * starts from zero. */
+static void reset(void)
+{
+  atomic_store(&echoed, 0);
+  atomic_store(&closes, 0);
+  th_reset_counters();
+}
+
 static void m_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   (void)c;
@@ -80,6 +89,7 @@ static void get_task(void *arg)
 
 START_TEST(test_pool_over_server)
 {
+  reset();
   gev_options bo = {.num_loops = 1};
   th_server *backend = th_start(&th_echo_handler, &bo);
   gev_options fo = {.num_loops = LOOPS};
@@ -140,6 +150,7 @@ static void get_after(void *arg)
 
 START_TEST(test_pool_skips_unconnected)
 {
+  reset();
   gev_options bo = {.num_loops = 1};
   th_server *backend = th_start(&th_echo_handler, &bo);
   th_loop_thread lt;
@@ -173,6 +184,7 @@ END_TEST
  * to 0 and climbs back, the members redial on their own. */
 START_TEST(test_pool_reconnects)
 {
+  reset();
   gev_options bo = {.num_loops = 1};
   th_server *backend = th_start(&th_echo_handler, &bo);
   gev_options fo = {.num_loops = 2};
@@ -208,6 +220,7 @@ static void *free_main(void *arg)
 
 START_TEST(test_pool_free_any_thread)
 {
+  reset();
   gev_options fo = {.num_loops = LOOPS};
   th_server *front = th_start(&th_echo_handler, &fo);
   gev_pool_options po = {.size = 5, .server = front->s};
@@ -229,6 +242,7 @@ END_TEST
 
 START_TEST(test_pool_bad_options)
 {
+  reset();
   gev_options fo = {.address = "127.0.0.1:0", .num_loops = 1};
   gev_pool_options po = {0};
   gev_server *s;

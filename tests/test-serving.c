@@ -18,6 +18,18 @@ static int seen_n;
 
 static atomic_int entered;
 
+/* Check runs every case in one process without fork (valgrind): each
+ * starts from zero. */
+static void reset(void)
+{
+  atomic_store(&entered, 0);
+  atomic_store(&starts, 0);
+  atomic_store(&servings, 0);
+  atomic_store(&bad, 0);
+  seen_addr[0] = '\0';
+  seen_n = 0;
+}
+
 /* Starts that take longer and longer: serving waits for the slowest. */
 static void loop_start(gev_loop *l)
 {
@@ -61,18 +73,21 @@ static void serve_and_check(bool reuse_port)
 
 START_TEST(test_serving)
 {
+  reset();
   serve_and_check(false);
 }
 END_TEST
 
 START_TEST(test_serving_reuse_port)
 {
+  reset();
   serve_and_check(true);
 }
 END_TEST
 
 START_TEST(test_serving_unix)
 {
+  reset();
   char path[64], want[80];
   gev_options opt = {.num_loops = 1, .on_serving = on_serving};
   th_server *t;
@@ -90,6 +105,7 @@ END_TEST
 /* Stopped before it serves: never called. */
 START_TEST(test_serving_not_when_stopped)
 {
+  reset();
   gev_options opt = {
       .address = "127.0.0.1:0", .num_loops = 2, .on_serving = on_serving};
   gev_server *s;
@@ -128,6 +144,7 @@ static uint64_t tick_cb(void *arg)
 
 START_TEST(test_tick_paces_itself)
 {
+  reset();
   th_loop_thread lt = {0};
   ticker k = {.stop_after = 5};
 
@@ -150,6 +167,7 @@ END_TEST
  * and ASan check), as is one on a loop that never runs. */
 START_TEST(test_tick_dropped_with_loop)
 {
+  reset();
   ticker k = {.stop_after = 1000};
   gev_options opt = {.num_loops = 1};
   th_server *t = th_start(&th_echo_handler, &opt);
