@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,6 +27,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       const char *p = (const char *)data + start;
       size_t n = avail - start;
       resp_status st = resp_parse(&ps, p, n);
+      if (st == RESP_INLINE) {
+        /* The server frames the line with gev's delimiter framer; its
+         * contract, here on the flat bytes: a "\n" within the first
+         * RESP_MAX_INLINE bytes, else too big once that many are in. */
+        size_t lim = n < RESP_MAX_INLINE ? n : RESP_MAX_INLINE;
+        const char *lf = memchr(p, '\n', lim);
+        if (!lf && n >= RESP_MAX_INLINE)
+          goto out;
+        st =
+            lf ? resp_parse_line(&ps, p, (size_t)(lf - p), (size_t)(lf - p) + 1)
+               : RESP_INCOMPLETE;
+      }
       if (st == RESP_INCOMPLETE)
         break;
       if (st == RESP_ERROR)

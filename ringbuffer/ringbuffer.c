@@ -415,15 +415,16 @@ void *ringbuffer_linearize(ringbuffer *rb, size_t n)
 }
 
 /*
- * First start offset in @p a (of length @p alen) of a match of @p nd that
- * continues into @p b (of length @p blen), or -1. Such matches begin in the
- * last m - 1 bytes of a.
+ * The first match of the @p m bytes at @p nd that begins in @p a (of length
+ * @p alen) at index @p from or later and continues into @p b (of length
+ * @p blen), or -1. Such matches begin in the last m - 1 bytes of a.
  */
 static ssize_t find_split(const char *a, size_t alen, const char *b,
-                          size_t blen, const char *nd, size_t m)
+                          size_t blen, const char *nd, size_t m, size_t from)
 {
   size_t i = alen >= m ? alen - m + 1 : 0;
-  for (; i < alen; i++) {
+
+  for (i = i > from ? i : from; i < alen; i++) {
     size_t in_a = alen - i;
     if (m - in_a > blen)
       continue; /* the match would run past the stored bytes */
@@ -433,14 +434,15 @@ static ssize_t find_split(const char *a, size_t alen, const char *b,
   return -1;
 }
 
-ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle, size_t m)
+ssize_t ringbuffer_find_from(const ringbuffer *rb, size_t from,
+                             const void *needle, size_t m)
 {
   struct iovec seg[2];
   const char *a, *b, *hit;
   size_t alen, blen;
   ssize_t off;
 
-  if (m == 0 || m > rb->len)
+  if (m == 0 || from > rb->len || m > rb->len - from)
     return -1;
   ringbuffer_peek(rb, rb->len, seg);
   a = seg[0].iov_base;
@@ -449,16 +451,35 @@ ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle, size_t m)
   blen = seg[1].iov_len;
 
   /* Candidates in increasing offset: first segment, the wrap, second. */
-  hit = memmem(a, alen, needle, m);
-  if (hit)
-    return hit - a;
-  if (blen == 0)
-    return -1;
-  off = find_split(a, alen, b, blen, needle, m);
-  if (off >= 0)
-    return off;
-  hit = memmem(b, blen, needle, m);
+  if (from < alen) {
+    hit = memmem(a + from, alen - from, needle, m);
+    if (hit)
+      return hit - a;
+    if (blen == 0)
+      return -1;
+    off = find_split(a, alen, b, blen, needle, m, from);
+    if (off >= 0)
+      return off;
+    from = alen;
+  }
+  hit = memmem(b + (from - alen), blen - (from - alen), needle, m);
   return hit ? (ssize_t)alen + (hit - b) : -1;
+}
+
+ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle, size_t m)
+{
+  return ringbuffer_find_from(rb, 0, needle, m);
+}
+
+/* Room is made the way a write makes it, so a later write of up to n
+ * bytes neither fails nor allocates. */
+int ringbuffer_reserve(ringbuffer *rb, size_t n)
+{
+  if (exceeds_limit(rb, n))
+    return -ENOBUFS;
+  if (rb->len + n > rb->cap)
+    return grow(rb, rb->len + n);
+  return 0;
 }
 
 static ssize_t fail(int *saved_errno, int err)

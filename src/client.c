@@ -32,6 +32,8 @@ struct gev_client {
   void *user_arg;
   uint64_t delay_min, delay_max;
   unsigned jitter_pct;
+  gev__client_watch_fn watch; /* a pool's (pool.c), or NULL */
+  void *watch_arg;
 
   /* Any thread. */
   atomic_int refs;
@@ -65,6 +67,12 @@ static void unref_task(void *arg)
   unref(arg);
 }
 
+static void tell(gev_client *cl, int ev, gev_conn *c)
+{
+  if (cl->watch)
+    cl->watch(cl->watch_arg, ev, c);
+}
+
 /* The loop is being freed with the start task unrun: it never had the
  * client, and will not be there for gev_client_free. */
 static void start_drop(void *arg)
@@ -72,6 +80,7 @@ static void start_drop(void *arg)
   gev_client *cl = arg;
 
   atomic_store(&cl->detached, true);
+  tell(cl, GEV__CLIENT_GONE, NULL);
   unref(cl);
 }
 
@@ -89,6 +98,7 @@ static void finish(gev_client *cl)
   cl->done = true;
   gev__handle_unregister(&cl->handle);
   atomic_store(&cl->detached, true); /* gev_client_free: no loop needed */
+  tell(cl, GEV__CLIENT_GONE, NULL);
   unref(cl);
 }
 
@@ -180,6 +190,7 @@ static bool opened(gev_conn *c, void *arg)
   if (atomic_load(&cl->stopped))
     return false; /* closed at once; no on_connect, no on_close */
   cl->shown = true;
+  tell(cl, GEV__CLIENT_UP, c);
   return true;
 }
 
@@ -190,8 +201,9 @@ static void closing(gev_conn *c, void *arg)
 {
   gev_client *cl = arg;
 
-  (void)c;
   ref(cl);
+  if (cl->shown)
+    tell(cl, GEV__CLIENT_DOWN, c);
   cl->conn = NULL;
   cl->shown = false;
 }
@@ -260,6 +272,13 @@ static void stop_task(void *arg)
 int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
                    const gev_client_options *opt)
 {
+  return gev__client_new_watched(out, l, h, opt, NULL, NULL);
+}
+
+int gev__client_new_watched(gev_client **out, gev_loop *l, const gev_handler *h,
+                            const gev_client_options *opt,
+                            gev__client_watch_fn watch, void *watch_arg)
+{
   uint64_t min, max;
   gev_client *cl;
   int err;
@@ -293,6 +312,8 @@ int gev_client_new(gev_client **out, gev_loop *l, const gev_handler *h,
   cl->delay_min = cl->delay = min;
   cl->delay_max = max;
   cl->jitter_pct = opt->jitter_pct;
+  cl->watch = watch;
+  cl->watch_arg = watch_arg;
   /* Any odd-ish nonzero seed that differs between clients and runs. */
   cl->rng = ((uint64_t)(uintptr_t)cl ^ gev__now_ms() * 0x9e3779b97f4a7c15u) | 1;
   atomic_init(&cl->refs, 2); /* the caller's and the start task's */

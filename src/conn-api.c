@@ -78,6 +78,10 @@ static int send_op_run(gev_conn *c, gev__conn_op *op)
   send_op *t = (send_op *)op;
   int r = 0;
 
+  if (gev__conn_state_drops(gev__conn_state(c))) {
+    unreserve(c, t->n); /* aborted after it was accepted: dropped */
+    return 0;
+  }
   if (!c->out && !(c->out = gev__bufs_get(&c->loop->bufs, c->max_buffer)))
     r = -ENOMEM;
   if (r == 0) {
@@ -165,6 +169,55 @@ int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms)
   if (!gev_loop_in_thread(c->loop) && !gev__conn_state_connected(st))
     return -ENOTCONN; /* closing already: nothing to post */
   return gev__conn_call(c, linger_op, timeout_ms);
+}
+
+static int abort_op(gev_conn *c, gev__conn_op *op)
+{
+  (void)op;
+  return gev__conn_event(c, GEV__CE_ABORT);
+}
+
+int gev_conn_abort(gev_conn *c)
+{
+  int st;
+
+  if (!c)
+    return -EINVAL;
+  st = gev__conn_state(c);
+  if (st == GEV__CS_CLOSED || st == GEV__CS_ABORTING)
+    return -ENOTCONN;
+  return gev__conn_call(c, abort_op, 0);
+}
+
+/* ---- waking ----------------------------------------------------------- */
+
+static int wake_op(gev_conn *c, gev__conn_op *op)
+{
+  (void)op;
+  /* Cleared before on_message runs: a wake sent while it runs posts
+   * again, so the state that wake announces is seen by a later run. */
+  atomic_store(&c->wake_posted, false);
+  gev__conn_wake(c);
+  return 0;
+}
+
+int gev_conn_wake(gev_conn *c)
+{
+  int r;
+
+  if (!c)
+    return -EINVAL;
+  if (!gev__conn_state_connected(gev__conn_state(c)))
+    return -ENOTCONN;
+  if (gev_loop_in_thread(c->loop)) {
+    gev__conn_wake(c);
+    return 0;
+  }
+  if (atomic_exchange(&c->wake_posted, true))
+    return 0; /* one is queued and has not started: it covers this one */
+  if ((r = gev__conn_call(c, wake_op, 0)) < 0)
+    atomic_store(&c->wake_posted, false);
+  return r;
 }
 
 /* ---- the handler ------------------------------------------------------ */

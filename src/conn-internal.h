@@ -28,6 +28,7 @@ enum {
   GEV__CS_HANDSHAKE, /* the transport's handshake runs; no handler yet */
   GEV__CS_DETACHING, /* gev_conn_detach: the fd is handed back after the
                         pass, once no send is on its way */
+  GEV__CS_ABORTING,  /* gev_conn_abort: output dropped, RST after the pass */
   GEV__CS_COUNT
 };
 
@@ -45,6 +46,8 @@ enum {
   GEV__CE_READY,    /* the transport's handshake completed */
   GEV__CE_DETACH,   /* gev_conn_detach */
   GEV__CE_DETACHED, /* no send on its way: the fd and buffers go back */
+  GEV__CE_ABORT,    /* gev_conn_abort (raised in the loop) */
+  GEV__CE_RESET,    /* after the pass of an abort: close with RST */
   GEV__CE_COUNT
 };
 
@@ -66,6 +69,7 @@ enum {
   GEV__CF_FIN_PENDING = 1u << 8,
   GEV__CF_STARTED = 1u << 9,   /* result and owner told: the start ran */
   GEV__CF_DRAINING = 1u << 10, /* the server shuts down: close once idle */
+  GEV__CF_WAKE = 1u << 11,     /* gev_conn_wake: on_message after the pass */
 };
 
 /* Who owns an outgoing connection besides its handler (a gev_client):
@@ -98,10 +102,11 @@ struct gev_conn {
   /* Any thread. */
   atomic_int refs;
   atomic_int state;
-  atomic_int fd;          /* io.fd as other threads may read it */
-  atomic_size_t out_seen; /* write buffer length as last published */
-  atomic_size_t reserved; /* accepted cross-thread sends not yet queued */
-  _Atomic(char *) local;  /* gev_conn_local_addr, formatted on first use */
+  atomic_int fd;           /* io.fd as other threads may read it */
+  atomic_size_t out_seen;  /* write buffer length as last published */
+  atomic_size_t reserved;  /* accepted cross-thread sends not yet queued */
+  _Atomic(char *) local;   /* gev_conn_local_addr, formatted on first use */
+  atomic_bool wake_posted; /* a gev_conn_wake from another thread is queued */
 
   /* The loop's thread only. */
   const gev_handler *h; /* the server's, the connect's copy, or h_own */
@@ -169,9 +174,22 @@ void gev__conn_idle_defaults(gev_conn *c, const gev_options *o);
 /* Loop thread: c joins the loop's sweep (or leaves it, with no timeout
  * set), which then runs often enough for c's shortest timeout. */
 void gev__conn_idle_watch(gev_conn *c);
+/* Loop thread: gev_conn_wake's work (on_message after the pass). */
+void gev__conn_wake(gev_conn *c);
+/* The connection a loop handle is, or NULL for another kind of handle
+ * (broadcast.c walks a loop's registry). */
+gev_conn *gev__conn_of_handle(gev__handle *h);
 /* The state's rules (any thread). */
 bool gev__conn_state_sends(int state);     /* sends are accepted */
 bool gev__conn_state_connected(int state); /* gev_conn_connected */
+bool gev__conn_state_drops(int state);     /* output is dropped (abort) */
+/* Whether c is an accepted connection its handler has met and that is
+ * not closing (the ones gev_server_foreach_conn visits). Loop thread. */
+static inline bool gev__conn_visible(const gev_conn *c)
+{
+  return (c->flags & GEV__CF_CONNECTED) && !(c->flags & GEV__CF_OUTGOING) &&
+         gev__conn_state_connected(atomic_load(&((gev_conn *)c)->state));
+}
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
@@ -186,6 +204,18 @@ int gev__connect_shared(gev_loop *l, const gev_handler *h,
                         const struct gev__target *target,
                         const gev_connect_options *opt,
                         const gev__conn_owner *owner, void *owner_arg);
+
+/* ---- client.c, for pool.c ---------------------------------------------- */
+
+/* What a persistent client tells its watcher, in its loop's thread: its
+ * connection is up (before on_connect) or down (before on_close), and,
+ * last, that the loop has let go of the client for good. */
+enum { GEV__CLIENT_UP, GEV__CLIENT_DOWN, GEV__CLIENT_GONE };
+typedef void (*gev__client_watch_fn)(void *arg, int ev, gev_conn *c);
+/* gev_client_new with a watcher (NULL: none). */
+int gev__client_new_watched(gev_client **out, gev_loop *l, const gev_handler *h,
+                            const gev_client_options *opt,
+                            gev__client_watch_fn watch, void *watch_arg);
 
 /* ---- conn-ref.c: run something in a connection's loop ------------------ */
 

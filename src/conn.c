@@ -39,6 +39,11 @@
  *   DETACHING      DETACHED          CLOSED         hand the fd back
  *   any but CLOSED DEADLINE, ERROR   CLOSED         close (output dropped)
  *   any but CLOSED LOOP_STOP         CLOSED         one last write, close
+ *   any but CLOSED,
+ *   DETACHING,
+ *   ABORTING       ABORT             ABORTING       drop output, after pass
+ *   ABORTING       RESET, DEADLINE,
+ *                  ERROR, LOOP_STOP  CLOSED         RST (SO_LINGER 0), close
  *
  * A connection starts in HANDSHAKE instead of OPEN when its transport has
  * a handshake; closed from there, it never reached the handler.
@@ -49,6 +54,11 @@
  * from another thread is on its way (those still arrive into the output);
  * it ends in CLOSED like a close, but the fd stays open and on_close is
  * not called.
+ *
+ * ABORT (gev_conn_abort) closes at once for the handler (nothing more is
+ * shown, sent or accepted), but the close itself waits for the end of the
+ * pass (RESET): closing inside the caller's callback would run on_close
+ * within it.
  *
  * READABLE and WRITABLE change no state; what they do depends on the
  * state's row in `rules` below (is input read, shown to the handler, are
@@ -76,6 +86,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* A shared buffer grown past GEV__SHARED_CAP gets fresh storage this long
@@ -93,7 +104,9 @@ enum {
   A_CLOSE,
   A_STOP,
   A_START,
-  A_DETACH
+  A_DETACH,
+  A_ABORT,
+  A_RESET
 };
 
 typedef struct edge {
@@ -104,7 +117,7 @@ typedef struct edge {
   [GEV__CS_##from][GEV__CE_##ev] = {1, GEV__CS_##next, A_##act}
 #define ENDS(from)                                                             \
   E(from, DEADLINE, CLOSED, CLOSE), E(from, ERROR, CLOSED, CLOSE),             \
-      E(from, LOOP_STOP, CLOSED, STOP)
+      E(from, LOOP_STOP, CLOSED, STOP), E(from, ABORT, ABORTING, ABORT)
 
 static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     E(OPEN, PEER_EOF, DRAINING, NONE),
@@ -155,16 +168,32 @@ static const edge table[GEV__CS_COUNT][GEV__CE_COUNT] = {
     E(HALF_OPEN, DETACH, DETACHING, WAKE),
     E(DRAINING, DETACH, DETACHING, WAKE),
     E(DETACHING, DETACHED, CLOSED, DETACH),
-    ENDS(DETACHING),
+    /* Not ENDS: an abort would take the fd the caller is waiting for. */
+    E(DETACHING, DEADLINE, CLOSED, CLOSE),
+    E(DETACHING, ERROR, CLOSED, CLOSE),
+    E(DETACHING, LOOP_STOP, CLOSED, STOP),
+    E(ABORTING, RESET, CLOSED, RESET),
+    E(ABORTING, DEADLINE, CLOSED, RESET),
+    E(ABORTING, ERROR, CLOSED, RESET),
+    E(ABORTING, LOOP_STOP, CLOSED, RESET),
 };
 
 /* What each state does with the socket. READ: input is read; SHOW: the
  * handler sees it (else it is dropped unseen); REPLY: what the handler
  * appends to `out` is sent (else dropped: after our FIN it could not be);
  * SEND: gev_conn_send is accepted; FLUSH: FLUSHED is due once the output
- * is out; UP: gev_conn_connected. One byte a state: one load answers
- * every question the hot path asks. */
-enum { READ = 1, SHOW = 2, REPLY = 4, SEND = 8, FLUSH = 16, UP = 32 };
+ * is out; UP: gev_conn_connected; DROP: what is queued is dropped, even
+ * the replies of the callback that aborted. One byte a state: one load
+ * answers every question the hot path asks. */
+enum {
+  READ = 1,
+  SHOW = 2,
+  REPLY = 4,
+  SEND = 8,
+  FLUSH = 16,
+  UP = 32,
+  DROP = 64
+};
 
 static const unsigned char rules[GEV__CS_COUNT] = {
     [GEV__CS_OPEN] = READ | SHOW | REPLY | SEND | UP,
@@ -179,6 +208,7 @@ static const unsigned char rules[GEV__CS_COUNT] = {
     [GEV__CS_CLOSED] = 0,
     [GEV__CS_HANDSHAKE] = 0,
     [GEV__CS_DETACHING] = 0,
+    [GEV__CS_ABORTING] = DROP,
 };
 
 static bool has(int st, unsigned what)
@@ -194,6 +224,11 @@ bool gev__conn_state_sends(int state)
 bool gev__conn_state_connected(int state)
 {
   return has(state, UP);
+}
+
+bool gev__conn_state_drops(int state)
+{
+  return has(state, DROP);
 }
 
 static void act(gev_conn *c, int action);
@@ -216,7 +251,7 @@ static int transition(gev_conn *c, int ev)
       /* Closing twice is normal; any other missing internal row is not. */
       assert(from == GEV__CS_CLOSED || ev == GEV__CE_CLOSE ||
              ev == GEV__CE_SHUTDOWN_WRITE || ev == GEV__CE_CLOSE_LINGERING ||
-             ev == GEV__CE_DETACH);
+             ev == GEV__CE_DETACH || ev == GEV__CE_ABORT);
       return -ENOTCONN;
     }
   } while (!atomic_compare_exchange_weak(&c->state, &from, e->to));
@@ -525,6 +560,31 @@ static void hand_over(gev_conn *c)
   gev__handle_schedule(&c->handle); /* the loop's reference goes next */
 }
 
+/* The handler's abort: nothing more goes out, not even what is queued
+ * (sends accepted from other threads are dropped when they arrive); the
+ * close waits for the end of the pass. */
+static void abort_now(gev_conn *c)
+{
+  atomic_store(&c->reserved, GEV__RESERVE_CLOSED);
+  c->why = GEV__WHY_LOCAL;
+  c->flags &= ~(GEV__CF_FIN_PENDING | GEV__CF_REDELIVER | GEV__CF_WAKE);
+  if (c->out)
+    ringbuffer_retrieve_all(c->out);
+  gev__conn_schedule(c);
+}
+
+/* SO_LINGER with a zero timeout makes close() reset a TCP connection
+ * (RST, unsent bytes discarded) instead of sending FIN after them. */
+static void reset_now(gev_conn *c)
+{
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+  if (c->out)
+    ringbuffer_retrieve_all(c->out);
+  setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close_now(c);
+}
+
 static void begin(gev_conn *c);
 
 static void act(gev_conn *c, int action)
@@ -548,6 +608,8 @@ static void act(gev_conn *c, int action)
   case A_CLOSE: close_now(c); break;
   case A_START: begin(c); break;
   case A_DETACH: hand_over(c); break;
+  case A_ABORT: abort_now(c); break;
+  case A_RESET: reset_now(c); break;
   default: break;
   }
 }
@@ -710,8 +772,8 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
   c->cur_in = c->cur_out = NULL;
   max = c->max_buffer; /* the handler may have changed it */
   ringbuffer_set_limit(out, max);
-  if (!has(st, REPLY))
-    ringbuffer_retrieve_all(out); /* after our FIN: cannot be sent */
+  if (!has(st, REPLY) || has(gev__conn_state(c), DROP))
+    ringbuffer_retrieve_all(out); /* after our FIN, or aborted */
   if (empty_out && ringbuffer_len(in) >= before)
     c->flags |= GEV__CF_STALLED;
   else
@@ -934,10 +996,17 @@ static void after_pass(gev__handle *h)
       gev__conn_event(c, GEV__CE_DETACHED);
     return;
   }
-  if ((c->flags & GEV__CF_REDELIVER) && !(c->flags & GEV__CF_USER_PAUSED)) {
-    c->flags &= ~GEV__CF_REDELIVER;
-    if (c->in && has(st, SHOW)) {
-      deliver(c, c->in);
+  if (st == GEV__CS_ABORTING) {
+    gev__conn_event(c, GEV__CE_RESET);
+    return;
+  }
+  if ((c->flags & (GEV__CF_REDELIVER | GEV__CF_WAKE)) &&
+      !(c->flags & GEV__CF_USER_PAUSED)) {
+    bool wake = c->flags & GEV__CF_WAKE;
+
+    c->flags &= ~(GEV__CF_REDELIVER | GEV__CF_WAKE);
+    if ((c->in || wake) && has(st, SHOW)) {
+      deliver(c, c->in ? c->in : c->loop->bufs.in); /* woken: maybe empty */
       return;
     }
   }
@@ -958,6 +1027,7 @@ static void drain(gev__handle *h)
   int st = gev__conn_state(c);
 
   if (st == GEV__CS_CLOSED || st == GEV__CS_DETACHING ||
+      st == GEV__CS_ABORTING ||
       (c->flags & (GEV__CF_DRAINING | GEV__CF_OUTGOING)))
     return;
   c->flags |= GEV__CF_DRAINING;
@@ -970,6 +1040,11 @@ static void drain(gev__handle *h)
 }
 
 static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
+
+gev_conn *gev__conn_of_handle(gev__handle *h)
+{
+  return h->ops == &conn_ops ? gev__container_of(h, gev_conn, handle) : NULL;
+}
 
 /* ---- lingering and pausing (the loop halves of conn-api.c) ------------ */
 
@@ -1016,6 +1091,13 @@ void gev__conn_set_paused(gev_conn *c, bool pause)
   gev__conn_schedule(c); /* the interest changes after the pass */
 }
 
+void gev__conn_wake(gev_conn *c)
+{
+  gev__assert_in_loop(c->loop);
+  c->flags |= GEV__CF_WAKE; /* a paused connection waits for its resume */
+  gev__conn_schedule(c);
+}
+
 /* ---- creation --------------------------------------------------------- */
 
 /* One allocation: the struct, the peer address and, when asked, a copy of
@@ -1058,6 +1140,7 @@ gev_conn *gev__conn_new(gev_loop *l, const gev_handler *h, bool copy_h,
   atomic_init(&c->out_seen, 0);
   atomic_init(&c->reserved, 0);
   atomic_init(&c->local, NULL);
+  atomic_init(&c->wake_posted, false);
   return c;
 }
 

@@ -60,12 +60,18 @@ struct gev_loop {
   int wakefd;
   gev__poller poller;
 
+  /* Worker loops: the server's on_loop_start / on_loop_stop (NULL
+   * elsewhere). Fixed after creation. */
+  void (*on_start)(gev_loop *l);
+  void (*on_stop)(gev_loop *l);
+
   /* Any thread, lock-free. */
-  atomic_bool started; /* standalone loops: gev_loop_run ran */
-  atomic_bool stop;    /* set by gev__loop_stop, also from signal handlers */
-  atomic_bool async;   /* gev__loop_async: call async_fn on the next pass */
-  atomic_bool live;    /* from the first pass to the final figures */
-  atomic_int nconns;   /* open connections, for least-connections */
+  _Atomic(void *) data; /* gev_loop_set_data */
+  atomic_bool started;  /* standalone loops: gev_loop_run ran */
+  atomic_bool stop;     /* set by gev__loop_stop, also from signal handlers */
+  atomic_bool async;    /* gev__loop_async: call async_fn on the next pass */
+  atomic_bool live;     /* from the first pass to the final figures */
+  atomic_int nconns;    /* open connections, for least-connections */
   /* The earliest timer deadline (UINT64_MAX: none), written under mu
    * whenever the heap changes, so that a pass with no timer due reads one
    * atomic instead of taking the lock. */
@@ -87,6 +93,7 @@ struct gev_loop {
   bool finishing;       /* gev__loop_finish runs: attach nothing new */
   int error;            /* the poller failed: the loop stopped with this */
   bool draining;        /* gev__loop_drain ran: handles wind down */
+  bool hooked;          /* on_start ran: on_stop is owed */
   gev_task_fn async_fn; /* set before the loop runs */
   void *async_arg;
   uint64_t now_ms; /* cached once per pass */

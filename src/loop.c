@@ -69,6 +69,11 @@ static void init_fields(gev_loop *l, gev_server *s, int index)
   gev__list_init(&l->handles);
   gev__list_init(&l->due);
   gev__list_init(&l->active);
+  atomic_init(&l->data, NULL);
+  if (s && index >= 0) { /* the acceptor runs in the caller's thread */
+    l->on_start = s->opt.on_loop_start;
+    l->on_stop = s->opt.on_loop_stop;
+  }
 }
 
 int gev__loop_new(gev_loop **out, gev_server *s, int index)
@@ -534,6 +539,10 @@ int gev__loop_run(gev_loop *l)
   l->now_ms = gev__now_ms();
   l->st.start_us = clock_us(CLOCK_MONOTONIC);
   atomic_store(&l->live, true);
+  if (l->on_start) { /* before the first pass: before any connection */
+    l->hooked = true;
+    l->on_start(l);
+  }
   do
     run_pass(l);
   while (!atomic_load(&l->stop));
@@ -565,6 +574,11 @@ void gev__loop_finish(gev_loop *l)
   l->finishing = true; /* nothing new attaches or starts from here on */
   stop_handles(l);
   run_due(l);
+  if (l->hooked && l->on_stop) { /* every on_close has run; tasks it posts
+                                    still run */
+    l->hooked = false;
+    l->on_stop(l);
+  }
   pthread_mutex_lock(&l->mu);
   l->closed = true;
   pthread_mutex_unlock(&l->mu);
@@ -576,6 +590,29 @@ void gev__loop_finish(gev_loop *l)
   publish_stats(l); /* the final figures, for readers after the end */
   atomic_store(&l->live, false);
   tls_loop = prev;
+}
+
+/* ---- per-loop data and time ------------------------------------------- */
+
+void gev_loop_set_data(gev_loop *l, void *data)
+{
+  if (l)
+    atomic_store_explicit(&l->data, data, memory_order_release);
+}
+
+void *gev_loop_data(const gev_loop *l)
+{
+  return l ? atomic_load_explicit(&((gev_loop *)l)->data, memory_order_acquire)
+           : NULL;
+}
+
+/* Elsewhere than in its thread the cached value would be a data race, and
+ * stale by up to a whole pass: those callers read the clock. */
+uint64_t gev_loop_now_ms(const gev_loop *l)
+{
+  if (l && gev_loop_in_thread(l))
+    return l->now_ms;
+  return gev__now_ms();
 }
 
 /* ---- standalone loops ------------------------------------------------- */

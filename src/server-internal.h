@@ -38,6 +38,7 @@ struct gev_server {
   atomic_bool shutdown;      /* gev_server_shutdown was called */
   atomic_bool draining;      /* the acceptor began it: the last close ends it */
   _Atomic uint64_t drain_ms; /* its deadline, from the call */
+  atomic_int loops_up;       /* workers past their first pass (serving.c) */
 
   /* Each owned by the loop it is registered with (listener.c). */
   gev__listener *ls;
@@ -61,5 +62,9 @@ static inline void gev__server_uncount(gev_server *s)
  * Takes ownership of fd in every case. */
 void gev__server_accepted(gev__listener *ls, int fd, const struct sockaddr *sa,
                           socklen_t len);
+
+/* serving.c: on_serving is called once every worker has run a pass;
+ * called by each worker's thread just before its loop runs. */
+void gev__serving_watch(gev_server *s, gev_loop *worker);
 
 #endif

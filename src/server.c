@@ -202,6 +202,7 @@ int gev_server_new(gev_server **out, const gev_handler *h,
   atomic_init(&s->shutdown, false);
   atomic_init(&s->draining, false);
   atomic_init(&s->drain_ms, 0);
+  atomic_init(&s->loops_up, 0);
   /* The addresses first: "fd:N" must name the caller's fd, not one the
    * loops open. */
   if ((err = gev__listeners_parse(s, opt->addresses ? opt->addresses : one)) <
@@ -280,6 +281,7 @@ static void *worker_main(void *arg)
 
   snprintf(name, sizeof(name), "gev-loop-%d", w->loop->index);
   pthread_setname_np(pthread_self(), name);
+  gev__serving_watch(w->loop->server, w->loop);
   w->error = gev__loop_run(w->loop);
   if (w->error)
     gev__loop_stop(w->loop->server->acceptor);

@@ -726,6 +726,76 @@ START_TEST(test_find_every_layout)
 }
 END_TEST
 
+START_TEST(test_find_from_every_layout)
+{
+  /* Every needle from every offset in every layout, against memmem on a
+   * flat copy from that offset. */
+  enum { C = 13 };
+  char data[C];
+  unsigned x = 777;
+  for (size_t head = 0; head < C; head++) {
+    for (size_t i = 0; i < C; i++) {
+      x = x * 1103515245u + 12345u;
+      data[i] = (char)('a' + (x >> 16) % 2);
+    }
+    ringbuffer *rb = mk_at(C, head, data, C);
+    for (size_t from = 0; from <= C; from++) {
+      for (size_t s = 0; s < C; s++) {
+        for (size_t m = 1; s + m <= C; m++) {
+          const char *hit = memmem(data + from, C - from, data + s, m);
+          CHECK(ringbuffer_find_from(rb, from, data + s, m) ==
+                (hit ? hit - data : -1));
+        }
+      }
+    }
+    ck_assert_int_eq(ringbuffer_find_from(rb, C + 1, "a", 1), -1);
+    ck_assert_int_eq(ringbuffer_find_from(rb, 0, "a", 0), -1);
+    ringbuffer_free(rb);
+  }
+}
+END_TEST
+
+START_TEST(test_find_from_resumes)
+{
+  /* A line parser's use: look on from where the last call stopped. */
+  ringbuffer *rb = ringbuffer_new(8);
+  size_t scanned = 0;
+  const char *parts[] = {"GET / HT", "TP/1.1\r", "\nHost"};
+  ssize_t at = -1;
+
+  for (int i = 0; i < 3 && at < 0; i++) {
+    ck_assert_int_eq(ringbuffer_write(rb, parts[i], strlen(parts[i])), 0);
+    at = ringbuffer_find_from(rb, scanned, "\r\n", 2);
+    if (at < 0)
+      scanned = ringbuffer_len(rb) - 1;
+  }
+  ck_assert_int_eq(at, 14);
+  ck_assert_uint_eq(scanned, 14); /* only the CR is looked at again */
+  ringbuffer_free(rb);
+}
+END_TEST
+
+START_TEST(test_reserve)
+{
+  ringbuffer *rb = ringbuffer_new(0);
+  size_t cap;
+
+  ck_assert_int_eq(ringbuffer_reserve(rb, 100), 0);
+  ck_assert_uint_ge(ringbuffer_cap(rb), 100);
+  ck_assert_uint_eq(ringbuffer_len(rb), 0);
+  cap = ringbuffer_cap(rb);
+  ck_assert_int_eq(ringbuffer_write(rb, "0123456789", 10), 0);
+  ck_assert_int_eq(ringbuffer_reserve(rb, cap - 10), 0);
+  ck_assert_uint_eq(ringbuffer_cap(rb), cap); /* it fitted: no growth */
+  ringbuffer_set_limit(rb, 50);
+  ck_assert_int_eq(ringbuffer_reserve(rb, 41), -ENOBUFS);
+  ck_assert_uint_eq(ringbuffer_len(rb), 10); /* nothing changed */
+  ck_assert_int_eq(ringbuffer_reserve(rb, 40), 0);
+  ck_assert_int_eq(ringbuffer_reserve(rb, SIZE_MAX), -ENOBUFS);
+  ringbuffer_free(rb);
+}
+END_TEST
+
 /* ---- read_fd ----------------------------------------------------------- */
 
 START_TEST(test_read_fd_basic)
@@ -1548,6 +1618,9 @@ static Suite *ringbuffer_suite(void)
       {"find_basic", test_find_basic},
       {"find_split_by_wrap", test_find_split_by_wrap},
       {"find_every_layout", test_find_every_layout},
+      {"find_from_every_layout", test_find_from_every_layout},
+      {"find_from_resumes", test_find_from_resumes},
+      {"reserve", test_reserve},
       {"read_fd_basic", test_read_fd_basic},
       {"read_fd_two_free_segments", test_read_fd_two_free_segments},
       {"read_fd_spill", test_read_fd_spill},

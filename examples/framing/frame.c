@@ -1,8 +1,6 @@
 /* frame.c - see frame.h. */
 #include "frame.h"
 
-#include <string.h>
-
 void frame_put_header(uint8_t hdr[FRAME_HEADER], uint32_t len)
 {
   hdr[0] = (uint8_t)(len >> 24);
@@ -15,26 +13,6 @@ uint32_t frame_get_header(const uint8_t hdr[FRAME_HEADER])
 {
   return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
          (uint32_t)hdr[2] << 8 | hdr[3];
-}
-
-frame_status frame_next(const ringbuffer *in, size_t max, uint32_t *len)
-{
-  uint8_t hdr[FRAME_HEADER];
-  struct iovec seg[2];
-  size_t have = ringbuffer_peek(in, FRAME_HEADER, seg);
-
-  if (have < FRAME_HEADER)
-    return FRAME_INCOMPLETE;
-  /* Copy the header out of (at most) two segments: it may wrap. */
-  memcpy(hdr, seg[0].iov_base, seg[0].iov_len);
-  if (seg[1].iov_len)
-    memcpy(hdr + seg[0].iov_len, seg[1].iov_base, seg[1].iov_len);
-  *len = frame_get_header(hdr);
-  if (*len > max)
-    return FRAME_TOO_BIG;
-  if (ringbuffer_len(in) - FRAME_HEADER < *len)
-    return FRAME_INCOMPLETE;
-  return FRAME_READY;
 }
 
 void frame_reverse(uint8_t *p, size_t n)

@@ -1,30 +1,15 @@
-/* frame.h - length-prefixed frames: a 4-byte big-endian payload length,
- * then the payload.
- *
- * Pure functions over a ring buffer or bytes: no I/O, no allocation, so a
- * fuzzer can drive them directly and the client shares them with the
- * server. */
+/* frame.h - the framing example's wire format, for its verifying client:
+ * a 4-byte big-endian payload length, then the payload. The server reads
+ * and writes frames with the library's framer (<gev/frame.h>); the client
+ * keeps this byte-level code of its own, so that the two sides check each
+ * other instead of sharing a mistake. */
 #ifndef GEV_EX_FRAME_H
 #define GEV_EX_FRAME_H
-
-#include <gev/ringbuffer.h>
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define FRAME_HEADER 4
-
-typedef enum {
-  FRAME_INCOMPLETE = 0, /* wait for more bytes */
-  FRAME_READY = 1,      /* header plus payload are all in the buffer */
-  FRAME_TOO_BIG = -1    /* the header announces more than the maximum */
-} frame_status;
-
-/* Looks at the frame at the front of @p in without consuming anything.
- * *len receives the payload length as soon as the header is complete,
- * also with FRAME_INCOMPLETE and FRAME_TOO_BIG. The header may straddle
- * the ring buffer's wrap. */
-frame_status frame_next(const ringbuffer *in, size_t max, uint32_t *len);
 
 /* Encodes @p len as a frame header. */
 void frame_put_header(uint8_t hdr[FRAME_HEADER], uint32_t len);

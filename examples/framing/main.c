@@ -4,47 +4,45 @@
  *
  * TCP is a byte stream, so a frame may arrive in many pieces and many
  * frames in one piece. on_message takes only whole frames out of `in`
- * (frame_next peeks at the header, which may straddle the ring buffer's
- * wrap) and leaves a partial one where it is. A header announcing more
- * than -m/--max-frame bytes closes that connection and no other. */
+ * with the library's length framer (<gev/frame.h>: the header may straddle
+ * the ring buffer's wrap) and leaves a partial one where it is. A header
+ * announcing more than -m/--max-frame bytes closes that connection and no
+ * other. */
 #include "../common/example.h"
 #include "frame.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-static size_t max_frame = 1 << 20;
+static gev_frame_length spec = {.size = FRAME_HEADER};
 
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  uint32_t len;
+  gev_frame f;
+  int st;
 
-  for (;;) {
-    size_t total, lim = ringbuffer_limit(out);
+  while ((st = gev_frame_length_next(in, &spec, &f)) == 1) {
+    size_t lim = ringbuffer_limit(out);
     uint8_t *p;
 
-    switch (frame_next(in, max_frame, &len)) {
-    case FRAME_INCOMPLETE: return;
-    case FRAME_TOO_BIG:
-      fprintf(stderr, "%s: frame of %lu bytes is over %zu, closing\n",
-              gev_conn_peer_addr(c), (unsigned long)len, max_frame);
-      ringbuffer_retrieve_all(in);
-      gev_conn_close(c);
-      return;
-    case FRAME_READY: break;
-    }
-    total = FRAME_HEADER + (size_t)len;
-    if (lim && ringbuffer_len(out) + total > lim)
+    if (lim && ringbuffer_len(out) + f.size > lim)
       return; /* no room: gev shows us `in` again once `out` drains */
     /* The payload is consumed right after, so reversing it in place in
      * `in` costs no copy. */
-    p = ringbuffer_linearize(in, total);
-    frame_reverse(p + FRAME_HEADER, len);
-    if (ringbuffer_write(out, p, total) < 0) {
+    p = gev_frame_linearize(in, &f);
+    frame_reverse(p, f.payload);
+    if (gev_frame_length_put(out, &spec, NULL, p, f.payload) < 0) {
       gev_conn_close(c); /* out of memory: the stream cannot go on */
       return;
     }
-    ringbuffer_retrieve(in, total);
+    gev_frame_consume(in, &f);
+  }
+  if (st == -EMSGSIZE) {
+    fprintf(stderr, "%s: frame over %zu bytes, closing\n",
+            gev_conn_peer_addr(c), spec.max_frame - FRAME_HEADER);
+    ringbuffer_retrieve_all(in);
+    gev_conn_close(c);
   }
 }
 
@@ -75,7 +73,9 @@ int main(int argc, char **argv)
   ex_args a;
 
   ex_parse(argc, argv, &a, extra, 1);
-  max_frame = parse_size(max);
+  size_t max_frame = parse_size(max);
+
+  spec.max_frame = FRAME_HEADER + max_frame;
   /* `in` must hold a whole frame. A reply that does not fit then means
    * `out` is over 3/4 full, well above the half at which gev stops reading
    * and later shows `in` again once output drains: the frame just waits. */

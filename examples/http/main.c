@@ -29,18 +29,42 @@
 
 #define BODY "Hello, World!"
 
-/* The Date header. Every worker loop keeps its own copy in thread-local
- * storage, so the only thread that reads or writes a copy is its owner: no
- * lock, no atomics, no torn reads. A request compares the second the copy
- * was made for with time() (a vDSO read, no syscall) and formats again only
- * when the second has changed. A once-a-second timer would be cheaper still
- * but is not correct: its phase is arbitrary, so the header could lag the
- * clock by up to a second, and two loops could disagree. The copy also holds
- * the complete common response, so the fast path is one memcpy. */
-static _Thread_local char date[32];
-static _Thread_local time_t date_sec = (time_t)-1;
-static _Thread_local char ok_resp[160];
-static _Thread_local size_t ok_len;
+/* The Date header. Every worker loop keeps its own copy, made in its own
+ * thread when the loop starts (gev_options.on_loop_start) and attached to
+ * the loop (gev_loop_set_data), so the only thread that reads or writes a
+ * copy is its owner: no lock, no atomics, no torn reads, and no
+ * thread-local storage. A request compares the second the copy was made
+ * for with time() (a vDSO read, no syscall) and formats again only when
+ * the second has changed. A once-a-second timer would be cheaper still but
+ * is not correct: its phase is arbitrary, so the header could lag the
+ * clock by up to a second, and two loops could disagree. The copy also
+ * holds the complete common response, so the fast path is one memcpy. */
+typedef struct loop_cache {
+  char date[32];
+  time_t date_sec;
+  char ok_resp[160];
+  size_t ok_len;
+} loop_cache;
+
+static void loop_start(gev_loop *l)
+{
+  loop_cache *lc = calloc(1, sizeof(*lc));
+
+  if (lc)
+    lc->date_sec = (time_t)-1;
+  gev_loop_set_data(l, lc); /* NULL: its connections are closed */
+}
+
+static void loop_stop(gev_loop *l)
+{
+  free(gev_loop_data(l));
+  gev_loop_set_data(l, NULL);
+}
+
+static loop_cache *cache(gev_conn *c)
+{
+  return gev_loop_data(gev_conn_loop(c));
+}
 
 /* Only connections that skip a body or close get one, so plain keep-alive
  * GETs allocate nothing per connection either. */
@@ -53,7 +77,7 @@ typedef struct http_conn {
 /* How long a half-closed connection waits for the peer to close. */
 #define LINGER_MS 2000
 
-static void refresh_date(time_t t)
+static void refresh_date(loop_cache *lc, time_t t)
 {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
                                   "Thu", "Fri", "Sat"};
@@ -62,18 +86,18 @@ static void refresh_date(time_t t)
   struct tm tm;
   int n;
 
-  date_sec = t;
+  lc->date_sec = t;
   gmtime_r(&t, &tm);
   /* IMF-fixdate (RFC 7231, 7.1.1.1); names by hand, not by locale. */
-  snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+  snprintf(lc->date, sizeof(lc->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
            days[tm.tm_wday % 7], tm.tm_mday % 100, months[tm.tm_mon % 12],
            (tm.tm_year + 1900) % 10000, tm.tm_hour % 100, tm.tm_min % 100,
            tm.tm_sec % 100);
-  n = snprintf(ok_resp, sizeof(ok_resp),
+  n = snprintf(lc->ok_resp, sizeof(lc->ok_resp),
                "HTTP/1.1 200 OK\r\nServer: gev\r\nContent-Type: text/plain"
                "\r\nContent-Length: %zu\r\nDate: %s\r\n\r\n" BODY,
-               strlen(BODY), date);
-  ok_len = n > 0 && (size_t)n < sizeof(ok_resp) ? (size_t)n : 0;
+               strlen(BODY), lc->date);
+  lc->ok_len = n > 0 && (size_t)n < sizeof(lc->ok_resp) ? (size_t)n : 0;
 }
 
 static const char *reason(int status)
@@ -91,8 +115,10 @@ static const char *reason(int status)
 }
 
 /* Any response, with its own status, body and connection header. */
-static int respond(ringbuffer *out, int status, bool head, bool keep, int minor)
+static int respond(gev_conn *c, ringbuffer *out, int status, bool head,
+                   bool keep, int minor)
 {
+  const char *date = cache(c)->date;
   char buf[512], body[64];
   const char *conn = "";
   int n;
@@ -145,21 +171,21 @@ static int metrics(gev_conn *c, ringbuffer *out, bool head, bool keep,
   int n = s ? gev_server_metrics(s, NULL, 0) : -EINVAL, hl, err;
 
   if (n < 0)
-    return respond(out, 500, head, keep, minor);
+    return respond(c, out, 500, head, keep, minor);
   /* The figures can grow a few digits between the two calls. */
   cap = (size_t)n + 1024;
   if (!(buf = malloc(sizeof(hdr) + cap)))
-    return respond(out, 500, head, keep, minor);
+    return respond(c, out, 500, head, keep, minor);
   n = gev_server_metrics(s, buf + sizeof(hdr), cap);
   if (n < 0 || (size_t)n >= cap) {
     free(buf);
-    return respond(out, 500, head, keep, minor);
+    return respond(c, out, 500, head, keep, minor);
   }
   hl = snprintf(hdr, sizeof(hdr),
                 "HTTP/1.1 200 OK\r\nServer: gev\r\n"
                 "Content-Type: text/plain; version=0.0.4\r\n"
                 "Content-Length: %d\r\nDate: %s\r\n%s\r\n",
-                n, date,
+                n, cache(c)->date,
                 !keep        ? "Connection: close\r\n"
                 : minor == 0 ? "Connection: keep-alive\r\n"
                              : "");
@@ -192,7 +218,7 @@ static void linger(gev_conn *c, ringbuffer *in)
 /* Answers a request we will not read further, then closes. */
 static void refuse(gev_conn *c, ringbuffer *in, ringbuffer *out, int status)
 {
-  respond(out, status, false, false, 1); /* best effort: we close anyway */
+  respond(c, out, status, false, false, 1); /* best effort: we close anyway */
   linger(c, in);
 }
 
@@ -217,11 +243,17 @@ static bool skip_body(gev_conn *c, ringbuffer *in, uint64_t len)
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
   http_conn *hc = gev_conn_context(c);
+  loop_cache *lc = cache(c);
   time_t now = time(NULL);
   bool draining = hc && hc->draining;
 
-  if (now != date_sec)
-    refresh_date(now);
+  if (!lc) { /* the loop could not make its cache */
+    ringbuffer_retrieve_all(in);
+    gev_conn_close(c);
+    return;
+  }
+  if (now != lc->date_sec)
+    refresh_date(lc, now);
 
   if (hc && hc->skip) {
     size_t have = ringbuffer_len(in);
@@ -260,10 +292,10 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     keep = r.keep_alive && !draining;
     if (status == 200 && is(r.path, r.path_len, "/metrics"))
       err = metrics(c, out, head, keep, r.minor);
-    else if (status == 200 && !head && keep && r.minor == 1 && ok_len)
-      err = ringbuffer_write(out, ok_resp, ok_len);
+    else if (status == 200 && !head && keep && r.minor == 1 && lc->ok_len)
+      err = ringbuffer_write(out, lc->ok_resp, lc->ok_len);
     else
-      err = respond(out, status, head, keep, r.minor);
+      err = respond(c, out, status, head, keep, r.minor);
     if (err < 0)
       return; /* `out` is full: the request waits in `in` until it drains */
     ringbuffer_retrieve(in, r.head_len);
@@ -313,5 +345,7 @@ int main(int argc, char **argv)
 
   ex_parse(argc, argv, &a, NULL, 0);
   opt.idle_timeout_ms = 60000; /* the keep-alive timeout */
+  opt.on_loop_start = loop_start;
+  opt.on_loop_stop = loop_stop;
   return ex_run(&h, &opt, &a, NULL);
 }

@@ -307,21 +307,47 @@ static int execute(cmd *x)
              (int)(L(0) < 128 ? L(0) : 128), A(0), args);
 }
 
+/* A connection's parser, and the delimiter framer's place in an inline
+ * command's line (so a long line arriving in pieces is searched once). */
+typedef struct conn_state {
+  resp_parser ps;
+  gev_frame line;
+} conn_state;
+
+static const gev_frame_delim inline_spec = {"\n", 1, RESP_MAX_INLINE};
+
 static void on_connect(gev_conn *c)
 {
-  resp_parser *ps = malloc(sizeof(*ps));
+  conn_state *cs = calloc(1, sizeof(*cs));
 
-  if (!ps) {
+  if (!cs) {
     gev_conn_close(c);
     return;
   }
-  resp_init(ps);
-  gev_conn_set_context(c, ps);
+  resp_init(&cs->ps);
+  gev_conn_set_context(c, cs);
+}
+
+/* An inline command: its line, framed by the library. */
+static resp_status parse_line(conn_state *cs, ringbuffer *in, cmd *x)
+{
+  int st = gev_frame_delim_next(in, &inline_spec, &cs->line);
+
+  if (st == 0)
+    return RESP_INCOMPLETE;
+  if (st < 0) {
+    snprintf(cs->ps.error, sizeof(cs->ps.error),
+             "Protocol error: too big inline request");
+    return RESP_ERROR;
+  }
+  x->p = gev_frame_linearize(in, &cs->line);
+  return resp_parse_line(&cs->ps, x->p, cs->line.payload, cs->line.size);
 }
 
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
-  resp_parser *ps = gev_conn_context(c);
+  conn_state *cs = gev_conn_context(c);
+  resp_parser *ps = cs ? &cs->ps : NULL;
   bool done = !ps;
 
   while (!done && !ringbuffer_empty(in)) {
@@ -332,7 +358,9 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 
     ringbuffer_peek(in, n, seg);
     x.p = seg[1].iov_len ? ringbuffer_linearize(in, n) : seg[0].iov_base;
-    if ((st = resp_parse(ps, x.p, n)) == RESP_INCOMPLETE)
+    if ((st = resp_parse(ps, x.p, n)) == RESP_INLINE)
+      st = parse_line(cs, in, &x);
+    if (st == RESP_INCOMPLETE)
       return;
     if (lim && lim - ringbuffer_len(out) < SMALL_REPLY)
       return; /* `out` is full: gev shows us `in` again once it drains */
@@ -361,11 +389,11 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 
 static void on_close(gev_conn *c)
 {
-  resp_parser *ps = gev_conn_context(c);
+  conn_state *cs = gev_conn_context(c);
 
-  if (ps) {
-    resp_free(ps);
-    free(ps);
+  if (cs) {
+    resp_free(&cs->ps);
+    free(cs);
   }
 }
 

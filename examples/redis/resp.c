@@ -74,17 +74,12 @@ static int number_line(const char *p, size_t n, long long *v, size_t *used)
   return 1;
 }
 
-/* "GET key\r\n": words separated by spaces or tabs (no quoting). */
-static resp_status parse_inline(resp_parser *ps, const char *p, size_t n)
+/* "GET key": words separated by spaces or tabs (no quoting). */
+resp_status resp_parse_line(resp_parser *ps, const char *p, size_t n,
+                            size_t frame_len)
 {
-  size_t lim = n < RESP_MAX_INLINE ? n : RESP_MAX_INLINE, end, i = 0;
-  const char *lf = memchr(p, '\n', lim);
+  size_t end = n, i = 0;
 
-  if (!lf)
-    return n >= RESP_MAX_INLINE
-               ? fail(ps, "Protocol error: too big inline request")
-               : RESP_INCOMPLETE;
-  end = (size_t)(lf - p);
   if (end && p[end - 1] == '\r')
     end--;
   ps->nargs = 0;
@@ -97,7 +92,7 @@ static resp_status parse_inline(resp_parser *ps, const char *p, size_t n)
     if (i > a && push(ps, a, i - a) < 0)
       return fail(ps, "out of memory");
   }
-  ps->len = (size_t)(lf - p) + 1;
+  ps->len = frame_len;
   ps->argc = ps->nargs;
   return RESP_COMMAND;
 }
@@ -112,7 +107,7 @@ resp_status resp_parse(resp_parser *ps, const char *p, size_t n)
     if (n == 0)
       return RESP_INCOMPLETE;
     if (p[0] != '*')
-      return parse_inline(ps, p, n);
+      return RESP_INLINE; /* a line: the caller frames it */
     if ((r = number_line(p, n, &v, &used)) == 0)
       return RESP_INCOMPLETE;
     if (r < 0 || v > RESP_MAX_ARGS)

@@ -2,7 +2,8 @@
  * reply encoders that append to a ring buffer.
  *
  * Requests are arrays of bulk strings ("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
- * or inline commands ("GET k\r\n", as typed into telnet). The parser keeps
+ * or inline commands ("GET k\r\n", as typed into telnet), whose line the
+ * caller frames. The parser keeps
  * its place between calls, so bytes are looked at once even when a large
  * request arrives in many pieces: call resp_parse again with the same bytes
  * (moved or not) plus whatever arrived since. Arguments are offsets into
@@ -26,7 +27,8 @@
 typedef enum {
   RESP_INCOMPLETE = 0, /* wait for more bytes */
   RESP_COMMAND = 1,    /* a whole request of `len` bytes (nargs may be 0) */
-  RESP_ERROR = -1      /* `error` says why; reply it and close */
+  RESP_ERROR = -1,     /* `error` says why; reply it and close */
+  RESP_INLINE = 2      /* an inline command: frame its line, resp_parse_line */
 } resp_status;
 
 typedef struct resp_arg {
@@ -45,8 +47,17 @@ typedef struct resp_parser {
 /* An empty parser. */
 void resp_init(resp_parser *ps);
 
-/* Parses the request at the start of p[0..n). */
+/* Parses the request at the start of p[0..n). An inline command (one
+ * that does not start with '*') is a line ending in "\n", at most
+ * RESP_MAX_INLINE bytes with it: the caller finds it (the server with
+ * gev's delimiter framer) and hands it to resp_parse_line. */
 resp_status resp_parse(resp_parser *ps, const char *p, size_t n);
+
+/* Splits the inline command p[0..n) (without its "\n"; a "\r" before it
+ * is dropped) into arguments; frame_len is the line's length with its
+ * "\n", which becomes the request's len. RESP_COMMAND or RESP_ERROR. */
+resp_status resp_parse_line(resp_parser *ps, const char *p, size_t n,
+                            size_t frame_len);
 
 /* Forgets the request just returned (consume its len bytes first). */
 void resp_next(resp_parser *ps);

@@ -7,7 +7,8 @@
  *   gev_conn_loop), so the callback runs in the thread that owns the
  *   connection and may use it directly.
  * - A client that sends nothing for -k/--idle ms gets "goodbye: idle\n"
- *   and is closed. Whatever it sends is echoed and counts as activity.
+ *   and is closed. Whatever it sends counts as activity and is echoed,
+ *   line by line (<gev/frame.h>'s delimiter framer).
  *
  * Both timer ids live in the connection's context and on_close cancels
  * them: a timer that fired after on_close would touch a freed connection.
@@ -15,26 +16,29 @@
  * runs), which is what makes this safe. */
 #include "../common/example.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 typedef struct client {
   gev_conn *c;
   gev_timer_id ping, kick;
   unsigned long pings;
   uint64_t last_input; /* ms, monotonic */
+  gev_frame line;      /* the framer's place in a partial line */
 } client;
+
+/* Lines of input, echoed whole; at most 4 KiB with the newline. */
+static const gev_frame_delim line_spec = {"\n", 1, 4096};
 
 static uint64_t ping_ms = 1000, idle_ms = 10000;
 static unsigned long heartbeats;
 
-static uint64_t now_ms(void)
+/* The loop's cached time (one clock read per pass, not per call): all
+ * of this runs in the connection's loop. */
+static uint64_t now_ms(const client *cl)
 {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  return gev_loop_now_ms(gev_conn_loop(cl->c));
 }
 
 static void ping(void *arg)
@@ -52,7 +56,7 @@ static void ping(void *arg)
 static void kick(void *arg)
 {
   client *cl = arg;
-  uint64_t idle = now_ms() - cl->last_input;
+  uint64_t idle = now_ms(cl) - cl->last_input;
   static const char bye[] = "goodbye: idle\n";
 
   cl->kick = 0;
@@ -78,7 +82,7 @@ static void on_connect(gev_conn *c)
     return;
   }
   cl->c = c;
-  cl->last_input = now_ms();
+  cl->last_input = now_ms(cl);
   gev_conn_set_context(c, cl);
   cl->ping = gev_loop_run_every(l, ping_ms, ping, cl);
   cl->kick = gev_loop_run_after(l, idle_ms, kick, cl);
@@ -86,21 +90,32 @@ static void on_connect(gev_conn *c)
     gev_conn_close(c); /* on_close cancels whichever was created */
 }
 
+/* Input is echoed a whole line at a time (the library's delimiter framer;
+ * the client's gev_frame remembers how far a partial line was searched).
+ * A line longer than the framer's maximum ends the connection. */
 static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
 {
+  static const char too_long[] = "goodbye: line too long\n";
   client *cl = gev_conn_context(c);
-  struct iovec seg[2];
+  gev_frame *f;
+  int st;
 
   if (!cl) {
     ringbuffer_retrieve_all(in);
     return;
   }
-  cl->last_input = now_ms();
-  ringbuffer_peek(in, ringbuffer_len(in), seg);
-  for (int i = 0; i < 2 && seg[i].iov_len; i++) {
-    if (ringbuffer_write(out, seg[i].iov_base, seg[i].iov_len) < 0)
+  f = &cl->line;
+  cl->last_input = now_ms(cl);
+  while ((st = gev_frame_delim_next(in, &line_spec, f)) == 1) {
+    const char *p = gev_frame_linearize(in, f);
+    if (gev_frame_delim_put(out, &line_spec, p, f->payload) < 0)
       return; /* full: the rest waits in `in` */
-    ringbuffer_retrieve(in, seg[i].iov_len);
+    gev_frame_consume(in, f);
+  }
+  if (st == -EMSGSIZE) {
+    ringbuffer_retrieve_all(in);
+    ringbuffer_write(out, too_long, sizeof(too_long) - 1);
+    gev_conn_close(c);
   }
 }
 

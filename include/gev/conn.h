@@ -9,9 +9,10 @@
  * callbacks, or the caller owns a reference it took that way; a pointer
  * kept without a reference may be freed at any time after on_close.
  *
- * Deferred effects. gev_conn_send, gev_conn_close, gev_conn_shutdown_write
- * and gev_conn_close_lingering never run a callback inside the call: a
- * close they cause, on_close, and drain notifications run later in the
+ * Deferred effects. gev_conn_send, gev_conn_close, gev_conn_shutdown_write,
+ * gev_conn_close_lingering, gev_conn_abort and gev_conn_wake never run a
+ * callback inside the call: a close they cause, on_close, on_message
+ * after a wake, and drain notifications run later in the
  * connection's loop (after the current dispatch pass when called there).
  * So a handler may call them on any connection and keep using it until it
  * returns.
@@ -149,6 +150,44 @@ GEV_EXPORT int gev_conn_shutdown_write(gev_conn *c);
  *         for NULL; -ENOMEM.
  */
 GEV_EXPORT int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms);
+
+/**
+ * Abort: close at once and drop whatever is queued, also what the calling
+ * on_message appended to `out` and sends from other threads accepted
+ * before. From the call on (from another thread: once the loop has
+ * taken the request in, shortly after) nothing more is shown, sent or
+ * accepted (gev_conn_send: -ENOTCONN; gev_conn_connected: false). The socket is
+ * closed with SO_LINGER set to 0, which makes the kernel reset a TCP
+ * connection (the peer reads ECONNRESET, not EOF; bytes in flight are
+ * discarded) instead of sending FIN after the pending bytes; a unix-socket
+ * peer just sees the socket closed. Use it where gev_conn_close would wait
+ * on a peer that does not read (its flush waits as long as the peer
+ * does), or for a peer that broke the protocol. As for every close, the
+ * close itself (on_close) runs later in the connection's loop: after the
+ * current dispatch pass when called there, never inside the call. Any
+ * thread.
+ * @param c the connection
+ * @return 0; -ENOTCONN when closed or aborting already; -EINVAL for NULL;
+ *         -ENOMEM (from another thread).
+ */
+GEV_EXPORT int gev_conn_abort(gev_conn *c);
+
+/**
+ * Wake @p c: its on_message runs again in its loop, with whatever is in
+ * `in` (possibly nothing) and `out` for replies, as if input had arrived.
+ * A handler reacts so to state changed elsewhere (a job another thread
+ * finished, a queue it fills) without posting a closure per event. Wakes
+ * that come before the call they cause has started are merged into one;
+ * a wake during on_message causes another call after it. A paused
+ * connection (gev_conn_pause_read) is woken once it resumes; a closing
+ * one not at all. Never runs on_message inside the call: after the
+ * current dispatch pass in the loop's thread, and shortly after from
+ * another thread. Any thread, while the caller holds c validly.
+ * @param c the connection
+ * @return 0; -ENOTCONN once closing or closed; -EINVAL for NULL; -ENOMEM
+ *         (from another thread).
+ */
+GEV_EXPORT int gev_conn_wake(gev_conn *c);
 
 /**
  * Take a reference that keeps @p c's memory valid after on_close. Any

@@ -15,6 +15,9 @@
 #include <gev/server.h>
 #include <gev/conn.h>
 #include <gev/client.h>
+#include <gev/frame.h>
+#include <gev/broadcast.h>
+#include <gev/pool.h>
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>

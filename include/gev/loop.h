@@ -61,6 +61,27 @@ GEV_EXPORT gev_timer_id gev_loop_run_after(gev_loop *l, uint64_t delay_ms,
 GEV_EXPORT gev_timer_id gev_loop_run_every(gev_loop *l, uint64_t interval_ms,
                                            gev_task_fn fn, void *arg);
 
+/** A tick callback: returns the delay in milliseconds until its next run,
+ *  or 0 to stop. */
+typedef uint64_t (*gev_tick_fn)(void *arg);
+
+/**
+ * A timer that sets its own pace: fn(arg) runs in @p l's thread after
+ * @p delay_ms, then again after each delay it returns, until it returns 0
+ * (the tick is then gone) or the loop stops (then it is dropped unrun).
+ * As a one-shot timer re-armed from its callback, with the bookkeeping
+ * done: nothing leaks when the loop ends first. Delays count from the end
+ * of the run that returned them. Any thread.
+ * @param l the loop
+ * @param delay_ms the delay before the first run (0: the next pass)
+ * @param fn the callback
+ * @param arg passed to @p fn
+ * @return 0; -EINVAL for NULL l or fn; -ESHUTDOWN when the loop has
+ *         stopped; -ENOMEM. On error fn never runs.
+ */
+GEV_EXPORT int gev_loop_tick(gev_loop *l, uint64_t delay_ms, gev_tick_fn fn,
+                             void *arg);
+
 /**
  * Cancel a timer. A timer cancelled before it fires never runs, also when
  * another timer's callback cancels it in the same pass. Cancelling a
@@ -78,6 +99,43 @@ GEV_EXPORT int gev_loop_cancel(gev_loop *l, gev_timer_id id);
  * @return true when called from @p l's own thread.
  */
 GEV_EXPORT bool gev_loop_in_thread(const gev_loop *l);
+
+/* ---- per-loop data and time --------------------------------------------- */
+
+/**
+ * Attach a user pointer to @p l (NULL initially), for state kept per
+ * thread without locks: a worker loop's cache, parser pool or formatted
+ * date, set in gev_options.on_loop_start and found again in every handler
+ * callback through gev_loop_data(gev_conn_loop(c)). The library never
+ * touches it: free what it points to in on_loop_stop. Any thread; the
+ * pointer is published with release/acquire ordering, so what was written
+ * before the set is visible to a thread that reads the pointer, but later
+ * changes to the pointed-to data need synchronization of your own unless
+ * only the loop's thread makes and reads them.
+ * @param l the loop; NULL is ignored
+ * @param data the pointer (NULL clears it)
+ */
+GEV_EXPORT void gev_loop_set_data(gev_loop *l, void *data);
+
+/**
+ * @param l the loop
+ * @return the pointer set with gev_loop_set_data, NULL when none (or for
+ *         NULL). Any thread.
+ */
+GEV_EXPORT void *gev_loop_data(const gev_loop *l);
+
+/**
+ * The loop's notion of now: milliseconds of CLOCK_MONOTONIC (the clock of
+ * its timers; unrelated to wall time). In @p l's own thread it is the
+ * time cached once per pass, right after the loop woke up, so it costs no
+ * system call and is the same for every callback of one pass; it lags the
+ * clock by the time the pass has run so far (usually microseconds, more
+ * while handlers compute) and has 1 ms resolution. From any other thread
+ * it reads the clock.
+ * @param l the loop
+ * @return milliseconds on the monotonic clock.
+ */
+GEV_EXPORT uint64_t gev_loop_now_ms(const gev_loop *l);
 
 /* ---- standalone loops (clients without a server) ----------------------- */
 

@@ -146,6 +146,35 @@ GEV_EXPORT ssize_t ringbuffer_find(const ringbuffer *rb, const void *needle,
                                    size_t m);
 
 /**
+ * Extension: ringbuffer_find starting at offset @p from, for a parser that
+ * waits for a delimiter: it remembers how far it has looked (the length
+ * minus m - 1, since a match may begin in the last m - 1 bytes) and looks
+ * on from there when more bytes arrived, instead of rescanning from the
+ * first byte on every call. Matches split by the wrap are found too.
+ * @param rb the ring buffer
+ * @param from the first offset a match may begin at (0 is ringbuffer_find)
+ * @param needle the bytes to look for
+ * @param m the length of @p needle
+ * @return the offset (>= from) from the first stored byte, or -1 when
+ *         absent (also when m is 0 or from + m exceeds the length).
+ */
+GEV_EXPORT ssize_t ringbuffer_find_from(const ringbuffer *rb, size_t from,
+                                        const void *needle, size_t m);
+
+/**
+ * Extension: make room for @p n more bytes without storing any, growing
+ * the storage as ringbuffer_write would. A following ringbuffer_write (or
+ * several) of up to n bytes in total then neither fails nor allocates: how
+ * an encoder that writes a header and a payload separately stays all or
+ * nothing.
+ * @param rb the ring buffer
+ * @param n the bytes to make room for
+ * @return 0; -ENOBUFS when len + n would exceed the limit or SSIZE_MAX;
+ *         -ENOMEM when growing failed. On error nothing changes.
+ */
+GEV_EXPORT int ringbuffer_reserve(ringbuffer *rb, size_t n);
+
+/**
  * Read from @p fd with one system call: into the free space plus, when that
  * is under 64 KiB and the limit allows more, a 64 KiB spill area on the
  * stack (readv), then store what the spill area received (growing the

@@ -97,6 +97,26 @@ typedef struct gev_options {
   int reader_idle_ms;
   /** Close connections that sent nothing this long; 0 = never. */
   int writer_idle_ms;
+  /** Optional. Runs once in each worker loop's own thread when the loop
+   * starts, before it runs any task, timer or connection: where per-thread
+   * state is made (gev_loop_set_data). The acceptor loop does not get it:
+   * it runs in the thread that calls gev_server_start, which can do its
+   * own setup before the call. */
+  void (*on_loop_start)(gev_loop *l);
+  /** Optional. Runs once in each worker loop's own thread when it stops,
+   * after every connection of the loop got on_close (so their handlers
+   * may use the loop's data until then): free the loop's data here. Only
+   * for a loop whose on_loop_start ran; timers set here never run. */
+  void (*on_loop_stop)(gev_loop *l);
+  /** Optional. Runs once, in the acceptor loop's thread, when the server
+   * serves: every listener accepts and every worker loop runs (each has
+   * made a pass, after its on_loop_start). @p addrs lists the listening
+   * addresses as they are bound (":0" shows the port picked; a unix
+   * socket as "unix:/path"), one per address in the options' order,
+   * NULL-terminated, @p n of them (0 when no memory could be had for
+   * them: the server serves all the same); valid during the call. Not called
+   * when the server stops or shuts down first. */
+  void (*on_serving)(gev_server *s, const char *const *addrs, int n);
 } gev_options;
 
 /**
@@ -307,6 +327,18 @@ GEV_EXPORT gev_timer_id gev_server_run_after(gev_server *s, uint64_t delay_ms,
 GEV_EXPORT gev_timer_id gev_server_run_every(gev_server *s,
                                              uint64_t interval_ms,
                                              gev_task_fn fn, void *arg);
+/**
+ * gev_loop_tick on the acceptor loop: a server timer whose callback
+ * returns the delay until its next run (0 stops it).
+ * @param s the server
+ * @param delay_ms the delay before the first run, in milliseconds
+ * @param fn the callback; it runs in the acceptor loop's thread
+ * @param arg passed to @p fn
+ * @return as gev_loop_tick; -EINVAL for NULL.
+ */
+GEV_EXPORT int gev_server_tick(gev_server *s, uint64_t delay_ms, gev_tick_fn fn,
+                               void *arg);
+
 /**
  * gev_loop_cancel on the acceptor loop.
  * @param s the server
