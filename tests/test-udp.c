@@ -138,6 +138,7 @@ static void echo_sizes(int fd, const struct sockaddr *to, socklen_t len)
 
 START_TEST(sizes_v4)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   gev_udp *u;
   int fd;
@@ -158,6 +159,7 @@ END_TEST
 
 START_TEST(sizes_v6)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   struct sockaddr_in6 to = {.sin6_family = AF_INET6};
   gev_udp *u;
@@ -187,6 +189,7 @@ static void unix_addr(struct sockaddr_un *a, const char *path)
  * removed at close. */
 START_TEST(unix_dgram)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   char spath[64], cpath[64], addr[80];
   struct sockaddr_un sa, ca;
   th_loop_thread lt;
@@ -268,6 +271,7 @@ static void *load_main(void *arg)
 
 START_TEST(load_100k)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   gev_options opt = {.num_loops = 2};
   gev_udp_options uo = {.address = "127.0.0.1:0"};
   th_server *ts;
@@ -315,6 +319,7 @@ static void *shut_main(void *arg)
 
 START_TEST(server_shutdown)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   gev_options opt = {.address = "127.0.0.1:0", .num_loops = 2};
   gev_udp_options uo = {.address = "127.0.0.1:0"};
   gev_udp_server *us;
@@ -374,6 +379,7 @@ static void *send_main(void *arg)
  * arrives exactly once. */
 START_TEST(send_from_8_threads)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   static unsigned char seen[SENDERS][PER_SENDER];
   th_loop_thread lt;
   sender s[SENDERS];
@@ -436,6 +442,7 @@ static void *flood_main(void *arg)
  * runs check), every send after the close's return is -ENOTCONN. */
 START_TEST(close_while_sending)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   sender s[SENDERS];
   pthread_t t[SENDERS];
@@ -503,6 +510,7 @@ static void queue_burst(void *arg)
  * order. */
 START_TEST(queue_bounded)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   char spath[64], ppath[64], addr[80];
   struct sockaddr_un pa;
   th_loop_thread lt;
@@ -553,6 +561,7 @@ static void ping_task(void *arg)
  * them (its passes stay few while errors keep coming). */
 START_TEST(icmp_refused)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   char peer[32];
   gev_udp_options o = {0};
@@ -583,6 +592,7 @@ END_TEST
 
 START_TEST(bad_input)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   gev_udp_options o = {.address = "127.0.0.1:0"};
   gev_udp *u, *v;
@@ -626,6 +636,7 @@ END_TEST
  * the peer's answer comes back. */
 START_TEST(connected_mode)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   struct sockaddr_in pa = v4("127.0.0.1", 0);
   socklen_t len = sizeof(pa);
@@ -662,6 +673,7 @@ END_TEST
  * 127.0.0.2 is as local as 127.0.0.1 on loopback. */
 START_TEST(pktinfo_local)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
   char want[64], buf[8];
@@ -687,6 +699,7 @@ END_TEST
  * kernel refuses (on_error: -EACCES); with it the datagram arrives. */
 START_TEST(broadcast)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   struct sockaddr_in ra = v4("0.0.0.0", 0);
   socklen_t len = sizeof(ra);
@@ -719,6 +732,7 @@ END_TEST
  * leaving, it receives nothing more. */
 START_TEST(multicast)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   th_loop_thread lt;
   gev_udp *u, *snd;
 
@@ -745,6 +759,7 @@ END_TEST
  * see to that), also with sends queued. */
 START_TEST(never_started)
 {
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
   gev_loop *l;
   gev_udp *u;
   struct sockaddr_in to = v4("127.0.0.1", 9);
@@ -779,7 +794,6 @@ static Suite *udp_suite(void)
       {"multicast", multicast, 30},
       {"never_started", never_started, 30},
   };
-  reset();
   return th_suite("udp", cases, sizeof(cases) / sizeof(cases[0]));
 }
 
