@@ -771,6 +771,42 @@ START_TEST(multicast)
 }
 END_TEST
 
+/* The socket options reach the socket; reuse_port lets two sockets
+ * share a port (and without it the second bind fails: bad_input). */
+START_TEST(options_applied)
+{
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "127.0.0.1:0",
+                       .reuse_port = true,
+                       .rcvbuf = 100000,
+                       .sndbuf = 60000,
+                       .tos = 0x10};
+  gev_udp *u, *v;
+  char addr[32];
+  int val = 0;
+  socklen_t len = sizeof(val);
+
+  reset();
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  getsockopt(gev_udp_fd(u), SOL_SOCKET, SO_RCVBUF, &val, &len);
+  ck_assert_int_ge(val, 100000); /* the kernel doubles it */
+  getsockopt(gev_udp_fd(u), SOL_SOCKET, SO_SNDBUF, &val, &len);
+  ck_assert_int_ge(val, 60000);
+  getsockopt(gev_udp_fd(u), IPPROTO_IP, IP_TOS, &val, &len);
+  ck_assert_int_eq(val, 0x10);
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", gev_udp_port(u));
+  o.address = addr;
+  ck_assert_int_eq(gev_udp_new(&v, lt.l, &echo_h, &o), 0);
+  ck_assert_int_eq(gev_udp_port(v), gev_udp_port(u));
+  ck_assert_ptr_eq(gev_udp_loop(u), lt.l);
+  gev_udp_free(v);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 /* A socket the loop never ran: no callback, nothing left (the leak checks
  * see to that), also with sends queued. */
 START_TEST(never_started)
@@ -809,6 +845,7 @@ static Suite *udp_suite(void)
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},
       {"never_started", never_started, 30},
+      {"options_applied", options_applied, 30},
   };
   return th_suite("udp", cases, sizeof(cases) / sizeof(cases[0]));
 }
