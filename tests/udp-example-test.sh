@@ -11,7 +11,8 @@ tmp=$(mktemp -d)
 pid=
 fail() {
   echo "FAIL [udp-echo]: $*" >&2
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  # under strace the server is strace's child: it goes first
+  [ -n "$pid" ] && kill -9 $(cat /proc/"$pid"/task/"$pid"/children 2>/dev/null) "$pid" 2>/dev/null
   rm -rf "$tmp"
   exit 1
 }
