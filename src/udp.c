@@ -185,10 +185,13 @@ static void start_task(void *arg)
   pthread_mutex_unlock(&u->mu);
   if (err < 0 && u->h.on_error)
     u->h.on_error(u, err); /* the socket cannot work: it closes */
-  if (err < 0 || closed || u->l->finishing)
+  if (err < 0 || closed || u->l->finishing) {
     gev__udp_move(u, GEV__UE_CLOSE);
-  else
-    gev__udp_move(u, GEV__UE_START);
+    return;
+  }
+  gev__udp_move(u, GEV__UE_START);
+  if (u->l->draining) /* started during a graceful shutdown */
+    gev__udp_move(u, GEV__UE_DRAIN);
 }
 
 /* The loop was freed with the start task unrun. */

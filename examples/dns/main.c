@@ -40,7 +40,6 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   static _Thread_local uint8_t reply[2 + 65535];
   uint8_t hdr[2];
 
-  (void)c;
   while (ringbuffer_len(in) >= 2) {
     struct iovec seg[2];
     size_t len, n;
@@ -58,8 +57,10 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
       continue;
     reply[0] = (uint8_t)(n >> 8);
     reply[1] = (uint8_t)n;
-    if (ringbuffer_write(out, reply, 2 + n) < 0)
-      return gev_conn_close(c), (void)0;
+    if (ringbuffer_write(out, reply, 2 + n) < 0) { /* past max_buffer */
+      gev_conn_close(c);
+      return;
+    }
   }
 }
 
