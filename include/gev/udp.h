@@ -112,7 +112,9 @@ typedef struct gev_udp_options {
   int sndbuf; /**< > 0: SO_SNDBUF */
   int tos;    /**< > 0: IP_TOS (IPv4) or IPV6_TCLASS (IPv6) */
   /** Bound on the bytes waiting to be sent (the kernel pushed back, or
-   *  sends from other threads not yet taken by the loop); 0 = 4 MiB. */
+   *  sends from other threads not yet taken by the loop); 0 = 4 MiB. One
+   *  outgoing batch the kernel refuses at once (at most 256 KiB) may take
+   *  the queue past it; sends then fail with -ENOBUFS until it drains. */
   size_t send_queue_max;
   void *user_data; /**< gev_udp_user_data returns it */
 } gev_udp_options;
