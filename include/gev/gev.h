@@ -21,5 +21,6 @@
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>
+#include <gev/udp.h>
 
 #endif /* GEV_GEV_H */

@@ -1,0 +1,447 @@
+/* udp-io.c - the hot path of datagram sockets: recvmmsg into the loop's
+ * buffers, one outgoing batch per loop sent with sendmmsg, and the send
+ * queue for what the kernel pushes back. The loop's thread only.
+ *
+ * The buffers belong to the loop, not to a socket: only one socket reads
+ * at a time, so every socket of a loop shares GEV_UDP_BATCH_MAX slots of
+ * GEV_UDP_MAX_DATAGRAM bytes (4 MiB of address space, touched only as far
+ * as datagrams fill them) and one outgoing batch. They are found through
+ * the thread: a loop runs in one thread, and the thread remembers the
+ * buffers of the loop it runs, so the loop itself keeps nothing of UDP. */
+#include "udp-internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* recvmmsg calls per wake-up while each fills the batch: more datagrams
+ * per epoll_wait under load, bounded so other fds and timers still run. */
+#define READ_ROUNDS 4
+#define CTL_SPACE                                                              \
+  (CMSG_SPACE(sizeof(struct in6_pktinfo)) +                                    \
+   CMSG_SPACE(sizeof(struct in_pktinfo)))
+
+struct gev__udp_ctx {
+  gev_loop *l;
+  int refs; /* sockets of this loop holding it */
+
+  struct mmsghdr rmsg[GEV_UDP_BATCH_MAX];
+  struct iovec riov[GEV_UDP_BATCH_MAX];
+  struct sockaddr_storage rname[GEV_UDP_BATCH_MAX];
+  unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
+  unsigned char *rbuf; /* GEV_UDP_BATCH_MAX slots */
+
+  /* The outgoing batch: owner's datagrams, payloads in the arena. */
+  gev_udp *owner;
+  int nsend;
+  size_t arena_used;
+  struct mmsghdr smsg[GEV_UDP_BATCH_MAX];
+  struct iovec siov[GEV_UDP_BATCH_MAX];
+  struct sockaddr_storage sname[GEV_UDP_BATCH_MAX];
+  unsigned char *arena;
+};
+
+static _Thread_local gev__udp_ctx *tls_ctx;
+
+gev__udp_ctx *gev__udp_ctx_get(gev_loop *l)
+{
+  gev__udp_ctx *c = tls_ctx;
+
+  if (c && c->l == l) {
+    c->refs++;
+    return c;
+  }
+  if (!(c = calloc(1, sizeof(*c))))
+    return NULL;
+  c->rbuf = malloc((size_t)GEV_UDP_BATCH_MAX * GEV_UDP_MAX_DATAGRAM);
+  c->arena = malloc(GEV__UDP_ARENA);
+  if (!c->rbuf || !c->arena) {
+    free(c->rbuf);
+    free(c->arena);
+    free(c);
+    return NULL;
+  }
+  for (int i = 0; i < GEV_UDP_BATCH_MAX; i++) {
+    c->riov[i].iov_base = c->rbuf + (size_t)i * GEV_UDP_MAX_DATAGRAM;
+    c->riov[i].iov_len = GEV_UDP_MAX_DATAGRAM;
+    c->rmsg[i].msg_hdr.msg_iov = &c->riov[i];
+    c->rmsg[i].msg_hdr.msg_iovlen = 1;
+    c->rmsg[i].msg_hdr.msg_name = &c->rname[i];
+    c->smsg[i].msg_hdr.msg_iov = &c->siov[i];
+    c->smsg[i].msg_hdr.msg_iovlen = 1;
+  }
+  c->l = l;
+  c->refs = 1;
+  tls_ctx = c; /* a nested loop's buffers replace these here; fine */
+  return c;
+}
+
+void gev__udp_ctx_put(gev__udp_ctx *c)
+{
+  if (!c || --c->refs > 0)
+    return;
+  if (tls_ctx == c)
+    tls_ctx = NULL;
+  free(c->rbuf);
+  free(c->arena);
+  free(c);
+}
+
+/* ---- the send queue ---------------------------------------------------- */
+
+gev__udp_pkt *gev__udp_pkt_new(const struct sockaddr *to, socklen_t to_len,
+                               const void *p, size_t n)
+{
+  gev__udp_pkt *k = malloc(sizeof(*k) + n);
+
+  if (!k)
+    return NULL;
+  k->next = NULL;
+  k->to_len = to ? to_len : 0;
+  if (to)
+    memcpy(&k->to, to, to_len);
+  k->len = n;
+  if (n)
+    memcpy(k->data, p, n);
+  return k;
+}
+
+static void q_push(gev__udp_q *q, gev__udp_pkt *k)
+{
+  *q->tail = k;
+  q->tail = &k->next;
+  q->bytes += k->len;
+}
+
+static gev__udp_pkt *q_pop(gev__udp_q *q)
+{
+  gev__udp_pkt *k = q->head;
+
+  q->head = k->next;
+  if (!q->head)
+    q->tail = &q->head;
+  q->bytes -= k->len;
+  return k;
+}
+
+void gev__udp_q_splice(gev__udp_q *to, gev__udp_q *from)
+{
+  if (!from->head)
+    return;
+  *to->tail = from->head;
+  to->tail = from->tail;
+  to->bytes += from->bytes;
+  gev__udp_q_init(from);
+}
+
+uint64_t gev__udp_q_free(gev__udp_q *q)
+{
+  uint64_t n = 0;
+
+  while (q->head) {
+    free(q_pop(q));
+    n++;
+  }
+  return n;
+}
+
+static void publish_q(gev_udp *u)
+{
+  atomic_store_explicit(&u->q_bytes, u->q.bytes, memory_order_relaxed);
+}
+
+void gev__udp_watch(gev_udp *u)
+{
+  unsigned want = 0;
+
+  if (u->state == GEV__US_OPEN)
+    want |= GEV__EV_READ;
+  if (u->q.head && u->state < GEV__US_CLOSING)
+    want |= GEV__EV_WRITE;
+  gev__loop_io_set(u->l, &u->io, want);
+}
+
+/* A refused datagram is dropped; the first error of a pass goes to
+ * on_error after the pass (not inside the gev_udp_send_to that flushed). */
+static void send_failed(gev_udp *u, int err)
+{
+  gev__udp_count(u, GEV__UC_SEND_ERRORS, 1);
+  if (!u->pending_err) {
+    u->pending_err = err;
+    gev__handle_schedule(&u->handle);
+  }
+}
+
+static bool pushed_back(int err)
+{
+  return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS;
+}
+
+static void sent(gev_udp *u, int n, size_t bytes)
+{
+  gev__udp_count(u, GEV__UC_DGRAMS_OUT, (uint64_t)n);
+  gev__udp_count(u, GEV__UC_BYTES_OUT, bytes);
+  u->l->st.v[GEV__S_BYTES_WRITTEN] += bytes;
+}
+
+/* One sendmmsg from the queue's head, up to a batch; false when the
+ * kernel pushed back. */
+static bool flush_some(gev_udp *u)
+{
+  struct mmsghdr m[GEV_UDP_BATCH_MAX];
+  struct iovec iov[GEV_UDP_BATCH_MAX];
+  gev__udp_pkt *k = u->q.head;
+  int n = 0, r;
+  size_t bytes = 0;
+
+  for (; k && n < u->batch; k = k->next, n++) {
+    iov[n] = (struct iovec){k->data, k->len};
+    m[n].msg_hdr = (struct msghdr){.msg_name = k->to_len ? &k->to : NULL,
+                                   .msg_namelen = k->to_len,
+                                   .msg_iov = &iov[n],
+                                   .msg_iovlen = 1};
+  }
+  gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
+  r = gev__sys_sendmmsg(u->io.fd, m, (unsigned)n);
+  if (r < 0) {
+    if (errno == EINTR)
+      return true;
+    if (pushed_back(errno))
+      return false;
+    send_failed(u, -errno);
+    free(q_pop(&u->q));
+    return true;
+  }
+  for (int i = 0; i < r; i++) {
+    bytes += u->q.head->len;
+    free(q_pop(&u->q));
+  }
+  sent(u, r, bytes);
+  return true;
+}
+
+void gev__udp_flush_queue(gev_udp *u)
+{
+  while (u->q.head && flush_some(u))
+    ;
+  publish_q(u);
+  gev__udp_watch(u);
+  if (!u->q.head && u->state == GEV__US_DRAINING)
+    gev__udp_move(u, GEV__UE_EMPTY);
+}
+
+/* ---- the outgoing batch ------------------------------------------------ */
+
+/* What the kernel did not take goes to the queue, in order; so does the
+ * whole batch when the queue already holds earlier datagrams. */
+static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
+{
+  for (int i = from; i < c->nsend; i++) {
+    struct msghdr *h = &c->smsg[i].msg_hdr;
+    gev__udp_pkt *k = gev__udp_pkt_new(h->msg_name, h->msg_namelen,
+                                       c->siov[i].iov_base, c->siov[i].iov_len);
+    if (!k) {
+      send_failed(u, -ENOMEM);
+      continue;
+    }
+    q_push(&u->q, k);
+    gev__udp_count(u, GEV__UC_QUEUED, 1);
+  }
+  publish_q(u);
+  gev__udp_watch(u);
+}
+
+static void flush_batch(gev__udp_ctx *c)
+{
+  gev_udp *u = c->owner;
+  int i = 0, r;
+
+  while (i < c->nsend && !u->q.head) {
+    gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
+    r = gev__sys_sendmmsg(u->io.fd, c->smsg + i, (unsigned)(c->nsend - i));
+    if (r > 0) {
+      size_t bytes = 0;
+      for (int j = i; j < i + r; j++)
+        bytes += c->siov[j].iov_len;
+      sent(u, r, bytes);
+      i += r;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (pushed_back(errno)) {
+      break;
+    } else {
+      send_failed(u, -errno);
+      i++; /* that one datagram is refused; the rest may go */
+    }
+  }
+  if (i < c->nsend)
+    batch_to_queue(u, c, i);
+  c->nsend = 0;
+  c->arena_used = 0;
+  c->owner = NULL;
+}
+
+void gev__udp_flush_batch_of(gev_udp *u)
+{
+  if (u->ctx && u->ctx->owner == u && u->ctx->nsend)
+    flush_batch(u->ctx);
+}
+
+int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
+                          socklen_t to_len, const void *p, size_t n)
+{
+  gev__udp_ctx *c = u->ctx;
+  struct msghdr *h;
+  int i;
+
+  if (u->q.head) { /* behind what waits, to keep the order */
+    gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
+    if (!k)
+      return -ENOMEM;
+    q_push(&u->q, k);
+    gev__udp_count(u, GEV__UC_QUEUED, 1);
+    publish_q(u);
+    return 0;
+  }
+  if (c->nsend && (c->owner != u || c->nsend == GEV_UDP_BATCH_MAX ||
+                   c->arena_used + n > GEV__UDP_ARENA))
+    flush_batch(c);
+  if (u->q.head) /* that flush was pushed back: queue behind it */
+    return gev__udp_send_in_loop(u, to, to_len, p, n);
+  if (c->nsend == 0)
+    gev__handle_schedule(&u->handle); /* sent after the pass at the latest */
+  c->owner = u;
+  i = c->nsend++;
+  if (n)
+    memcpy(c->arena + c->arena_used, p, n);
+  c->siov[i] = (struct iovec){c->arena + c->arena_used, n};
+  c->arena_used += n;
+  h = &c->smsg[i].msg_hdr;
+  h->msg_name = to ? &c->sname[i] : NULL;
+  h->msg_namelen = to ? to_len : 0;
+  if (to)
+    memcpy(&c->sname[i], to, to_len);
+  h->msg_control = NULL;
+  h->msg_controllen = 0;
+  return 0;
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* The destination address of a datagram, from its IP_PKTINFO or
+ * IPV6_PKTINFO, with the socket's port. */
+static socklen_t local_of(const gev_udp *u, struct msghdr *h,
+                          struct sockaddr_storage *out)
+{
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
+    if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+      struct sockaddr_in *a = (struct sockaddr_in *)out;
+      struct in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+      *a = (struct sockaddr_in){.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)u->port),
+                                .sin_addr = pi.ipi_addr};
+      return sizeof(*a);
+    }
+    if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+      struct in6_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+      *a = (struct sockaddr_in6){.sin6_family = AF_INET6,
+                                 .sin6_port = htons((uint16_t)u->port),
+                                 .sin6_addr = pi.ipi6_addr};
+      if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr))
+        a->sin6_scope_id = (uint32_t)pi.ipi6_ifindex;
+      return sizeof(*a);
+    }
+  }
+  return 0;
+}
+
+static void deliver(gev_udp *u, gev__udp_ctx *c, int i)
+{
+  struct msghdr *h = &c->rmsg[i].msg_hdr;
+  struct sockaddr_storage local;
+  gev_udp_datagram d = {
+      .data = c->riov[i].iov_base,
+      .len = c->rmsg[i].msg_len,
+      .truncated = (h->msg_flags & MSG_TRUNC) != 0,
+      .peer = (const struct sockaddr *)&c->rname[i],
+      /* An unnamed unix sender has only its family, or nothing. */
+      .peer_len = h->msg_namelen > sizeof(sa_family_t) ? h->msg_namelen : 0,
+  };
+
+  if (u->pktinfo && (d.local_len = local_of(u, h, &local)) > 0)
+    d.local = (const struct sockaddr *)&local;
+  gev__udp_count(u, GEV__UC_DGRAMS_IN, 1);
+  gev__udp_count(u, GEV__UC_BYTES_IN, d.len);
+  if (d.truncated)
+    gev__udp_count(u, GEV__UC_TRUNCATED, 1);
+  u->l->st.v[GEV__S_BYTES_READ] += d.len;
+  if (u->h.on_datagram)
+    u->h.on_datagram(u, &d);
+}
+
+static void report(gev_udp *u, int err)
+{
+  gev__udp_count(u, GEV__UC_ERRORS, 1);
+  if (u->h.on_error)
+    u->h.on_error(u, err);
+}
+
+/* One recvmmsg and its callbacks; the number read, 0 when nothing was
+ * there, -1 after an error (reported: the call consumed it). */
+static int read_once(gev_udp *u, gev__udp_ctx *c)
+{
+  int n;
+
+  for (int i = 0; i < u->batch; i++) {
+    struct msghdr *h = &c->rmsg[i].msg_hdr;
+    h->msg_namelen = sizeof(c->rname[i]);
+    h->msg_control = u->pktinfo ? c->rctl[i] : NULL;
+    h->msg_controllen = u->pktinfo ? CTL_SPACE : 0;
+    h->msg_flags = 0;
+  }
+  gev__udp_count(u, GEV__UC_RECV_CALLS, 1);
+  n = gev__sys_recvmmsg(u->io.fd, c->rmsg, (unsigned)u->batch);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return 0;
+    report(u, -errno);
+    return -1;
+  }
+  for (int i = 0; i < n && u->state == GEV__US_OPEN; i++)
+    deliver(u, c, i);
+  return n;
+}
+
+/* An error the poller reports on a socket that does not read (draining):
+ * taking it clears it, so the poller does not report it again. */
+static void take_error(gev_udp *u)
+{
+  int err = 0;
+  socklen_t len = sizeof(err);
+
+  if (getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
+    report(u, -err);
+}
+
+void gev__udp_io_cb(gev__io *io, unsigned events)
+{
+  gev_udp *u = (gev_udp *)io;
+  gev__udp_ctx *c = u->ctx;
+
+  if ((events & GEV__EV_WRITE) && u->q.head)
+    gev__udp_flush_queue(u);
+  if (u->state == GEV__US_OPEN && (events & (GEV__EV_READ | GEV__EV_ERROR))) {
+    for (int r = 0; r < READ_ROUNDS && u->state == GEV__US_OPEN; r++) {
+      int n = read_once(u, c);
+      if (n >= 0 && n < u->batch)
+        break; /* drained; an error is consumed: read again */
+    }
+  } else if ((events & GEV__EV_ERROR) && u->state < GEV__US_CLOSING) {
+    take_error(u);
+  }
+  gev__udp_flush_batch_of(u);
+}

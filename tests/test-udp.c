@@ -1,0 +1,859 @@
+/* test-udp.c - datagram sockets (udp.h) against plain blocking sockets on
+ * loopback: sizes and truncation, a paced load of 100,000 verified echoes,
+ * sends from many threads, closes under load, the bounded send queue,
+ * ICMP errors, IPv6, unix datagrams, multicast, broadcast, IP_PKTINFO and
+ * the server mode. */
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gev/udp.h>
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static atomic_int n_dgrams, n_truncated, n_errors, n_closes, last_error;
+static atomic_size_t last_len;
+static char last_local[64];
+
+static void echo_dgram(gev_udp *u, const gev_udp_datagram *d)
+{
+  atomic_fetch_add(&n_dgrams, 1);
+  atomic_store(&last_len, d->len);
+  if (d->truncated)
+    atomic_fetch_add(&n_truncated, 1);
+  if (d->local && d->local->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)d->local;
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+    snprintf(last_local, sizeof(last_local), "%s:%d", ip, ntohs(a->sin_port));
+  }
+  if (d->peer_len && !d->truncated)
+    gev_udp_send_to(u, d->peer, d->peer_len, d->data, d->len);
+}
+
+static void count_error(gev_udp *u, int err)
+{
+  (void)u;
+  atomic_store(&last_error, err);
+  atomic_fetch_add(&n_errors, 1);
+}
+
+static void count_close(gev_udp *u)
+{
+  (void)u;
+  atomic_fetch_add(&n_closes, 1);
+}
+
+static const gev_udp_handler echo_h = {echo_dgram, count_error, count_close};
+
+static void count_dgram(gev_udp *u, const gev_udp_datagram *d)
+{
+  (void)u;
+  (void)d;
+  atomic_fetch_add(&n_dgrams, 1);
+}
+
+static const gev_udp_handler count_h = {count_dgram, count_error, count_close};
+
+/* A blocking datagram socket with 5 s timeouts, bound to `bind_to` (an
+ * IPv4/IPv6 wildcard of port 0 when NULL). */
+static int cli(int family, const struct sockaddr *bind_to, socklen_t len)
+{
+  struct timeval tv = {5, 0};
+  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+  ck_assert_int_ge(fd, 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (bind_to)
+    ck_assert_int_eq(bind(fd, bind_to, len), 0);
+  return fd;
+}
+
+static struct sockaddr_in v4(const char *ip, int port)
+{
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+static gev_udp *open_udp(gev_loop *l, const gev_udp_handler *h,
+                         const char *addr)
+{
+  gev_udp_options o = {.address = addr};
+  gev_udp *u;
+
+  ck_assert_int_eq(gev_udp_new(&u, l, h, &o), 0);
+  return u;
+}
+
+static void reset(void)
+{
+  atomic_store(&n_dgrams, 0);
+  atomic_store(&n_truncated, 0);
+  atomic_store(&n_errors, 0);
+  atomic_store(&n_closes, 0);
+  atomic_store(&last_error, 0);
+}
+
+/* A UDP port on 127.0.0.1 where nothing is bound. */
+static int free_udp_port(void)
+{
+  struct sockaddr_in a = v4("127.0.0.1", 0);
+  socklen_t len = sizeof(a);
+  int fd = cli(AF_INET, (struct sockaddr *)&a, sizeof(a));
+
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static void echo_sizes(int fd, const struct sockaddr *to, socklen_t len)
+{
+  static const size_t sizes[] = {0, 1, 1472, 8192, 65507};
+  static unsigned char out[65536], in[65536];
+
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    size_t n = sizes[i];
+    th_fill(out, n, (uint32_t)i + 7);
+    ck_assert_int_eq(sendto(fd, out, n, 0, to, len), (ssize_t)n);
+    ssize_t r = recv(fd, in, sizeof(in), 0);
+    ck_assert_msg(r == (ssize_t)n, "size %zu came back as %zd", n, r);
+    ck_assert(memcmp(in, out, n) == 0);
+  }
+}
+
+/* ---- cases -------------------------------------------------------------- */
+
+START_TEST(sizes_v4)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp *u;
+  int fd;
+
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &echo_h, "127.0.0.1:0");
+  struct sockaddr_in to = v4("127.0.0.1", gev_udp_port(u));
+  ck_assert_int_gt(gev_udp_port(u), 0);
+  fd = cli(AF_INET, NULL, 0);
+  echo_sizes(fd, (struct sockaddr *)&to, sizeof(to));
+  ck_assert_int_eq(atomic_load(&n_truncated), 0);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+START_TEST(sizes_v6)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  struct sockaddr_in6 to = {.sin6_family = AF_INET6};
+  gev_udp *u;
+  int fd;
+
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &echo_h, "[::1]:0");
+  to.sin6_port = htons((uint16_t)gev_udp_port(u));
+  to.sin6_addr = in6addr_loopback;
+  fd = cli(AF_INET6, NULL, 0);
+  echo_sizes(fd, (struct sockaddr *)&to, sizeof(to));
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+static void unix_addr(struct sockaddr_un *a, const char *path)
+{
+  *a = (struct sockaddr_un){.sun_family = AF_UNIX};
+  snprintf(a->sun_path, sizeof(a->sun_path), "%s", path);
+}
+
+/* Unix datagrams: echoed up to 65,507 bytes; a 70,000-byte one arrives
+ * cut to GEV_UDP_MAX_DATAGRAM with `truncated` set; the socket file is
+ * removed at close. */
+START_TEST(unix_dgram)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  char spath[64], cpath[64], addr[80];
+  struct sockaddr_un sa, ca;
+  th_loop_thread lt;
+  static unsigned char big[70000];
+  int fd, sz = 1 << 20;
+  gev_udp *u;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-s-%d", (int)getpid());
+  snprintf(cpath, sizeof(cpath), "/tmp/gev-udp-c-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  unlink(cpath);
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &echo_h, addr);
+  ck_assert_int_eq(gev_udp_port(u), 0);
+  unix_addr(&sa, spath);
+  unix_addr(&ca, cpath);
+  fd = cli(AF_UNIX, (struct sockaddr *)&ca, sizeof(ca));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+  echo_sizes(fd, (struct sockaddr *)&sa, sizeof(sa));
+  ck_assert_int_eq(
+      sendto(fd, big, sizeof(big), 0, (struct sockaddr *)&sa, sizeof(sa)),
+      (ssize_t)sizeof(big));
+  ck_assert(th_wait_int((const volatile int *)&n_truncated, 1, 5000));
+  ck_assert_uint_eq(atomic_load(&last_len), GEV_UDP_MAX_DATAGRAM);
+  close(fd);
+  unlink(cpath);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  ck_assert_int_eq(access(spath, F_OK), -1);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* ---- a paced load through the server mode ------------------------------- */
+
+#define LOAD_SOCKS 10
+#define LOAD_TOTAL 100000
+#define LOAD_WINDOW 8
+
+typedef struct loader {
+  int port;
+  int n;
+  int bad;
+} loader;
+
+/* One client socket with LOAD_WINDOW datagrams in flight: each carries its
+ * sequence number, and every echo must come back whole, once, in order
+ * (one socket hashes to one loop, and loopback does not reorder). */
+static void *load_main(void *arg)
+{
+  loader *ld = arg;
+  struct sockaddr_in to = v4("127.0.0.1", ld->port);
+  int fd = cli(AF_INET, NULL, 0), sent = 0, got = 0;
+  unsigned char buf[64], in[64];
+
+  connect(fd, (struct sockaddr *)&to, sizeof(to));
+  while (got < ld->n) {
+    while (sent < ld->n && sent - got < LOAD_WINDOW) {
+      memset(buf, 0, sizeof(buf));
+      memcpy(buf, &sent, sizeof(sent));
+      th_fill(buf + 4, sizeof(buf) - 4, (uint32_t)sent);
+      if (send(fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+        break;
+      sent++;
+    }
+    memset(buf, 0, sizeof(buf));
+    memcpy(buf, &got, sizeof(got));
+    th_fill(buf + 4, sizeof(buf) - 4, (uint32_t)got);
+    if (recv(fd, in, sizeof(in), 0) != (ssize_t)sizeof(in) ||
+        memcmp(in, buf, sizeof(buf)) != 0) {
+      ld->bad = got + 1; /* lost (timeout) or wrong */
+      break;
+    }
+    got++;
+  }
+  close(fd);
+  return NULL;
+}
+
+START_TEST(load_100k)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  gev_options opt = {.num_loops = 2};
+  gev_udp_options uo = {.address = "127.0.0.1:0"};
+  th_server *ts;
+  gev_udp_server *us;
+  loader ld[LOAD_SOCKS];
+  pthread_t t[LOAD_SOCKS];
+  gev_udp_stats st0 = {0}, st1 = {0};
+
+  ts = th_start(&th_echo_handler, &opt);
+  ck_assert_int_eq(gev_udp_server_new(&us, ts->s, &echo_h, &uo), 0);
+  ck_assert_int_eq(gev_udp_server_num_sockets(us), 2);
+  for (int i = 0; i < LOAD_SOCKS; i++) {
+    ld[i] = (loader){gev_udp_server_port(us), LOAD_TOTAL / LOAD_SOCKS, 0};
+    pthread_create(&t[i], NULL, load_main, &ld[i]);
+  }
+  for (int i = 0; i < LOAD_SOCKS; i++) {
+    th_join(t[i], 300);
+    ck_assert_msg(ld[i].bad == 0, "socket %d: datagram %d lost or wrong", i,
+                  ld[i].bad - 1);
+  }
+  ck_assert_int_eq(atomic_load(&n_dgrams), LOAD_TOTAL);
+  /* After the loops: a reply can arrive before its loop counts it. */
+  th_stop(ts);
+  ck_assert_int_eq(atomic_load(&n_closes), 2);
+  gev_udp_get_stats(gev_udp_server_socket(us, 0), &st0);
+  gev_udp_get_stats(gev_udp_server_socket(us, 1), &st1);
+  ck_assert_uint_eq(st0.datagrams_out + st1.datagrams_out, LOAD_TOTAL);
+  /* Both loops served: the kernel spread the 10 senders (all on one loop
+   * has a chance of 2^-9). */
+  ck_assert_uint_gt(st0.datagrams_in, 0);
+  ck_assert_uint_gt(st1.datagrams_in, 0);
+  gev_udp_server_free(us);
+}
+END_TEST
+
+/* The server's port serves TCP and UDP at once; a graceful shutdown closes
+ * the datagram sockets too, and gev_udp_server_free works after the
+ * server is gone. */
+static gev_server *shut_srv;
+static void *shut_main(void *arg)
+{
+  (void)arg;
+  gev_server_start(shut_srv);
+  return NULL;
+}
+
+START_TEST(server_shutdown)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 2};
+  gev_udp_options uo = {.address = "127.0.0.1:0"};
+  gev_udp_server *us;
+  pthread_t t;
+  int fd;
+
+  ck_assert_int_eq(gev_server_new(&shut_srv, &th_echo_handler, &opt), 0);
+  ck_assert_int_eq(gev_udp_server_new(&us, shut_srv, &echo_h, &uo), 0);
+  pthread_create(&t, NULL, shut_main, NULL);
+  struct sockaddr_in to = v4("127.0.0.1", gev_udp_server_port(us));
+  fd = cli(AF_INET, NULL, 0);
+  echo_sizes(fd, (struct sockaddr *)&to, sizeof(to));
+  ck_assert_int_eq(gev_server_shutdown(shut_srv, 5000), 0);
+  th_join(t, 20);
+  ck_assert_int_eq(atomic_load(&n_closes), 2);
+  ck_assert_int_eq(gev_udp_send_to(gev_udp_server_socket(us, 0),
+                                   (struct sockaddr *)&to, sizeof(to), "x", 1),
+                   -ENOTCONN);
+  gev_server_free(shut_srv);
+  gev_udp_server_free(us);
+  close(fd);
+}
+END_TEST
+
+/* ---- sends from other threads ------------------------------------------ */
+
+#define SENDERS 8
+#define PER_SENDER 2000
+
+typedef struct sender {
+  gev_udp *u;
+  struct sockaddr_in to;
+  int id;
+  atomic_int *received;
+  int refused, closed_seen, after_close_ok;
+} sender;
+
+static void *send_main(void *arg)
+{
+  sender *s = arg;
+  uint64_t end = th_now_ms() + 60000;
+
+  for (int i = 0; i < PER_SENDER; i++) {
+    uint32_t msg[2] = {(uint32_t)s->id, (uint32_t)i};
+    /* Paced: the receiver's queue must not overflow (no loss). */
+    while (i - atomic_load(s->received) / SENDERS > 16 && th_now_ms() < end)
+      usleep(100);
+    int r = gev_udp_send_to(s->u, (struct sockaddr *)&s->to, sizeof(s->to), msg,
+                            sizeof(msg));
+    if (r != 0)
+      s->refused++;
+  }
+  return NULL;
+}
+
+static void sleep_task(void *arg)
+{
+  (void)arg;
+  usleep(200 * 1000);
+}
+
+/* 8 threads send 2,000 datagrams each through one socket; every one
+ * arrives exactly once, and they leave in batches. */
+START_TEST(send_from_8_threads)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  static unsigned char seen[SENDERS][PER_SENDER];
+  th_loop_thread lt;
+  sender s[SENDERS];
+  pthread_t t[SENDERS];
+  atomic_int received = 0;
+  struct sockaddr_in ra = v4("127.0.0.1", 0);
+  socklen_t len = sizeof(ra);
+  int rfd = cli(AF_INET, (struct sockaddr *)&ra, sizeof(ra)), sz = 1 << 22;
+  gev_udp_stats st = {0};
+  gev_udp *u;
+
+  setsockopt(rfd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+  getsockname(rfd, (struct sockaddr *)&ra, &len);
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &echo_h, "127.0.0.1:0");
+  /* The loop is busy at first: the threads' sends pile up in the socket's
+   * inbox and leave in batches once it is free. */
+  gev_loop_post(lt.l, sleep_task, NULL);
+  for (int i = 0; i < SENDERS; i++) {
+    s[i] = (sender){.u = u, .to = ra, .id = i, .received = &received};
+    pthread_create(&t[i], NULL, send_main, &s[i]);
+  }
+  for (int n = 0; n < SENDERS * PER_SENDER; n++) {
+    uint32_t msg[2];
+    ck_assert_msg(recv(rfd, msg, sizeof(msg), 0) == sizeof(msg),
+                  "after %d datagrams: nothing more", n);
+    ck_assert(msg[0] < SENDERS && msg[1] < PER_SENDER);
+    ck_assert_msg(!seen[msg[0]][msg[1]], "duplicate");
+    seen[msg[0]][msg[1]] = 1;
+    atomic_fetch_add(&received, 1);
+  }
+  for (int i = 0; i < SENDERS; i++) {
+    th_join(t[i], 60);
+    ck_assert_int_eq(s[i].refused, 0);
+  }
+  /* The last reply can arrive before its loop counts it: a fence. */
+  th_run_in_loop(lt.l, th_noop, NULL);
+  gev_udp_get_stats(u, &st);
+  ck_assert_uint_eq(st.datagrams_out, SENDERS * PER_SENDER);
+  ck_assert_msg(st.send_calls < st.datagrams_out / 2,
+                "%llu sendmmsg calls for %llu datagrams: not batched",
+                (unsigned long long)st.send_calls,
+                (unsigned long long)st.datagrams_out);
+  close(rfd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+static void *flood_main(void *arg)
+{
+  sender *s = arg;
+  uint64_t end = th_now_ms() + 20000;
+  unsigned char buf[512] = {0};
+
+  /* Until it has seen the close a few times (or 20 s). */
+  while (s->closed_seen < 10 && th_now_ms() < end) {
+    bool closed_before = atomic_load(s->received) != 0;
+    int r = gev_udp_send_to(s->u, (struct sockaddr *)&s->to, sizeof(s->to), buf,
+                            sizeof(buf));
+    if (closed_before && r != -ENOTCONN)
+      s->after_close_ok++; /* accepted after gev_udp_close returned */
+    if (r == -ENOTCONN)
+      s->closed_seen++;
+  }
+  return NULL;
+}
+
+/* 8 threads flood a socket (queues full of their datagrams, -ENOBUFS)
+ * while the test closes it: no crash, no leak (the sanitizer and valgrind
+ * runs check), every send after the close's return is -ENOTCONN. */
+START_TEST(close_while_sending)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  sender s[SENDERS];
+  pthread_t t[SENDERS];
+  atomic_int closed = 0;
+  /* A sink where nothing is read: sends pile up in the kernel, then in
+   * the socket's queue. */
+  struct sockaddr_in to = v4("127.0.0.1", free_udp_port());
+  gev_udp_options o = {.address = "127.0.0.1:0", .send_queue_max = 64 * 1024};
+  gev_udp *u;
+
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  for (int i = 0; i < SENDERS; i++) {
+    s[i] = (sender){.u = u, .to = to, .id = i, .received = &closed};
+    pthread_create(&t[i], NULL, flood_main, &s[i]);
+  }
+  usleep(100 * 1000);
+  ck_assert_int_eq(gev_udp_close(u), 0);
+  atomic_store(&closed, 1);
+  ck_assert_int_eq(gev_udp_close(u), -EALREADY);
+  for (int i = 0; i < SENDERS; i++) {
+    th_join(t[i], 30);
+    ck_assert_int_eq(s[i].after_close_ok, 0);
+    ck_assert_int_gt(s[i].closed_seen, 0);
+  }
+  ck_assert(th_wait_int((const volatile int *)&n_closes, 1, 5000));
+  ck_assert_int_eq(gev_udp_send(u, "x", 1), -ENOTCONN);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* ---- the bounded queue -------------------------------------------------- */
+
+typedef struct qrun {
+  gev_udp *u;
+  struct sockaddr_un to;
+  int accepted, refused;
+  int first_refused;
+} qrun;
+
+static void queue_burst(void *arg)
+{
+  qrun *q = arg;
+  unsigned char buf[1000] = {0};
+
+  for (int i = 0; i < 300; i++) {
+    memcpy(buf, &i, sizeof(i));
+    int r = gev_udp_send_to(q->u, (struct sockaddr *)&q->to, sizeof(q->to), buf,
+                            sizeof(buf));
+    if (r == 0) {
+      ck_assert_int_eq(q->refused, 0); /* accepted ones are a prefix */
+      q->accepted++;
+    } else {
+      ck_assert_int_eq(r, -ENOBUFS);
+      q->refused++;
+    }
+  }
+}
+
+/* A unix peer that does not read makes the kernel push back (EAGAIN): the
+ * queue grows to its bound (plus one batch), then sends fail with
+ * -ENOBUFS; once the peer reads, every accepted datagram arrives, in
+ * order. */
+START_TEST(queue_bounded)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  char spath[64], ppath[64], addr[80];
+  struct sockaddr_un pa;
+  th_loop_thread lt;
+  gev_udp_options o = {.send_queue_max = 16 * 1024};
+  gev_udp_stats st = {0};
+  qrun q = {0};
+  int pfd;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-q-%d", (int)getpid());
+  snprintf(ppath, sizeof(ppath), "/tmp/gev-udp-p-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  unlink(ppath);
+  unix_addr(&pa, ppath);
+  pfd = cli(AF_UNIX, (struct sockaddr *)&pa, sizeof(pa));
+  o.address = addr;
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&q.u, lt.l, &echo_h, &o), 0);
+  q.to = pa;
+  th_run_in_loop(lt.l, queue_burst, &q);
+  ck_assert_int_gt(q.refused, 0);
+  ck_assert_int_gt(q.accepted, 10);
+  gev_udp_get_stats(q.u, &st);
+  ck_assert_uint_gt(st.queued, 0);
+  for (int i = 0; i < q.accepted; i++) {
+    int seq = -1;
+    unsigned char buf[1000];
+    ck_assert_int_eq(recv(pfd, buf, sizeof(buf), 0), 1000);
+    memcpy(&seq, buf, sizeof(seq));
+    ck_assert_int_eq(seq, i);
+  }
+  close(pfd);
+  unlink(ppath);
+  gev_udp_free(q.u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------- */
+
+static void ping_task(void *arg)
+{
+  gev_udp_send(arg, "ping", 4);
+}
+
+/* A connected socket whose peer port is closed: the ICMP port-unreachable
+ * errors come to on_error as -ECONNREFUSED, and the loop does not spin on
+ * them (its passes stay few while errors keep coming). */
+START_TEST(icmp_refused)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  char peer[32];
+  gev_udp_options o = {0};
+  gev_stats before = {0}, after = {0};
+  gev_udp *u;
+
+  snprintf(peer, sizeof(peer), "127.0.0.1:%d", free_udp_port());
+  o.connect = peer;
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  gev_loop_stats(lt.l, &before);
+  for (int i = 0; i < 10; i++) {
+    th_run_in_loop(lt.l, ping_task, u);
+    usleep(20 * 1000);
+  }
+  ck_assert(th_wait_int((const volatile int *)&n_errors, 5, 5000));
+  ck_assert_int_eq(atomic_load(&last_error), -ECONNREFUSED);
+  usleep(100 * 1000);
+  gev_loop_stats(lt.l, &after);
+  ck_assert_msg(after.loop_passes - before.loop_passes < 200,
+                "%llu passes for 10 datagrams: spinning",
+                (unsigned long long)(after.loop_passes - before.loop_passes));
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+START_TEST(bad_input)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "127.0.0.1:0"};
+  gev_udp *u, *v;
+  struct sockaddr_in to = v4("127.0.0.1", 9);
+  char addr[32];
+  static char big[GEV_UDP_MAX_DATAGRAM + 1];
+
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(NULL, lt.l, &echo_h, &o), -EINVAL);
+  ck_assert_int_eq(gev_udp_new(&u, NULL, &echo_h, &o), -EINVAL);
+  o.batch = GEV_UDP_BATCH_MAX + 1;
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), -EINVAL);
+  ck_assert_ptr_null(u);
+  o.batch = 0;
+  o.address = "nonsense";
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), -EINVAL);
+  o.address = "127.0.0.1:0";
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", gev_udp_port(u));
+  o.address = addr;
+  ck_assert_int_eq(gev_udp_new(&v, lt.l, &echo_h, &o), -EADDRINUSE);
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), big, sizeof(big)),
+      -EMSGSIZE);
+  ck_assert_int_eq(gev_udp_send(u, "x", 1), -EDESTADDRREQ);
+  ck_assert_int_eq(gev_udp_send_to(u, (struct sockaddr *)&to, 1, "x", 1),
+                   -EINVAL);
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), NULL, 1), -EINVAL);
+  ck_assert_int_eq(gev_udp_connect(u, "[::1]:53"), -EINVAL);
+  ck_assert_int_eq(gev_udp_multicast(u, "not-a-group", NULL, true), -EINVAL);
+  ck_assert_int_eq(gev_udp_multicast_options(u, 256, true, NULL), -EINVAL);
+  gev_udp_free(u);
+  gev_udp_free(NULL);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* Connected mode: gev_udp_connect, then gev_udp_send reaches the peer, and
+ * the peer's answer comes back. */
+START_TEST(connected_mode)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  struct sockaddr_in pa = v4("127.0.0.1", 0);
+  socklen_t len = sizeof(pa);
+  char peer[32], buf[16];
+  int pfd = cli(AF_INET, (struct sockaddr *)&pa, sizeof(pa));
+  gev_udp_options o = {0};
+  gev_udp *u;
+  struct sockaddr_in from;
+
+  getsockname(pfd, (struct sockaddr *)&pa, &len);
+  snprintf(peer, sizeof(peer), "127.0.0.1:%d", ntohs(pa.sin_port));
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  ck_assert_int_eq(gev_udp_connect(u, peer), 0);
+  ck_assert_int_eq(gev_udp_send(u, "hello", 5), 0);
+  len = sizeof(from);
+  ck_assert_int_eq(
+      recvfrom(pfd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len), 5);
+  ck_assert_int_eq(ntohs(from.sin_port), gev_udp_port(u));
+  /* The gev side echoes what the peer answers: a round trip back. */
+  sendto(pfd, "again", 5, 0, (struct sockaddr *)&from, len);
+  ck_assert_int_eq(recv(pfd, buf, sizeof(buf), 0), 5);
+  ck_assert(memcmp(buf, "again", 5) == 0);
+  close(pfd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* ---- options ------------------------------------------------------------ */
+
+/* IP_PKTINFO on a wildcard bind tells which local address was asked:
+ * 127.0.0.2 is as local as 127.0.0.1 on loopback. */
+START_TEST(pktinfo_local)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
+  char want[64], buf[8];
+  gev_udp *u;
+  int fd = cli(AF_INET, NULL, 0);
+
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  struct sockaddr_in to = v4("127.0.0.2", gev_udp_port(u));
+  sendto(fd, "hi", 2, 0, (struct sockaddr *)&to, sizeof(to));
+  ck_assert_int_eq(recv(fd, buf, sizeof(buf), 0), 2);
+  snprintf(want, sizeof(want), "127.0.0.2:%d", gev_udp_port(u));
+  th_run_in_loop(lt.l, th_noop, NULL); /* last_local was written there */
+  ck_assert_str_eq(last_local, want);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* Sending to a broadcast address needs SO_BROADCAST: without it the
+ * kernel refuses (on_error: -EACCES); with it the datagram arrives. */
+START_TEST(broadcast)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  struct sockaddr_in ra = v4("0.0.0.0", 0);
+  socklen_t len = sizeof(ra);
+  int rfd = cli(AF_INET, (struct sockaddr *)&ra, sizeof(ra));
+  gev_udp *u;
+  char buf[8];
+
+  getsockname(rfd, (struct sockaddr *)&ra, &len);
+  struct sockaddr_in to = v4("127.255.255.255", ntohs(ra.sin_port));
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &echo_h, "0.0.0.0:0");
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), "no", 2), 0);
+  ck_assert(th_wait_int((const volatile int *)&n_errors, 1, 5000));
+  ck_assert_int_eq(atomic_load(&last_error), -EACCES);
+  ck_assert_int_eq(gev_udp_set_broadcast(u, true), 0);
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), "yes", 3), 0);
+  ck_assert_int_eq(recv(rfd, buf, sizeof(buf), 0), 3);
+  ck_assert(memcmp(buf, "yes", 3) == 0);
+  close(rfd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* Multicast on loopback: a socket joined to 239.255.0.1 on 127.0.0.1
+ * receives what a sender sends to the group through 127.0.0.1; after
+ * leaving, it receives nothing more. */
+START_TEST(multicast)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp *u, *snd;
+
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &count_h, "0.0.0.0:0");
+  snd = open_udp(lt.l, &count_h, "127.0.0.1:0");
+  ck_assert_int_eq(gev_udp_multicast(u, "239.255.0.1", "127.0.0.1", true), 0);
+  ck_assert_int_eq(gev_udp_multicast_options(snd, 1, true, "127.0.0.1"), 0);
+  struct sockaddr_in to = v4("239.255.0.1", gev_udp_port(u));
+  ck_assert_int_eq(
+      gev_udp_send_to(snd, (struct sockaddr *)&to, sizeof(to), "mc", 2), 0);
+  ck_assert(th_wait_int((const volatile int *)&n_dgrams, 1, 5000));
+  ck_assert_int_eq(gev_udp_multicast(u, "239.255.0.1", "127.0.0.1", false), 0);
+  ck_assert_int_eq(gev_udp_multicast(u, "239.255.0.1", "127.0.0.1", false),
+                   -EADDRNOTAVAIL);
+  gev_udp_free(snd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* The socket options reach the socket; reuse_port lets two sockets
+ * share a port (and without it the second bind fails: bad_input). */
+START_TEST(options_applied)
+{
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "127.0.0.1:0",
+                       .reuse_port = true,
+                       .rcvbuf = 100000,
+                       .sndbuf = 60000,
+                       .tos = 0x10};
+  gev_udp *u, *v;
+  char addr[32];
+  int val = 0;
+  socklen_t len = sizeof(val);
+
+  reset();
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &echo_h, &o), 0);
+  getsockopt(gev_udp_fd(u), SOL_SOCKET, SO_RCVBUF, &val, &len);
+  ck_assert_int_ge(val, 100000); /* the kernel doubles it */
+  getsockopt(gev_udp_fd(u), SOL_SOCKET, SO_SNDBUF, &val, &len);
+  ck_assert_int_ge(val, 60000);
+  getsockopt(gev_udp_fd(u), IPPROTO_IP, IP_TOS, &val, &len);
+  ck_assert_int_eq(val, 0x10);
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", gev_udp_port(u));
+  o.address = addr;
+  ck_assert_int_eq(gev_udp_new(&v, lt.l, &echo_h, &o), 0);
+  ck_assert_int_eq(gev_udp_port(v), gev_udp_port(u));
+  ck_assert_ptr_eq(gev_udp_loop(u), lt.l);
+  gev_udp_free(v);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
+/* A socket the loop never ran: no callback, nothing left (the leak checks
+ * see to that), also with sends queued. */
+START_TEST(never_started)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  gev_loop *l;
+  gev_udp *u;
+  struct sockaddr_in to = v4("127.0.0.1", 9);
+
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  u = open_udp(l, &echo_h, "127.0.0.1:0");
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), "x", 1), 0);
+  gev_loop_free(l);
+  ck_assert_int_eq(gev_udp_close(u), 0);
+  gev_udp_free(u);
+  ck_assert_int_eq(atomic_load(&n_closes), 0);
+}
+END_TEST
+
+static Suite *udp_suite(void)
+{
+  const th_case cases[] = {
+      {"sizes_v4", sizes_v4, 30},
+      {"sizes_v6", sizes_v6, 30},
+      {"unix_dgram", unix_dgram, 30},
+      {"load_100k", load_100k, 600},
+      {"server_shutdown", server_shutdown, 30},
+      {"send_from_8_threads", send_from_8_threads, 120},
+      {"close_while_sending", close_while_sending, 60},
+      {"queue_bounded", queue_bounded, 30},
+      {"icmp_refused", icmp_refused, 30},
+      {"bad_input", bad_input, 30},
+      {"connected_mode", connected_mode, 30},
+      {"pktinfo_local", pktinfo_local, 30},
+      {"broadcast", broadcast, 30},
+      {"multicast", multicast, 30},
+      {"never_started", never_started, 30},
+      {"options_applied", options_applied, 30},
+  };
+  return th_suite("udp", cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+int main(void)
+{
+  return th_run(udp_suite());
+}
