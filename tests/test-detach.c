@@ -111,6 +111,8 @@ static void a_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   T.a_conn = c;
   ck_assert_int_eq(gev_conn_detach(c, moved, &T), 0);
   ck_assert_int_eq(gev_conn_detach(c, moved, &T), -EALREADY);
+  /* The fd is promised to `moved`: an abort may not take it. */
+  ck_assert_int_eq(gev_conn_abort(c), -ENOTCONN);
 }
 
 static void a_connect(gev_conn *c)

@@ -167,7 +167,8 @@ GEV_EXPORT int gev_conn_close_lingering(gev_conn *c, uint64_t timeout_ms);
  * current dispatch pass when called there, never inside the call. Any
  * thread.
  * @param c the connection
- * @return 0; -ENOTCONN when closed or aborting already; -EINVAL for NULL;
+ * @return 0; -ENOTCONN when closed, aborting already or being detached
+ *         (gev_conn_detach); -EINVAL for NULL;
  *         -ENOMEM (from another thread).
  */
 GEV_EXPORT int gev_conn_abort(gev_conn *c);
