@@ -18,5 +18,6 @@
 #include <gev/stats.h>
 #include <gev/log.h>
 #include <gev/version.h>
+#include <gev/ws.h>
 
 #endif /* GEV_GEV_H */
