@@ -529,6 +529,372 @@ START_TEST(test_big_fragmented_message)
 }
 END_TEST
 
+
+/* ---- the opening handshake (RFC 6455 4.2) ------------------------------ */
+
+static const char *offer_pick(const char *const *offered, size_t n, void *arg)
+{
+  (void)arg;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(offered[i], "superchat") == 0)
+      return offered[i];
+  return NULL;
+}
+
+static char seen_origin[64];
+
+static bool origin_ok(const char *origin, void *arg)
+{
+  (void)arg;
+  snprintf(seen_origin, sizeof(seen_origin), "%s", origin ? origin : "-");
+  return !origin || strcmp(origin, "http://evil.example") != 0;
+}
+
+static int ask(int port, const char *req, char *head, size_t cap)
+{
+  int fd = th_connect(port), st;
+
+  ck_assert(fd >= 0);
+  st = raw_request(fd, req, head, cap);
+  close(fd);
+  return st;
+}
+
+#define UPG "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+#define KEY "Sec-WebSocket-Key: " RAW_KEY "\r\n"
+#define V13 "Sec-WebSocket-Version: 13\r\n"
+
+START_TEST(test_handshake_validation)
+{
+  static const struct {
+    const char *req;
+    int status;
+  } v[] = {
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n", 101},
+      {"GET / HTTP/1.1\r\nhost: h\r\nupgrade: WebSocket\r\nconnection: "
+       "UPGRADE\r\nsec-websocket-key: " RAW_KEY "\r\nsec-websocket-version: "
+       "13\r\n\r\n", 101},
+      {"POST / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n", 400},
+      {"GET / HTTP/1.0\r\nHost: h\r\n" UPG KEY V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\n" UPG KEY V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n" KEY V13 "\r\n",
+       426},
+      {"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n" KEY V13 "\r\n",
+       426},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY "\r\n", 426},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY "Sec-WebSocket-Version: 8\r\n"
+       "\r\n", 426},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG
+       "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG
+       "Sec-WebSocket-Key: not base64 at all!!!\r\n" V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY KEY V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n" UPG KEY V13 "\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: h\r\nOrigin: http://evil.example\r\n" UPG KEY
+       V13 "\r\n", 403},
+  };
+  gev_ws_options wo = {.select_protocol = offer_pick,
+                       .check_origin = origin_ok};
+  ws_srv *w = srv_start(&echo, &wo, 0);
+  char head[1024];
+
+  for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+    int st = ask(w->port, v[i].req, head, sizeof(head));
+
+    ck_assert_msg(st == v[i].status, "request %zu: %d, want %d", i, st,
+                  v[i].status);
+    if (st == 426)
+      ck_assert(strstr(head, "Sec-WebSocket-Version: 13\r\n"));
+  }
+  /* Subprotocols: the handler's pick is answered; Origin is shown. */
+  ask(w->port,
+      "GET /p HTTP/1.1\r\nHost: h\r\nOrigin: http://ok.example\r\n" UPG KEY V13
+      "Sec-WebSocket-Protocol: chat, superchat\r\n\r\n",
+      head, sizeof(head));
+  ck_assert_msg(strstr(head, "Sec-WebSocket-Protocol: superchat\r\n"), "%s",
+                head);
+  ck_assert_str_eq(seen_origin, "http://ok.example");
+  ask(w->port,
+      "GET /p HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
+      "Sec-WebSocket-Protocol: chat\r\n\r\n",
+      head, sizeof(head));
+  ck_assert(!strstr(head, "Sec-WebSocket-Protocol"));
+  ck_assert_str_eq(seen_origin, "-");
+  srv_stop(w);
+}
+END_TEST
+
+/* A head past 8 KiB is refused; one that never ends is closed at the
+ * handshake deadline (the close timeout). */
+START_TEST(test_handshake_limits)
+{
+  gev_ws_options wo = {.close_timeout_ms = 300};
+  ws_srv *w = srv_start(&echo, &wo, 0);
+  char *big = malloc(10000), head[512];
+  int fd;
+
+  snprintf(big, 10000, "GET / HTTP/1.1\r\nHost: h\r\nX: %09000d\r\n\r\n", 0);
+  ck_assert_int_eq(ask(w->port, big, head, sizeof(head)), 400);
+  fd = th_connect(w->port);
+  ck_assert(th_write_all(fd, "GET / HTTP/1.1\r\n", 16));
+  ck_assert(th_wait_eof(fd, 5000));
+  close(fd);
+  ck_assert_int_eq(th_ld(&opens), 0);
+  free(big);
+  srv_stop(w);
+}
+END_TEST
+
+/* The request and the first frames in one write. */
+START_TEST(test_handshake_then_frames)
+{
+  ws_srv *w = echo_start();
+  char req[512], head[512];
+  size_t len;
+  unsigned char *f = raw_frame(0x81, "early", 5, true, &len);
+  int fd = th_connect(w->port), n;
+
+  n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
+                                 "\r\n");
+  memcpy(req + n, f, len);
+  ck_assert(th_write_all(fd, req, (size_t)n + len));
+  ck_assert_int_gt(raw_read_head(fd, head, sizeof(head)), 0);
+  raw_expect(fd, 0x81, "early", 5);
+  free(f);
+  close(fd);
+  srv_stop(w);
+}
+END_TEST
+
+/* ---- the upgrade from an HTTP handler --------------------------------- */
+
+static void ctx_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  ck_assert_str_eq(gev_ws_context(ws), "ctx");
+  echo_message(ws, op, p, n);
+}
+
+static void http_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  ssize_t end = ringbuffer_find(in, "\r\n\r\n", 4);
+  const char *p;
+
+  if (end < 0)
+    return;
+  p = ringbuffer_linearize(in, (size_t)end + 4);
+  if (strncmp(p, "GET /ws ", 8) == 0) {
+    static const gev_ws_handler ctx_echo = {.on_open = echo_open,
+                                            .on_message = ctx_message,
+                                            .on_close = echo_close};
+    int r = gev_ws_upgrade(c, in, out, &ctx_echo, NULL, (void *)"ctx");
+    ck_assert_int_eq(r, 0);
+    return;
+  }
+  ringbuffer_retrieve(in, (size_t)end + 4);
+  static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+  ringbuffer_write(out, ok, sizeof(ok) - 1);
+}
+
+
+START_TEST(test_upgrade_from_http)
+{
+  gev_handler h = {.on_message = http_message};
+  gev_options opt = {.num_loops = 1};
+  th_server *t;
+  char req[512], head[512];
+  size_t l1, l2;
+  unsigned char *f1 = raw_frame(0x81, "first", 5, true, &l1);
+  unsigned char *f2 = raw_frame(0x82, "second", 6, true, &l2);
+  int fd, n;
+
+  closes = opens = messages = 0;
+  t = th_start(&h, &opt);
+  fd = th_connect(t->port);
+  /* A plain request first, then the upgrade and two frames, in one write. */
+  ck_assert(th_write_all(fd, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", 27));
+  ck_assert_int_gt(raw_read_head(fd, head, sizeof(head)), 0);
+  ck_assert(th_read_exact(fd, head, 2));
+  n = snprintf(req, sizeof(req), "GET /ws HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
+                                 "\r\n");
+  memcpy(req + n, f1, l1);
+  memcpy(req + n + l1, f2, l2);
+  ck_assert(th_write_all(fd, req, (size_t)n + l1 + l2));
+  ck_assert_int_gt(raw_read_head(fd, head, sizeof(head)), 0);
+  ck_assert_msg(strstr(head, "101 Switching Protocols"), "%s", head);
+  raw_expect(fd, 0x81, "first", 5);
+  raw_expect(fd, 0x82, "second", 6);
+  raw_send(fd, 0x88, "\x03\xe8", 2);
+  raw_expect_close(fd, 1000);
+  ck_assert(th_wait_int(&closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&opens), 1);
+  free(f1);
+  free(f2);
+  th_stop(t);
+}
+END_TEST
+
+/* ---- sends from other threads, closing from this side ----------------- */
+
+static gev_ws *wait_ws(void)
+{
+  for (int i = 0; i < 10000; i++) {
+    gev_ws *ws = __atomic_load_n(&last_ws, __ATOMIC_SEQ_CST);
+    if (ws)
+      return ws;
+    usleep(1000);
+  }
+  ck_abort_msg("no connection on /keep");
+  return NULL;
+}
+
+START_TEST(test_send_from_thread)
+{
+  ws_srv *w = srv_start(&echo, NULL, 64 << 10);
+  int fd = raw_open(w->port, "/keep");
+  gev_ws *ws = wait_ws();
+  unsigned char *big = pattern(1 << 20);
+
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "from a thread", 13), 0);
+  raw_expect(fd, 0x81, "from a thread", 13);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_PING, "p", 1), 0);
+  raw_expect(fd, 0x89, "p", 1);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_BINARY, big, 1 << 20), -ENOBUFS);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "\xff", 1), -EINVAL);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_PING, big, 126), -EINVAL);
+  ck_assert_int_eq(gev_ws_send(ws, 3, "x", 1), -EINVAL);
+  ck_assert_int_eq(gev_ws_close(ws, 1005, NULL), -EINVAL);
+  ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), 0);
+  ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), -ENOTCONN);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "late", 4), -ENOTCONN);
+  raw_expect(fd, 0x88, "\x03\xe8" "bye", 5);
+  raw_send(fd, 0x88, "\x0f\xa0", 2); /* the peer answers 4000 */
+  ck_assert(th_wait_eof(fd, 10000));
+  ck_assert(th_wait_int(&closes, 1, 10000));
+  ck_assert_int_eq(th_ld(&last_code), 4000);
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "gone", 4), -ENOTCONN);
+  __atomic_store_n(&last_ws, NULL, __ATOMIC_SEQ_CST);
+  gev_ws_unref(ws);
+  free(big);
+  close(fd);
+  srv_stop(w);
+}
+END_TEST
+
+/* The peer never answers our Close: the close timeout ends it (1006). */
+START_TEST(test_close_timeout)
+{
+  gev_ws_options wo = {.close_timeout_ms = 200};
+  ws_srv *w = srv_start(&echo, &wo, 0);
+  int fd = raw_open(w->port, "/keep");
+  gev_ws *ws = wait_ws();
+
+  ck_assert_int_eq(gev_ws_close(ws, 1000, NULL), 0);
+  raw_expect(fd, 0x88, "\x03\xe8", 2);
+  ck_assert(th_wait_eof(fd, 5000));
+  ck_assert(th_wait_int(&closes, 1, 5000));
+  ck_assert_int_eq(th_ld(&last_code), 1006);
+  __atomic_store_n(&last_ws, NULL, __ATOMIC_SEQ_CST);
+  gev_ws_unref(ws);
+  close(fd);
+  srv_stop(w);
+}
+END_TEST
+
+/* Keepalive: pings come, a pong keeps the connection, a missing one ends
+ * it. */
+START_TEST(test_keepalive)
+{
+  gev_ws_options wo = {.ping_interval_ms = 100, .pong_timeout_ms = 300};
+  ws_srv *w = srv_start(&echo, &wo, 0);
+  int fd = raw_open(w->port, "/");
+  unsigned b0;
+  unsigned char *p;
+  size_t n;
+
+  for (int i = 0; i < 3; i++) {
+    ck_assert(raw_read(fd, &b0, &p, &n));
+    ck_assert_uint_eq(b0, 0x89);
+    raw_send(fd, 0x8a, p, n);
+    free(p);
+  }
+  ck_assert_int_eq(th_ld(&closes), 0);
+  ck_assert(raw_read(fd, &b0, &p, &n)); /* not answered */
+  ck_assert_uint_eq(b0, 0x89);
+  free(p);
+  ck_assert(th_wait_eof(fd, 5000));
+  ck_assert(th_wait_int(&closes, 1, 5000));
+  ck_assert_int_eq(th_ld(&last_code), 1006);
+  close(fd);
+  srv_stop(w);
+}
+END_TEST
+
+/* gev_server_shutdown: every client gets Close 1001. */
+START_TEST(test_shutdown_going_away)
+{
+  ws_srv *w = echo_start();
+  int a = raw_open(w->port, "/"), b = raw_open(w->port, "/");
+
+  ck_assert(th_wait_int(&opens, 2, 5000));
+  ck_assert_int_eq(gev_server_shutdown(w->s, 5000), 0);
+  raw_expect_close(a, 1001);
+  raw_expect_close(b, 1001);
+  ck_assert(th_wait_int(&closes, 2, 5000));
+  ck_assert_int_eq(th_ld(&last_code), 1000); /* our answer */
+  srv_stop(w);
+}
+END_TEST
+
+/* Backpressure: a peer that sends and does not read stops being read
+ * (the server buffers at most max_buffer each way); once it reads, every
+ * echo arrives, in order. */
+typedef struct writer {
+  int fd;
+  size_t frames, done;
+} writer;
+
+static void *write_frames(void *arg)
+{
+  writer *wr = arg;
+  unsigned char p[4096];
+  size_t len;
+
+  for (size_t i = 0; i < wr->frames; i++) {
+    memset(p, (int)(i & 0xff), sizeof(p));
+    unsigned char *f = raw_frame(0x82, p, sizeof(p), true, &len);
+    bool ok = th_write_all(wr->fd, f, len);
+    free(f);
+    if (!ok)
+      break;
+    __atomic_store_n(&wr->done, i + 1, __ATOMIC_SEQ_CST);
+  }
+  return NULL;
+}
+
+START_TEST(test_backpressure)
+{
+  ws_srv *w = srv_start(&echo, NULL, 256 << 10);
+  writer wr = {.fd = raw_open(w->port, "/"), .frames = 16384}; /* 64 MiB */
+  pthread_t t;
+  unsigned char want[4096];
+
+  ck_assert_int_eq(pthread_create(&t, NULL, write_frames, &wr), 0);
+  usleep(1000 * 1000);
+  /* Stalled: far from done while nobody reads. */
+  ck_assert_uint_lt(__atomic_load_n(&wr.done, __ATOMIC_SEQ_CST), wr.frames / 2);
+  for (size_t i = 0; i < wr.frames; i++) {
+    memset(want, (int)(i & 0xff), sizeof(want));
+    raw_expect(wr.fd, 0x82, want, sizeof(want));
+  }
+  th_join(t, 30);
+  ck_assert_uint_eq(wr.done, wr.frames);
+  ck_assert_int_eq(th_ld(&messages), (int)wr.frames);
+  close(wr.fd);
+  srv_stop(w);
+}
+END_TEST
+
 int main(void)
 {
   const th_case cases[] = {
@@ -548,6 +914,15 @@ int main(void)
       {"close-then-data", test_close_then_data, 60},
       {"message-limit", test_message_limit, 60},
       {"big-message", test_big_fragmented_message, 120},
+      {"handshake-validation", test_handshake_validation, 60},
+      {"handshake-limits", test_handshake_limits, 60},
+      {"handshake-then-frames", test_handshake_then_frames, 30},
+      {"upgrade-from-http", test_upgrade_from_http, 30},
+      {"send-from-thread", test_send_from_thread, 30},
+      {"close-timeout", test_close_timeout, 30},
+      {"keepalive", test_keepalive, 30},
+      {"shutdown-going-away", test_shutdown_going_away, 30},
+      {"backpressure", test_backpressure, 120},
   };
   return th_run(th_suite("ws", cases, sizeof(cases) / sizeof(cases[0])));
 }
