@@ -71,8 +71,7 @@ static int group(const char *s, bool last, unsigned char b[3], size_t *nb)
   return 0;
 }
 
-long gev__b64_decode(const char *s, size_t len, unsigned char *out,
-                     size_t cap)
+long gev__b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
 {
   size_t o = 0;
 

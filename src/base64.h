@@ -14,7 +14,6 @@ size_t gev__b64_encode(const void *p, size_t n, char *out);
 /* Decodes s[0..len) (padding required, no whitespace) into out, which has
  * room for cap bytes; returns the decoded length, or -1 when s is not
  * canonical base64 or does not fit. */
-long gev__b64_decode(const char *s, size_t len, unsigned char *out,
-                     size_t cap);
+long gev__b64_decode(const char *s, size_t len, unsigned char *out, size_t cap);
 
 #endif

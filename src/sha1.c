@@ -17,8 +17,7 @@ static uint32_t be32(const unsigned char *p)
 }
 
 /* f(t; B, C, D) and K(t) of RFC 3174 section 5, by round group. */
-static uint32_t mix(unsigned t, uint32_t b, uint32_t c, uint32_t d,
-                    uint32_t *k)
+static uint32_t mix(unsigned t, uint32_t b, uint32_t c, uint32_t d, uint32_t *k)
 {
   if (t < 20) {
     *k = 0x5A827999u;

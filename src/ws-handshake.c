@@ -314,8 +314,9 @@ int gev__ws_server_handshake(gev_ws *ws, ringbuffer *in, ringbuffer *out)
     return -1;
   }
   const char *p = ringbuffer_linearize(in, (size_t)n);
-  status = !p || parse_head(p, (size_t)n, &h) < 0 ? 400
-                                                  : check_request(ws, &h, accept);
+  status = !p || parse_head(p, (size_t)n, &h) < 0
+               ? 400
+               : check_request(ws, &h, accept);
   if (status == 101)
     status = accept_request(ws, &h, accept, out);
   ringbuffer_retrieve(in, (size_t)n);

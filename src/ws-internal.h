@@ -35,10 +35,10 @@ struct gev_ws {
   gev_conn *c; /* set once the TCP connection exists; loop thread */
   gev_ws_handler h;
   gev_ws_options o;
-  void *ctx;       /* the user's; any thread reads, loop thread writes */
-  bool client;     /* masks what it sends, refuses masked frames */
-  bool opened;     /* on_open ran: on_close is owed (else on_fail) */
-  int hs_err;      /* client: why the handshake failed, for on_fail */
+  void *ctx;          /* the user's; any thread reads, loop thread writes */
+  bool client;        /* masks what it sends, refuses masked frames */
+  bool opened;        /* on_open ran: on_close is owed (else on_fail) */
+  int hs_err;         /* client: why the handshake failed, for on_fail */
   pthread_mutex_t mu; /* state, the timer ids and every send */
   int state;          /* GEV__WS_*; under mu */
   size_t max_message;
@@ -60,9 +60,9 @@ struct gev_ws {
   char reason[124];
   gev_timer_id close_timer, ping_timer, pong_timer;
 
-  char *path;     /* request target; owned */
-  char *protocol; /* agreed subprotocol, "" for none; owned */
-  char *request;  /* client: the handshake request to send; owned */
+  char *path;      /* request target; owned */
+  char *protocol;  /* agreed subprotocol, "" for none; owned */
+  char *request;   /* client: the handshake request to send; owned */
   char accept[32]; /* client: the Sec-WebSocket-Accept expected */
 };
 
@@ -74,8 +74,7 @@ void gev__ws_attach(gev_ws *ws, gev_conn *c); /* context + free function */
 int gev__ws_event(gev_ws *ws, int ev, int code, const char *reason);
 extern const gev_handler gev__ws_conn_handler;
 /* Arms a one-shot timer holding a reference to the connection; under mu. */
-void gev__ws_arm(gev_ws *ws, gev_timer_id *slot, uint64_t ms,
-                 gev_task_fn fn);
+void gev__ws_arm(gev_ws *ws, gev_timer_id *slot, uint64_t ms, gev_task_fn fn);
 
 /* A deadline (handshake or close) passed: a one-shot timer's callback. */
 void gev__ws_on_timeout(void *arg);
@@ -88,8 +87,7 @@ int gev__ws_client_handshake(gev_ws *ws, ringbuffer *in);
 /* base64(SHA-1(key + GUID)): out has room for 29 bytes. */
 void gev__ws_accept_key(const char *key, size_t len, char out[29]);
 /* Builds the client's request into ws->request and ws->accept. */
-int gev__ws_client_request(gev_ws *ws, const char *hostport,
-                           const char *path);
+int gev__ws_client_request(gev_ws *ws, const char *hostport, const char *path);
 
 /* ws-server.c: the options of a gev_ws_server_new server, for on_connect. */
 void gev__ws_server_on_connect(gev_conn *c);

@@ -25,8 +25,7 @@ void gev__ws_server_on_connect(gev_conn *c)
   gev__ws_attach(ws, c);
   /* A client that never finishes its request holds nothing for long. */
   pthread_mutex_lock(&ws->mu);
-  gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms,
-              gev__ws_on_timeout);
+  gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms, gev__ws_on_timeout);
   pthread_mutex_unlock(&ws->mu);
 }
 
@@ -65,8 +64,7 @@ void gev_ws_server_free(gev_server *s)
 }
 
 int gev_ws_upgrade(gev_conn *c, ringbuffer *in, ringbuffer *out,
-                   const gev_ws_handler *h, const gev_ws_options *wo,
-                   void *ctx)
+                   const gev_ws_handler *h, const gev_ws_options *wo, void *ctx)
 {
   gev_ws *ws;
   int r;

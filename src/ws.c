@@ -164,8 +164,7 @@ static void on_pong_deadline(void *arg)
   gev_conn_unref(c);
 }
 
-static int send_frame_locked(gev_ws *ws, unsigned op, const void *p,
-                             size_t n);
+static int send_frame_locked(gev_ws *ws, unsigned op, const void *p, size_t n);
 
 /* Keepalive: a ping every interval, and a deadline for its pong. A ping
  * is not sent while the last one is unanswered. */
@@ -353,7 +352,8 @@ static void act_locked(gev_ws *ws, int action, int code, const char *reason)
   switch (action) {
   case A_SEND_CLOSE:
     emit_close(ws, code < 0 ? 0 : code, reason, false);
-    gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms, gev__ws_on_timeout);
+    gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms,
+                gev__ws_on_timeout);
     break;
   case A_ECHO_CLOSE:
     emit_close(ws, ws->code == GEV_WS_CLOSE_NO_STATUS ? 0 : ws->code, NULL,
@@ -396,21 +396,16 @@ static void act_unlocked(gev_ws *ws, int action)
     if (ws->h.on_open)
       ws->h.on_open(ws);
     break;
-  case A_ABORT:
-    gev_conn_close(ws->c);
-    break;
-  case A_LINGER:
-    linger(ws);
-    break;
-  case A_GONE:
-    act_gone(ws);
-    break;
+  case A_ABORT: gev_conn_close(ws->c); break;
+  case A_LINGER: linger(ws); break;
+  case A_GONE: act_gone(ws); break;
   }
 }
 
 /* The one place the state changes. @p code, @p reason: the close code for
- * FAIL and LOCAL_CLOSE (-1: a Close without one) and LOCAL_CLOSE's reason. Returns the action taken, or -1
- * when the table has no such move (gev_ws_close twice: -ENOTCONN). */
+ * FAIL and LOCAL_CLOSE (-1: a Close without one) and LOCAL_CLOSE's reason.
+ * Returns the action taken, or -1 when the table has no such move (gev_ws_close
+ * twice: -ENOTCONN). */
 int gev__ws_event(gev_ws *ws, int ev, int code, const char *reason)
 {
   edge e;

@@ -37,8 +37,8 @@ START_TEST(test_sha1_rfc3174)
       {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 1,
        "84983E441C3BD26EBAAE4AA1F95129E5E54670F1"},
       {"a", 1000000, "34AA973CD4C4DAA4F61EEB2BDBAD27316534016F"},
-      {"0123456701234567012345670123456701234567012345670123456701234567",
-       10, "DEA356A2CDDD90C7A7ECEDC5EBB563934F460452"},
+      {"0123456701234567012345670123456701234567012345670123456701234567", 10,
+       "DEA356A2CDDD90C7A7ECEDC5EBB563934F460452"},
   };
   char hex[41];
 
@@ -54,12 +54,12 @@ END_TEST
 /* RFC 4648 section 10, both ways, and what the strict decoder refuses. */
 START_TEST(test_base64_rfc4648)
 {
-  static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba",
-                                "foobar"};
-  static const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
-                                "Zm9vYmE=", "Zm9vYmFy"};
-  static const char *bad[] = {"Zg=", "Zg==Zg==", "Z===", "Zh==", "Zm9=",
-                              "Zm 9v", "Zm9v!A==", "=Zm9"};
+  static const char *plain[] = {"",     "f",     "fo",    "foo",
+                                "foob", "fooba", "foobar"};
+  static const char *coded[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+  static const char *bad[] = {
+      "Zg=", "Zg==Zg==", "Z===", "Zh==", "Zm9=", "Zm 9v", "Zm9v!A==", "=Zm9"};
   char enc[32];
   unsigned char dec[32];
 
@@ -91,8 +91,8 @@ END_TEST
  * more instead of reading past it. */
 START_TEST(test_header_roundtrip)
 {
-  static const uint64_t lens[] = {0,     1,     125,    126,     127,
-                                  65535, 65536, 1 << 20, UINT32_MAX + 5ull};
+  static const uint64_t lens[] = {
+      0, 1, 125, 126, 127, 65535, 65536, 1 << 20, UINT32_MAX + 5ull};
   unsigned char hb[GEV__WS_MAX_HEADER], mask[4] = {1, 2, 3, 4};
 
   for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
@@ -125,8 +125,8 @@ START_TEST(test_header_refusals)
   unsigned char op3[] = {0x83, 0x00}, opb[] = {0x8b, 0x00};
   unsigned char frag_ping[] = {0x09, 0x00}, long_ping[] = {0x89, 126, 0, 126};
   unsigned char top_bit[] = {0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0};
-  unsigned char ok[] = {0x82, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                        0xff};
+  unsigned char ok[] = {0x82, 127,  0x7f, 0xff, 0xff,
+                        0xff, 0xff, 0xff, 0xff, 0xff};
 
   ck_assert_int_eq(gev__ws_parse_header(rsv1, 2, &h), -1002);
   ck_assert_int_eq(gev__ws_parse_header(rsv3, 2, &h), -1002);
@@ -173,20 +173,22 @@ START_TEST(test_utf8)
       {"hello", -1},
       {"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", -1}, /* kosme */
       {"\xf0\x9f\x98\x80", -1},
-      {"\xf4\x8f\xbf\xbf", -1},     /* U+10FFFF */
-      {"\xed\x9f\xbf", -1},         /* U+D7FF */
-      {"\xee\x80\x80", -1},         /* U+E000 */
-      {"\xef\xbf\xbf", -1},         /* U+FFFF: a noncharacter, valid */
-      {"\xf4\x90\x80\x80", 1},      /* past U+10FFFF */
-      {"\xed\xa0\x80", 1},          /* surrogate U+D800 */
-      {"\xc0\xaf", 0},              /* overlong '/' */
-      {"\xe0\x80\xaf", 1},          /* overlong */
-      {"\xf0\x80\x80\xaf", 1},      /* overlong */
-      {"\x80", 0},                  /* lone continuation */
+      {"\xf4\x8f\xbf\xbf", -1}, /* U+10FFFF */
+      {"\xed\x9f\xbf", -1},     /* U+D7FF */
+      {"\xee\x80\x80", -1},     /* U+E000 */
+      {"\xef\xbf\xbf", -1},     /* U+FFFF: a noncharacter, valid */
+      {"\xf4\x90\x80\x80", 1},  /* past U+10FFFF */
+      {"\xed\xa0\x80", 1},      /* surrogate U+D800 */
+      {"\xc0\xaf", 0},          /* overlong '/' */
+      {"\xe0\x80\xaf", 1},      /* overlong */
+      {"\xf0\x80\x80\xaf", 1},  /* overlong */
+      {"\x80", 0},              /* lone continuation */
       {"\xfe", 0},
       {"\xff", 0},
-      {"a\xce\xba\xe1\xbd", -2},    /* cut inside a character */
-      {"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80" "edited", 12},
+      {"a\xce\xba\xe1\xbd", -2}, /* cut inside a character */
+      {"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+       "edited",
+       12},
   };
 
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -195,8 +197,7 @@ START_TEST(test_utf8)
     gev__utf8 u = {0};
     int failed = -1;
 
-    ck_assert_msg(gev__utf8_valid(p, n) == (v[i].bad_at == -1), "case %zu",
-                  i);
+    ck_assert_msg(gev__utf8_valid(p, n) == (v[i].bad_at == -1), "case %zu", i);
     for (size_t k = 0; k < n && failed < 0; k++)
       if (!gev__utf8_feed(&u, p + k, 1))
         failed = (int)k;

@@ -65,8 +65,8 @@ static ws_srv *srv_start(const gev_ws_handler *h, const gev_ws_options *wo,
                          size_t max_buffer)
 {
   ws_srv *w = calloc(1, sizeof(*w));
-  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 2,
-                     .max_buffer = max_buffer};
+  gev_options opt = {
+      .address = "127.0.0.1:0", .num_loops = 2, .max_buffer = max_buffer};
 
   closes = last_code = opens = messages = 0;
   ck_assert_int_eq(gev_ws_server_new(&w->s, h, wo, &opt), 0);
@@ -184,7 +184,7 @@ START_TEST(test_ping_pong)
   raw_send_chunked(fd, 0x89, "bytewise", 8, true, 1);
   raw_expect(fd, 0x8a, "bytewise", 8);
   raw_send(fd, 0x8a, "unsolicited", 11); /* 2.7: ignored */
-  for (int i = 0; i < 10; i++)            /* 2.10 */
+  for (int i = 0; i < 10; i++)           /* 2.10 */
     raw_send(fd, 0x89, "x", 1);
   for (int i = 0; i < 10; i++)
     raw_expect(fd, 0x8a, "x", 1);
@@ -331,9 +331,16 @@ END_TEST
 START_TEST(test_utf8_invalid_everywhere)
 {
   static const char *bad[] = {
-      "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80" "edited",
-      "\xc0\xaf",         "\xe0\x80\xaf", "\xf4\x90\x80\x80", "\xed\xbf\xbf",
-      "\x80",             "\xfe",         "\xff",             "ab\xc2",
+      "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"
+      "edited",
+      "\xc0\xaf",
+      "\xe0\x80\xaf",
+      "\xf4\x90\x80\x80",
+      "\xed\xbf\xbf",
+      "\x80",
+      "\xfe",
+      "\xff",
+      "ab\xc2",
       "\xf0\x9f\x98"};
   for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
     size_t n = strlen(bad[b]);
@@ -400,13 +407,13 @@ static void close_with(const void *payload, size_t n, int want_code)
 
 START_TEST(test_close_codes)
 {
-  static const int good[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
-                             1011, 3000, 3999, 4000, 4999};
+  static const int good[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                             1010, 1011, 3000, 3999, 4000, 4999};
   static const int bad[] = {0,    999,  1004, 1005, 1006, 1015,
                             1016, 1100, 2000, 2999, 5000, 65535};
   unsigned char p[2];
 
-  close_with("", 0, 1005); /* 7.3.1: no payload */
+  close_with("", 0, 1005);     /* 7.3.1: no payload */
   close_with("\x03", 1, 1002); /* 7.3.2: one byte */
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     p[0] = (unsigned char)(good[i] >> 8);
@@ -426,7 +433,10 @@ START_TEST(test_close_reasons)
   char p[125];
 
   /* 7.3.4-5: a reason, up to the 123 bytes that fit. */
-  memcpy(p, "\x03\xe8" "bye", 5);
+  memcpy(p,
+         "\x03\xe8"
+         "bye",
+         5);
   close_with(p, 5, 1000);
   ck_assert_str_eq(last_reason, "bye");
   memcpy(p, "\x03\xe8", 2);
@@ -434,7 +444,8 @@ START_TEST(test_close_reasons)
   close_with(p, 125, 1000);
   ck_assert_uint_eq(strlen(last_reason), 123);
   /* 7.5.1: a reason that is not UTF-8. */
-  memcpy(p, "\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80", 16);
+  memcpy(p, "\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80",
+         16);
   close_with(p, 16, 1007);
 }
 END_TEST
@@ -529,7 +540,6 @@ START_TEST(test_big_fragmented_message)
 }
 END_TEST
 
-
 /* ---- the opening handshake (RFC 6455 4.2) ------------------------------ */
 
 static const char *offer_pick(const char *const *offered, size_t n, void *arg)
@@ -573,7 +583,8 @@ START_TEST(test_handshake_validation)
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n", 101},
       {"GET / HTTP/1.1\r\nhost: h\r\nupgrade: WebSocket\r\nconnection: "
        "UPGRADE\r\nsec-websocket-key: " RAW_KEY "\r\nsec-websocket-version: "
-       "13\r\n\r\n", 101},
+       "13\r\n\r\n",
+       101},
       {"POST / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n", 400},
       {"GET / HTTP/1.0\r\nHost: h\r\n" UPG KEY V13 "\r\n", 400},
       {"GET / HTTP/1.1\r\n" UPG KEY V13 "\r\n", 400},
@@ -583,16 +594,20 @@ START_TEST(test_handshake_validation)
        426},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY "\r\n", 426},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY "Sec-WebSocket-Version: 8\r\n"
-       "\r\n", 426},
+       "\r\n",
+       426},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG V13 "\r\n", 400},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG
-       "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" V13 "\r\n", 400},
+       "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n" V13 "\r\n",
+       400},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG
-       "Sec-WebSocket-Key: not base64 at all!!!\r\n" V13 "\r\n", 400},
+       "Sec-WebSocket-Key: not base64 at all!!!\r\n" V13 "\r\n",
+       400},
       {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY KEY V13 "\r\n", 400},
       {"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n" UPG KEY V13 "\r\n", 400},
       {"GET / HTTP/1.1\r\nHost: h\r\nOrigin: http://evil.example\r\n" UPG KEY
-       V13 "\r\n", 403},
+           V13 "\r\n",
+       403},
   };
   gev_ws_options wo = {.select_protocol = offer_pick,
                        .check_origin = origin_ok};
@@ -655,8 +670,8 @@ START_TEST(test_handshake_then_frames)
   unsigned char *f = raw_frame(0x81, "early", 5, true, &len);
   int fd = th_connect(w->port), n;
 
-  n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
-                                 "\r\n");
+  n = snprintf(req, sizeof(req),
+               "GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n");
   memcpy(req + n, f, len);
   ck_assert(th_write_all(fd, req, (size_t)n + len));
   ck_assert_int_gt(raw_read_head(fd, head, sizeof(head)), 0);
@@ -696,7 +711,6 @@ static void http_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   ringbuffer_write(out, ok, sizeof(ok) - 1);
 }
 
-
 START_TEST(test_upgrade_from_http)
 {
   gev_handler h = {.on_message = http_message};
@@ -715,8 +729,8 @@ START_TEST(test_upgrade_from_http)
   ck_assert(th_write_all(fd, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", 27));
   ck_assert_int_gt(raw_read_head(fd, head, sizeof(head)), 0);
   ck_assert(th_read_exact(fd, head, 2));
-  n = snprintf(req, sizeof(req), "GET /ws HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
-                                 "\r\n");
+  n = snprintf(req, sizeof(req),
+               "GET /ws HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n");
   memcpy(req + n, f1, l1);
   memcpy(req + n + l1, f2, l2);
   ck_assert(th_write_all(fd, req, (size_t)n + l1 + l2));
@@ -767,7 +781,10 @@ START_TEST(test_send_from_thread)
   ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), 0);
   ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), -ENOTCONN);
   ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "late", 4), -ENOTCONN);
-  raw_expect(fd, 0x88, "\x03\xe8" "bye", 5);
+  raw_expect(fd, 0x88,
+             "\x03\xe8"
+             "bye",
+             5);
   raw_send(fd, 0x88, "\x0f\xa0", 2); /* the peer answers 4000 */
   ck_assert(th_wait_eof(fd, 10000));
   ck_assert(th_wait_int(&closes, 1, 10000));

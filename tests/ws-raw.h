@@ -60,15 +60,15 @@ static int raw_open(int port, const char *path)
            "Sec-WebSocket-Version: 13\r\n\r\n",
            path);
   ck_assert_int_eq(raw_request(fd, req, head, sizeof(head)), 101);
-  ck_assert_msg(strstr(head, "Sec-WebSocket-Accept: " RAW_ACCEPT "\r\n"),
-                "%s", head);
+  ck_assert_msg(strstr(head, "Sec-WebSocket-Accept: " RAW_ACCEPT "\r\n"), "%s",
+                head);
   return fd;
 }
 
 /* Builds a frame: b0 is the first byte (FIN, RSV, opcode); masked with a
  * key of its own unless @p mask is false. Returns a malloc'ed frame. */
-static unsigned char *raw_frame(unsigned b0, const void *p, size_t n,
-                                bool mask, size_t *out_len)
+static unsigned char *raw_frame(unsigned b0, const void *p, size_t n, bool mask,
+                                size_t *out_len)
 {
   unsigned char *f = malloc(n + 14), key[4] = {0x12, 0x9e, 0x4a, 0xc3};
   size_t k = 2;
@@ -156,8 +156,8 @@ static void raw_expect(int fd, unsigned b0, const void *p, size_t n)
   unsigned char *q;
   size_t len;
 
-  ck_assert_msg(raw_read(fd, &got, &q, &len), "no frame (want 0x%02x, %zu)",
-                b0, n);
+  ck_assert_msg(raw_read(fd, &got, &q, &len), "no frame (want 0x%02x, %zu)", b0,
+                n);
   ck_assert_msg(got == b0, "frame 0x%02x, want 0x%02x", got, b0);
   ck_assert_msg(len == n, "frame of %zu bytes, want %zu", len, n);
   ck_assert(n == 0 || memcmp(q, p, n) == 0);

@@ -187,8 +187,8 @@ GEV_EXPORT void gev_ws_server_free(gev_server *s);
  *         connection is closed).
  */
 GEV_EXPORT int gev_ws_upgrade(gev_conn *c, ringbuffer *in, ringbuffer *out,
-                              const gev_ws_handler *h,
-                              const gev_ws_options *wo, void *ctx);
+                              const gev_ws_handler *h, const gev_ws_options *wo,
+                              void *ctx);
 
 /**
  * Open a WebSocket client connection to @p url ("ws://host:port/path";
@@ -209,8 +209,8 @@ GEV_EXPORT int gev_ws_upgrade(gev_conn *c, ringbuffer *in, ringbuffer *out,
  *         gev_loop_connect. On error no callback runs.
  */
 GEV_EXPORT int gev_ws_connect(gev_loop *l, const char *url,
-                              const gev_ws_handler *h,
-                              const gev_ws_options *wo, void *ctx);
+                              const gev_ws_handler *h, const gev_ws_options *wo,
+                              void *ctx);
 
 /**
  * Send one message (unfragmented) or a ping or pong. Any thread, with the
