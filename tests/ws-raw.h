@@ -19,7 +19,7 @@
 #define RAW_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 /* Reads an HTTP head (through the blank line) into buf; its length, or -1. */
-static int raw_read_head(int fd, char *buf, size_t cap)
+static inline int raw_read_head(int fd, char *buf, size_t cap)
 {
   size_t n = 0;
 
@@ -36,7 +36,7 @@ static int raw_read_head(int fd, char *buf, size_t cap)
 }
 
 /* Sends @p req (a whole request head) and returns the answer's status. */
-static int raw_request(int fd, const char *req, char *head, size_t cap)
+static inline int raw_request(int fd, const char *req, char *head, size_t cap)
 {
   int status = 0;
 
@@ -48,7 +48,7 @@ static int raw_request(int fd, const char *req, char *head, size_t cap)
 }
 
 /* A connection with the handshake done, to @p path. */
-static int raw_open(int port, const char *path)
+static inline int raw_open(int port, const char *path)
 {
   char req[512], head[1024];
   int fd = th_connect(port);
@@ -67,8 +67,8 @@ static int raw_open(int port, const char *path)
 
 /* Builds a frame: b0 is the first byte (FIN, RSV, opcode); masked with a
  * key of its own unless @p mask is false. Returns a malloc'ed frame. */
-static unsigned char *raw_frame(unsigned b0, const void *p, size_t n, bool mask,
-                                size_t *out_len)
+static inline unsigned char *raw_frame(unsigned b0, const void *p, size_t n,
+                                       bool mask, size_t *out_len)
 {
   unsigned char *f = malloc(n + 14), key[4] = {0x12, 0x9e, 0x4a, 0xc3};
   size_t k = 2;
@@ -101,8 +101,8 @@ static unsigned char *raw_frame(unsigned b0, const void *p, size_t n, bool mask,
 }
 
 /* Sends a frame in pieces of @p chunk bytes (0: at once). */
-static void raw_send_chunked(int fd, unsigned b0, const void *p, size_t n,
-                             bool mask, size_t chunk)
+static inline void raw_send_chunked(int fd, unsigned b0, const void *p,
+                                    size_t n, bool mask, size_t chunk)
 {
   size_t len;
   unsigned char *f = raw_frame(b0, p, n, mask, &len);
@@ -114,7 +114,7 @@ static void raw_send_chunked(int fd, unsigned b0, const void *p, size_t n,
   free(f);
 }
 
-static void raw_send(int fd, unsigned b0, const void *p, size_t n)
+static inline void raw_send(int fd, unsigned b0, const void *p, size_t n)
 {
   raw_send_chunked(fd, b0, p, n, true, 0);
 }
@@ -122,7 +122,7 @@ static void raw_send(int fd, unsigned b0, const void *p, size_t n)
 /* Reads one frame: its first byte, payload (malloc'ed, NUL-terminated)
  * and length. false on EOF, error or timeout; the server's frames must be
  * unmasked. */
-static bool raw_read(int fd, unsigned *b0, unsigned char **p, size_t *n)
+static inline bool raw_read(int fd, unsigned *b0, unsigned char **p, size_t *n)
 {
   unsigned char h[10];
   uint64_t len;
@@ -150,7 +150,7 @@ static bool raw_read(int fd, unsigned *b0, unsigned char **p, size_t *n)
 }
 
 /* The next frame must be exactly this one. */
-static void raw_expect(int fd, unsigned b0, const void *p, size_t n)
+static inline void raw_expect(int fd, unsigned b0, const void *p, size_t n)
 {
   unsigned got;
   unsigned char *q;
@@ -166,7 +166,7 @@ static void raw_expect(int fd, unsigned b0, const void *p, size_t n)
 
 /* The server sends Close with @p code (-1: no payload) and then closes the
  * TCP connection once we answered. Frames before the Close are skipped. */
-static void raw_expect_close(int fd, int code)
+static inline void raw_expect_close(int fd, int code)
 {
   unsigned b0;
   unsigned char *q;
