@@ -36,7 +36,7 @@
 #define DEFAULT_MAX_MESSAGE (16u << 20)
 #define DEFAULT_CLOSE_TIMEOUT_MS 5000
 /* Frames up to this size are built on the stack. */
-#define STACK_FRAME 4096
+#define STACK_FRAME 16384
 
 enum {
   A_NONE = 0,
@@ -207,6 +207,30 @@ static void mask_key(unsigned char key[4])
   memcpy(key, &v, 4);
 }
 
+/* Inside the connection's own on_message a server frame goes straight into
+ * `out`, header and payload, without building it first: the room is
+ * checked before, so it is queued whole or not at all. */
+static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
+{
+  ringbuffer *out = ws->c->cur_out;
+  unsigned char hb[GEV__WS_MAX_HEADER];
+  size_t hl = gev__ws_build_header(hb, op, true, n, NULL);
+  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+
+  if (!gev__conn_state_sends(gev__conn_state(ws->c)))
+    return -ENOTCONN;
+  if (lim && (used > lim || lim - used < hl || lim - used - hl < n))
+    return -ENOBUFS;
+  if (ringbuffer_write(out, hb, hl) < 0)
+    return -ENOMEM;
+  if (ringbuffer_write(out, p, n) < 0) {
+    /* Out of memory with half a frame queued: the stream is broken. */
+    gev__conn_event(ws->c, GEV__CE_ERROR);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
 /* One frame, whole, in one gev_conn_send: a frame from another thread must
  * not interleave with one from this. Under mu. */
 static int send_frame_locked(gev_ws *ws, unsigned op, const void *p, size_t n)
@@ -215,6 +239,8 @@ static int send_frame_locked(gev_ws *ws, unsigned op, const void *p, size_t n)
   size_t hl, total;
   int r;
 
+  if (!ws->client && gev_loop_in_thread(ws->c->loop) && ws->c->cur_out)
+    return send_into_out(ws, op, p, n);
   if (ws->client)
     mask_key(key);
   if (n > SIZE_MAX - GEV__WS_MAX_HEADER)
