@@ -77,8 +77,9 @@ typedef struct gev_ws_handler {
   /** The connection is gone (the gev_conn's on_close). @p code: the code
    * of the peer's Close frame, GEV_WS_CLOSE_NO_STATUS when it had none;
    * when no Close came, the code of the Close the library sent because
-   * the peer broke the protocol or the close timeout passed, or
-   * GEV_WS_CLOSE_ABNORMAL when the TCP connection just ended. @p reason:
+   * the peer broke the protocol (1002, 1007, 1009), or
+   * GEV_WS_CLOSE_ABNORMAL when the TCP connection ended without one (also
+   * after the close timeout or a missing pong). @p reason:
    * the Close frame's reason (UTF-8, NUL-terminated, "" when none). */
   void (*on_close)(gev_ws *ws, int code, const char *reason);
   /** The server shuts down (gev_server_shutdown). NULL: the library sends
