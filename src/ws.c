@@ -288,7 +288,8 @@ static size_t close_payload(unsigned char *out, int code, const char *reason)
     return 0;
   out[0] = (unsigned char)(code >> 8);
   out[1] = (unsigned char)code;
-  memcpy(out + 2, reason, rl);
+  if (rl)
+    memcpy(out + 2, reason, rl);
   return 2 + rl;
 }
 

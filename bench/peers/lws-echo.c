@@ -135,7 +135,7 @@ static void on_signal(int sig)
 int main(int argc, char **argv)
 {
   struct lws_context_creation_info info;
-  struct lws_context *ctx;
+  struct lws_context *ctx = NULL;
   int port = 0, ch;
 
   while ((ch = getopt(argc, argv, "p:")) != -1)
@@ -148,11 +148,15 @@ int main(int argc, char **argv)
   info.protocols = protocols;
   info.gid = (gid_t)-1;
   info.uid = (uid_t)-1;
-  if (!port) {
-    /* lws has no "port 0, tell me which": pick a free one ourselves. */
-    info.port = 20000 + (int)(getpid() % 20000);
+  /* lws has no "port 0, tell me which": without -p, try ports from one
+   * derived from the pid until one binds. */
+  for (int i = 0; i < 50; i++) {
+    if (!port)
+      info.port = 20000 + (int)((getpid() + i * 7919) % 40000);
+    if ((ctx = lws_create_context(&info)) || port)
+      break;
   }
-  if (!(ctx = lws_create_context(&info)))
+  if (!ctx)
     return 1;
   printf("listening on 127.0.0.1:%d\n", info.port);
   fflush(stdout);
