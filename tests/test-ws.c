@@ -40,10 +40,16 @@ static void echo_message(gev_ws *ws, int op, const void *p, size_t n)
   }
 }
 
+/* The strings the callbacks leave for the test thread; several loops
+ * write them. */
+static pthread_mutex_t strings_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void echo_close(gev_ws *ws, int code, const char *reason)
 {
   (void)ws;
+  pthread_mutex_lock(&strings_mu);
   snprintf(last_reason, sizeof(last_reason), "%s", reason);
+  pthread_mutex_unlock(&strings_mu);
   th_st(&last_code, code);
   th_inc(&closes);
 }
@@ -442,11 +448,15 @@ START_TEST(test_close_reasons)
          "bye",
          5);
   close_with(p, 5, 1000);
+  pthread_mutex_lock(&strings_mu);
   ck_assert_str_eq(last_reason, "bye");
+  pthread_mutex_unlock(&strings_mu);
   memcpy(p, "\x03\xe8", 2);
   memset(p + 2, 'r', 123);
   close_with(p, 125, 1000);
+  pthread_mutex_lock(&strings_mu);
   ck_assert_uint_eq(strlen(last_reason), 123);
+  pthread_mutex_unlock(&strings_mu);
   /* 7.5.1: a reason that is not UTF-8. */
   memcpy(p, "\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80",
          16);
@@ -560,7 +570,9 @@ static char seen_origin[64];
 static bool origin_ok(const char *origin, void *arg)
 {
   (void)arg;
+  pthread_mutex_lock(&strings_mu);
   snprintf(seen_origin, sizeof(seen_origin), "%s", origin ? origin : "-");
+  pthread_mutex_unlock(&strings_mu);
   return !origin || strcmp(origin, "http://evil.example") != 0;
 }
 
@@ -633,13 +645,17 @@ START_TEST(test_handshake_validation)
       head, sizeof(head));
   ck_assert_msg(strstr(head, "Sec-WebSocket-Protocol: superchat\r\n"), "%s",
                 head);
+  pthread_mutex_lock(&strings_mu);
   ck_assert_str_eq(seen_origin, "http://ok.example");
+  pthread_mutex_unlock(&strings_mu);
   ask(w->port,
       "GET /p HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
       "Sec-WebSocket-Protocol: chat\r\n\r\n",
       head, sizeof(head));
   ck_assert(!strstr(head, "Sec-WebSocket-Protocol"));
+  pthread_mutex_lock(&strings_mu);
   ck_assert_str_eq(seen_origin, "-");
+  pthread_mutex_unlock(&strings_mu);
   srv_stop(w);
 }
 END_TEST
