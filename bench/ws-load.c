@@ -11,8 +11,8 @@
  *   ws-load -p PORT [-c 50] [-P 1] [-s 64] [-d 5] [-w 1] [--tcp]
  *           [--path /echo]
  *
- * Prints one line: "msgs_per_s=N mb_per_s=X errors=N". Exit 0 when every
- * echo matched. */
+ * Prints one line: "msgs_per_s=N mb_per_s=X total=N errors=N" (total:
+ * every echo, warm-up included). Exit 0 when every echo matched. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -280,8 +280,11 @@ int main(int argc, char **argv)
     }
   }
   double secs = now() - start;
-  printf("msgs_per_s=%.0f mb_per_s=%.1f errors=%llu\n", (double)counted / secs,
-         (double)counted * (double)size / secs / 1e6,
-         (unsigned long long)errors);
+  uint64_t total = 0;
+  for (int i = 0; i < conns; i++)
+    total += cs[i].echoed;
+  printf("msgs_per_s=%.0f mb_per_s=%.1f total=%llu errors=%llu\n",
+         (double)counted / secs, (double)counted * (double)size / secs / 1e6,
+         (unsigned long long)total, (unsigned long long)errors);
   return errors ? 1 : 0;
 }
