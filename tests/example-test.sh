@@ -471,6 +471,32 @@ proxy)
   drain_request_test
   kill -INT "$upid"; wait "$upid"; upid=
   ;;
+websocket)
+  # The page, /echo, /chat's broadcast and pushes (tests/ws/ for more),
+  # the message limit, and the shutdown's Close 1001.
+  wsc=$(dirname "$bin")/ws-client
+  start -m 1000 -i 100
+  exchange 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+  grep -q '^HTTP/1.1 200 OK' "$tmp/raw" && grep -q "new WebSocket('ws://' + location.host + '/chat')" "$tmp/raw" ||
+    fail "GET / did not serve the chat page: $(head -c 300 "$tmp/raw")"
+  printf 'hello\n\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\n' | "$wsc" "ws://127.0.0.1:$port/echo" >"$tmp/c1" || fail "ws-client /echo: $(cat "$tmp/c1")"
+  [ "$(cat "$tmp/c1")" = "$(printf 'hello\n\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\nclosed 1000')" ] || fail "/echo gave: $(cat "$tmp/c1")"
+  printf 'bin\n' | "$wsc" -b "ws://127.0.0.1:$port/echo" >"$tmp/c1" && grep -qx 'binary 3' "$tmp/c1" || fail "binary echo: $(cat "$tmp/c1")"
+  head -c 1001 /dev/zero | tr '\0' a | "$wsc" "ws://127.0.0.1:$port/echo" >"$tmp/c1"
+  grep -qx 'closed 1009 message too big' "$tmp/c1" || fail "-m 1000 let 1001 bytes through: $(cat "$tmp/c1")"
+  # A listener on /chat sees another client's message and the pushes.
+  : | "$wsc" -n 10 "ws://127.0.0.1:$port/chat" >"$tmp/c2" & lpid=$!
+  sleep 0.3
+  printf 'hi from b\n' | "$wsc" -n 1 "ws://127.0.0.1:$port/chat" >"$tmp/c3" || fail "chat sender: $(cat "$tmp/c3")"
+  wait "$lpid" || fail "chat listener: $(cat "$tmp/c2")"
+  grep -qx 'hi from b' "$tmp/c2" && grep -qE '^\* [12] online$' "$tmp/c2" || fail "chat listener saw: $(cat "$tmp/c2")"
+  # SIGTERM: a connected client gets Close 1001, the server exits 0.
+  : | "$wsc" -n 1000 -t 20000 "ws://127.0.0.1:$port/chat" >"$tmp/c4" & lpid=$!
+  sleep 0.3
+  stop TERM
+  wait "$lpid" || fail "client at shutdown: $(cat "$tmp/c4")"
+  grep -qx 'closed 1001 server shutting down' "$tmp/c4" || fail "no Close 1001 at shutdown: $(cat "$tmp/c4")"
+  ;;
 *) fail "unknown example" ;;
 esac
 rm -rf "$tmp"

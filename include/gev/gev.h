@@ -22,5 +22,6 @@
 #include <gev/log.h>
 #include <gev/version.h>
 #include <gev/udp.h>
+#include <gev/ws.h>
 
 #endif /* GEV_GEV_H */

@@ -1,0 +1,379 @@
+/* test-ws-client.c - the WebSocket client (gev_ws_connect): against gev's
+ * own server, and against a raw-socket server that checks what the client
+ * sends (masking with a fresh key per frame, the handshake request) and
+ * answers wrongly on purpose (a bad Sec-WebSocket-Accept, no 101, masked
+ * frames). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+
+#include "ws-internal.h"
+#include "ws-raw.h"
+
+#include <gev/ws.h>
+
+/* ---- a client on its own loop thread ---------------------------------- */
+
+typedef struct run {
+  gev_loop *l;
+  pthread_t t;
+  int opens, fails, fail_err, closes, close_code, msgs;
+  size_t total; /* payload bytes received */
+  char protocol[32];
+  /* on_open sends these, then closes after `expect` messages */
+  const void *send;
+  size_t send_len;
+  int send_count, send_op, expect;
+} run;
+
+static void c_open(gev_ws *ws)
+{
+  run *r = gev_ws_context(ws);
+
+  snprintf(r->protocol, sizeof(r->protocol), "%s", gev_ws_protocol(ws));
+  for (int i = 0; i < r->send_count; i++)
+    ck_assert_int_eq(gev_ws_send(ws, r->send_op, r->send, r->send_len), 0);
+  if (r->expect == 0)
+    gev_ws_close(ws, 1000, "done");
+  th_inc(&r->opens);
+}
+
+static void c_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  run *r = gev_ws_context(ws);
+
+  ck_assert_int_eq(op, r->send_op);
+  ck_assert_uint_eq(n, r->send_len);
+  ck_assert(n == 0 || memcmp(p, r->send, n) == 0);
+  r->total += n;
+  if (++r->msgs == r->expect)
+    gev_ws_close(ws, 1000, "done");
+}
+
+static void c_close(gev_ws *ws, int code, const char *reason)
+{
+  run *r = gev_ws_context(ws);
+
+  (void)reason;
+  th_st(&r->close_code, code);
+  th_inc(&r->closes);
+  gev_loop_stop(r->l);
+}
+
+static void c_fail(void *ctx, int err)
+{
+  run *r = ctx;
+
+  th_st(&r->fail_err, err);
+  th_inc(&r->fails);
+  gev_loop_stop(r->l);
+}
+
+static const gev_ws_handler client_h = {.on_open = c_open,
+                                        .on_message = c_message,
+                                        .on_close = c_close,
+                                        .on_fail = c_fail};
+
+static void *loop_main(void *arg)
+{
+  run *r = arg;
+
+  gev_loop_run(r->l);
+  return NULL;
+}
+
+static void client_start(run *r, const char *url, const gev_ws_options *wo)
+{
+  ck_assert_int_eq(gev_loop_new(&r->l), 0);
+  ck_assert_int_eq(gev_ws_connect(r->l, url, &client_h, wo, r), 0);
+  ck_assert_int_eq(pthread_create(&r->t, NULL, loop_main, r), 0);
+}
+
+static void client_join(run *r)
+{
+  th_join(r->t, 30);
+  gev_loop_free(r->l);
+}
+
+/* ---- gev's server ----------------------------------------------------- */
+
+static void s_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  gev_ws_send(ws, op, p, n);
+}
+
+static const char *s_pick(const char *const *offered, size_t n, void *arg)
+{
+  (void)arg;
+  return n > 1 ? offered[1] : NULL;
+}
+
+typedef struct srv {
+  gev_server *s;
+  pthread_t t;
+} srv;
+
+static void *srv_main(void *arg)
+{
+  gev_server_start(((srv *)arg)->s);
+  return NULL;
+}
+
+static int srv_start(srv *s)
+{
+  static const gev_ws_handler h = {.on_message = s_message};
+  gev_ws_options wo = {.select_protocol = s_pick};
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 1};
+
+  ck_assert_int_eq(gev_ws_server_new(&s->s, &h, &wo, &opt), 0);
+  ck_assert_int_eq(pthread_create(&s->t, NULL, srv_main, s), 0);
+  return gev_server_port(s->s);
+}
+
+static void srv_stop(srv *s)
+{
+  gev_server_stop(s->s);
+  th_join(s->t, 20);
+  gev_ws_server_free(s->s);
+}
+
+START_TEST(test_echo_with_gev_server)
+{
+  static const size_t lens[] = {0, 125, 126, 65535, 65536, 1 << 20};
+  srv s;
+  int port = srv_start(&s);
+  char url[64];
+
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/echo", port);
+  for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+    unsigned char *p = malloc(lens[i] + 1);
+    run r = {.send = p,
+             .send_len = lens[i],
+             .send_count = 5,
+             .send_op = i % 2 ? GEV_WS_BINARY : GEV_WS_TEXT,
+             .expect = 5};
+    gev_ws_options wo = {.protocols = "chat, superchat"};
+
+    memset(p, 'q', lens[i] + 1);
+    client_start(&r, url, &wo);
+    client_join(&r);
+    ck_assert_int_eq(r.opens, 1);
+    ck_assert_int_eq(r.msgs, 5);
+    ck_assert_int_eq(r.closes, 1);
+    ck_assert_int_eq(r.close_code, 1000); /* the server's answer */
+    ck_assert_str_eq(r.protocol, "superchat");
+    free(p);
+  }
+  srv_stop(&s);
+}
+END_TEST
+
+START_TEST(test_refused)
+{
+  run r = {0};
+  char url[64];
+  srv s;
+  int port = srv_start(&s);
+
+  srv_stop(&s); /* the port is free again: nobody listens */
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", port);
+  client_start(&r, url, NULL);
+  client_join(&r);
+  ck_assert_int_eq(r.fails, 1);
+  ck_assert_int_eq(r.fail_err, -ECONNREFUSED);
+  ck_assert_int_eq(r.opens + r.closes, 0);
+}
+END_TEST
+
+START_TEST(test_bad_urls)
+{
+  gev_loop *l;
+
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  ck_assert_int_eq(gev_ws_connect(l, "wss://x/", &client_h, NULL, NULL),
+                   -EPROTONOSUPPORT);
+  ck_assert_int_eq(gev_ws_connect(l, "http://x/", &client_h, NULL, NULL),
+                   -EPROTONOSUPPORT);
+  ck_assert_int_eq(gev_ws_connect(l, "ws:///", &client_h, NULL, NULL), -EINVAL);
+  ck_assert_int_eq(gev_ws_connect(l, "x", &client_h, NULL, NULL), -EINVAL);
+  gev_loop_free(l);
+}
+END_TEST
+
+/* ---- a raw server ----------------------------------------------------- */
+
+static int raw_listen(int *port)
+{
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  ck_assert(fd >= 0);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(fd, 4), 0);
+  getsockname(fd, (struct sockaddr *)&sa, &len);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+static int raw_accept(int lfd)
+{
+  struct pollfd p = {.fd = lfd, .events = POLLIN};
+  struct timeval tv = {10, 0};
+  int fd;
+
+  ck_assert_int_eq(poll(&p, 1, 10000), 1);
+  fd = accept(lfd, NULL, NULL);
+  ck_assert(fd >= 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+/* Reads the client's request; returns its accept value (static). */
+static const char *read_request(int fd, char *head, size_t cap)
+{
+  static char accept[32];
+  char key[64];
+  const char *k;
+
+  ck_assert_int_gt(raw_read_head(fd, head, cap), 0);
+  ck_assert_msg(strncmp(head, "GET /path?q=1 HTTP/1.1\r\n", 24) == 0, "%s",
+                head);
+  ck_assert(strstr(head, "\r\nUpgrade: websocket\r\n"));
+  ck_assert(strstr(head, "\r\nSec-WebSocket-Version: 13\r\n"));
+  ck_assert(strstr(head, "\r\nHost: 127.0.0.1:"));
+  k = strstr(head, "\r\nSec-WebSocket-Key: ");
+  ck_assert(k);
+  ck_assert_int_eq(sscanf(k + 21, "%63[^\r]", key), 1);
+  ck_assert_uint_eq(strlen(key), 24);
+  gev__ws_accept_key(key, strlen(key), accept);
+  return accept;
+}
+
+/* Reads a client frame: it must be masked; returns the mask, unmasks. */
+static uint32_t read_masked(int fd, unsigned *b0, unsigned char *p, size_t n)
+{
+  unsigned char h[8];
+  uint32_t key;
+
+  ck_assert(th_read_exact(fd, h, 2));
+  ck_assert_msg(h[1] & 0x80, "a client frame was not masked");
+  ck_assert_uint_eq(h[1] & 0x7f, n);
+  ck_assert(th_read_exact(fd, h + 2, 4));
+  ck_assert(th_read_exact(fd, p, n));
+  for (size_t i = 0; i < n; i++)
+    p[i] ^= h[2 + (i & 3)];
+  memcpy(&key, h + 2, 4);
+  *b0 = h[0];
+  return key;
+}
+
+/* Reads the client's Close (masked, up to 125 bytes); returns its code. */
+static int read_close(int fd)
+{
+  unsigned char h[6], p[125];
+  size_t n;
+
+  ck_assert(th_read_exact(fd, h, 6));
+  ck_assert_uint_eq(h[0], 0x88);
+  ck_assert(h[1] & 0x80);
+  n = h[1] & 0x7f;
+  ck_assert(n >= 2 && n <= 125);
+  ck_assert(th_read_exact(fd, p, n));
+  for (size_t i = 0; i < n; i++)
+    p[i] ^= h[2 + (i & 3)];
+  return p[0] << 8 | p[1];
+}
+
+typedef enum { GOOD, BAD_ACCEPT, NOT_101, MASKED_FRAME, EXTENSION } answer;
+
+static void raw_server_case(answer how, int want_fails, int want_code)
+{
+  int port, lfd = raw_listen(&port), fd;
+  char url[64], head[2048], resp[512];
+  const char *accept;
+  run r = {.send = "hello",
+           .send_len = 5,
+           .send_count = 8,
+           .send_op = GEV_WS_TEXT,
+           .expect = 1};
+
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/path?q=1", port);
+  client_start(&r, url, NULL);
+  fd = raw_accept(lfd);
+  accept = read_request(fd, head, sizeof(head));
+  snprintf(resp, sizeof(resp),
+           how == NOT_101 ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                          : "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "
+                            "websocket\r\nConnection: Upgrade\r\n"
+                            "Sec-WebSocket-Accept: %s\r\n%s\r\n",
+           how == BAD_ACCEPT ? "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" : accept,
+           how == EXTENSION ? "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                            : "");
+  ck_assert(th_write_all(fd, resp, strlen(resp)));
+  if (how == GOOD || how == MASKED_FRAME) {
+    uint32_t keys[8];
+    unsigned char p[5];
+    unsigned b0;
+    int distinct = 0;
+
+    for (int i = 0; i < 8; i++) {
+      keys[i] = read_masked(fd, &b0, p, 5);
+      ck_assert_uint_eq(b0, 0x81);
+      ck_assert(memcmp(p, "hello", 5) == 0);
+      distinct += i == 0 || keys[i] != keys[i - 1];
+    }
+    ck_assert_int_ge(distinct, 7); /* a fresh key per frame */
+    if (how == GOOD)
+      raw_send_chunked(fd, 0x81, "hello", 5, false, 1); /* byte-wise */
+    else
+      raw_send(fd, 0x81, "hello", 5); /* masked: a server may not */
+    ck_assert_int_eq(read_close(fd), want_code);
+    if (how == GOOD)
+      raw_send(fd, 0x88, "\x03\xe8", 2), shutdown(fd, SHUT_WR);
+  }
+  close(fd);
+  close(lfd);
+  client_join(&r);
+  ck_assert_int_eq(r.fails, want_fails);
+  if (want_fails)
+    ck_assert_int_eq(r.fail_err, -EPROTO);
+  else
+    ck_assert_int_eq(r.closes, 1);
+}
+
+START_TEST(test_raw_good)
+{
+  raw_server_case(GOOD, 0, 1000);
+}
+END_TEST
+
+START_TEST(test_raw_bad_accept)
+{
+  raw_server_case(BAD_ACCEPT, 1, 0);
+  raw_server_case(NOT_101, 1, 0);
+  raw_server_case(EXTENSION, 1, 0);
+}
+END_TEST
+
+START_TEST(test_raw_masked_frame)
+{
+  raw_server_case(MASKED_FRAME, 0, 1002);
+}
+END_TEST
+
+int main(void)
+{
+  const th_case cases[] = {
+      {"echo-gev-server", test_echo_with_gev_server, 60},
+      {"refused", test_refused, 30},
+      {"bad-urls", test_bad_urls, 10},
+      {"raw-good", test_raw_good, 30},
+      {"raw-bad-handshake", test_raw_bad_accept, 30},
+      {"raw-masked-frame", test_raw_masked_frame, 30},
+  };
+  return th_run(th_suite("ws-client", cases, sizeof(cases) / sizeof(cases[0])));
+}
