@@ -405,16 +405,23 @@ int fault_getaddrinfo(const char *h, const char *s, const struct addrinfo *hi,
   return hit(FK_RESOLVE, false) ? EAI_MEMORY : getaddrinfo(h, s, hi, res);
 }
 
+static _Thread_local bool immune;
+
+void fault_immune(bool on)
+{
+  immune = on;
+}
+
 #ifdef FAULT_SSL
 static void *ssl_malloc(size_t n, const char *file, int line)
 {
   (void)file, (void)line;
-  return hit(FK_SSL_ALLOC, false) ? NULL : malloc(n);
+  return !immune && hit(FK_SSL_ALLOC, false) ? NULL : malloc(n);
 }
 static void *ssl_realloc(void *p, size_t n, const char *file, int line)
 {
   (void)file, (void)line;
-  return hit(FK_SSL_ALLOC, false) ? NULL : realloc(p, n);
+  return !immune && hit(FK_SSL_ALLOC, false) ? NULL : realloc(p, n);
 }
 static void ssl_free(void *p, const char *file, int line)
 {

@@ -54,6 +54,10 @@ uint64_t fault_hits(fault_kind k);
 uint64_t fault_injected(void);
 const char *fault_kind_name(fault_kind k);
 
+/* Marks the calling thread's OpenSSL allocations as never failed (a
+ * test's own TLS clients). */
+void fault_immune(bool on);
+
 /* Installs the OpenSSL allocation hooks (TLS builds); must run before
  * OpenSSL allocates anything. Returns false when they cannot be set. */
 bool fault_ssl_hooks(void);

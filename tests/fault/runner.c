@@ -48,6 +48,7 @@ static void child(const scenario *s, fault_run *r)
   int rc;
 
   alarm(timeout_s);
+  fault_ssl_hooks();
   if (r->how == RUN_NTH)
     fault_arm_nth(r->kind, r->nth);
   else if (r->how == RUN_RANDOM)
@@ -239,6 +240,37 @@ static int one_run(const scenario *s)
   return 0;
 }
 
+/* The TLS scenario's certificates, made once for all its runs. */
+static char tls_dir[64];
+
+static void tls_prepare(void)
+{
+#ifdef FAULT_SSL
+  const char *script = getenv("GEV_TLS_CERTS");
+  char cmd[512];
+
+  snprintf(tls_dir, sizeof(tls_dir), "/tmp/gev-fault-XXXXXX");
+  if (!script || !mkdtemp(tls_dir)) {
+    tls_dir[0] = 0;
+    return;
+  }
+  snprintf(cmd, sizeof(cmd), "sh %s %s >/dev/null 2>&1", script, tls_dir);
+  if (system(cmd) == 0)
+    setenv("FAULT_TLS_DIR", tls_dir, 1);
+#endif
+}
+
+static void tls_cleanup(void)
+{
+  char cmd[128];
+
+  if (!tls_dir[0])
+    return;
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", tls_dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "could not remove %s\n", tls_dir);
+}
+
 int main(int argc, char **argv)
 {
   fault_run *slots;
@@ -252,6 +284,7 @@ int main(int argc, char **argv)
   slots = mmap(NULL, njobs * sizeof(*slots), PROT_READ | PROT_WRITE,
                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   jobs = calloc(njobs, sizeof(*jobs));
+  tls_prepare();
   if (slots == MAP_FAILED || !jobs)
     return 2;
   for (int i = 0; i < NSCEN; i++) {
@@ -261,8 +294,12 @@ int main(int argc, char **argv)
     if (!want)
       continue;
     if (getenv("FAULT_KIND")) {
+      int rc;
       free(jobs);
-      return one_run(&all[i]);
+      fault_ssl_hooks();
+      rc = one_run(&all[i]);
+      tls_cleanup();
+      return rc;
     }
     run_scenario(&all[i], jobs, slots);
   }
@@ -270,5 +307,6 @@ int main(int argc, char **argv)
          "%d failed\n",
          runs, points, fired, fails);
   free(jobs);
+  tls_cleanup();
   return fails ? 1 : 0;
 }
