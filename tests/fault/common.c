@@ -179,15 +179,20 @@ static uint64_t now_ms(void)
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int dial(int port)
+static int dial(int port, bool small_window)
 {
   struct sockaddr_in sa = {.sin_family = AF_INET,
                            .sin_port = htons((uint16_t)port)};
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rcv = 65536;
+
   if (fd < 0)
     return -1;
+  /* A small window: the server's socket buffer fills, its output waits. */
+  if (small_window)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
   if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
     close(fd);
     return -1;
@@ -242,6 +247,10 @@ static int stream(fr_client *c, int fd)
         sent += (size_t)n;
     }
     if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (c->slow && now_ms() + (uint64_t)c->timeout_ms < deadline + 200)
+        p.revents &= ~POLLIN; /* the first 200 ms: no reading at all */
+      if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
       n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
       if (n == 0)
         return c->got == want ? CL_FULL : CL_CLOSED;
@@ -260,7 +269,7 @@ static int stream(fr_client *c, int fd)
 static void *client_main(void *arg)
 {
   fr_client *c = arg;
-  int fd = dial(c->port);
+  int fd = dial(c->port, c->slow);
 
   if (fd < 0) {
     c->outcome = CL_NOCONN;

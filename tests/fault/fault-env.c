@@ -1,7 +1,7 @@
 /* fault-env.c - arms fault.c from the environment, for whole programs
  * (the example servers, built against the renamed library): before main,
  * FAULT_KIND + FAULT_NTH fail one call, FAULT_SEED injects transient
- * faults (FAULT_PERMILLE, default 50), neither only counts; at exit the
+ * faults (FAULT_PERMILLE, default 150), neither only counts; at exit the
  * counts go to the file FAULT_REPORT as "KIND HITS" lines, then
  * "injected N". */
 #include "fault.h"
@@ -39,7 +39,7 @@ __attribute__((constructor)) static void arm_from_env(void)
                       strtoull(getenv("FAULT_NTH") ? getenv("FAULT_NTH") : "1",
                                NULL, 10));
   } else if (seed) {
-    fault_arm_random(strtoull(seed, NULL, 10), pm ? (unsigned)atoi(pm) : 50);
+    fault_arm_random(strtoull(seed, NULL, 10), pm ? (unsigned)atoi(pm) : 150);
   }
   atexit(report);
 }

@@ -120,6 +120,7 @@ typedef struct fr_client {
   uint32_t seed, rseed;
   int timeout_ms;
   bool no_shutdown; /* keep writing side open until EOF */
+  bool slow;        /* reads nothing for 200 ms, a small window: output waits */
   pthread_t t;
   int outcome;
   size_t got;

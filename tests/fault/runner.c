@@ -6,12 +6,15 @@
  *
  *   fault-run [NAME...]     (no name: all scenarios)
  *   FAULT_CAP=24 FAULT_RANDOM=8 FAULT_SEED=1 FAULT_JOBS=2 FAULT_TIMEOUT=60
+ *   FAULT_PERMILLE=150 (the share of calls a random run fails, per mille)
  *   FAULT_KIND=malloc FAULT_NTH=17   one run, in the foreground
  *   FAULT_VERBOSE=1                  every run, and the library's log
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,20 +46,54 @@ static unsigned env_num(const char *name, unsigned dflt)
 static unsigned timeout_s, njobs;
 static int runs, fails, fired, points;
 
+static int count_dir(const char *path)
+{
+  DIR *d = opendir(path);
+  int n = 0;
+
+  if (!d)
+    return -1;
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
+}
+
+/* What the scenario left behind: open fds (a failure path that forgot a
+ * close) and threads (one it forgot to join). */
+static int leftovers(fault_run *r, int fds0, int threads0)
+{
+  int fds = count_dir("/proc/self/fd"), threads = count_dir("/proc/self/task");
+
+  if (fds > fds0)
+    return fr_fail(r, "%d fds left open", fds - fds0);
+  /* A joined thread leaves /proc a moment later. */
+  for (int i = 0; i < 200 && threads > threads0; i++) {
+    nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    threads = count_dir("/proc/self/task");
+  }
+  return threads > threads0
+             ? fr_fail(r, "%d threads left running", threads - threads0)
+             : 0;
+}
+
 static void child(const scenario *s, fault_run *r)
 {
-  int rc;
+  int rc, fds0, threads0;
 
   alarm(timeout_s);
   fault_ssl_hooks();
+  fds0 = count_dir("/proc/self/fd");
+  threads0 = count_dir("/proc/self/task");
   if (r->how == RUN_NTH)
     fault_arm_nth(r->kind, r->nth);
   else if (r->how == RUN_RANDOM)
-    fault_arm_random(r->seed, 50);
+    fault_arm_random(r->seed, env_num("FAULT_PERMILLE", 150));
   else
     fault_arm_count();
   rc = s->fn(r);
   fault_disarm();
+  rc |= leftovers(r, fds0, threads0);
   for (int k = 0; k < FK_COUNT; k++)
     r->hits[k] = fault_hits((fault_kind)k);
   r->injected = fault_injected();

@@ -1,5 +1,7 @@
-/* sc-echo.c - an echo server with two loops, four echo streams and one
- * connection that another thread feeds with gev_conn_send. */
+/* sc-echo.c - an echo server with two loops, four echo streams (one of
+ * them a slow reader of 8 MiB, so that output waits in the connection's
+ * own buffers) and one connection that another thread feeds with
+ * gev_conn_send. */
 #include "harness.h"
 
 #include <stdlib.h>
@@ -98,7 +100,8 @@ int sc_echo(fault_run *r)
   for (int i = 0; i <= ECHOES; i++) {
     cl[i].port = gev_server_port(sv.s);
     cl[i].tag = i < ECHOES ? 'E' : 'P';
-    cl[i].len = i < ECHOES ? 48 * 1024 : 0;
+    cl[i].len = i < ECHOES ? (i == 0 ? 8192 : 48) * 1024 : 0;
+    cl[i].slow = i == 0;
     cl[i].seed = (uint32_t)(i + 1) * 31u + (uint32_t)r->seed;
     cl[i].expect = i < ECHOES ? 0 : PUSHES * PUSH_LEN;
     cl[i].rseed = PUSH_SEED;
