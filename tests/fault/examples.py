@@ -298,7 +298,7 @@ def main():
     cap = int(os.environ.get("FAULT_CAP", "6"))
     nrand = int(os.environ.get("FAULT_RANDOM", "3"))
     seed = int(os.environ.get("FAULT_SEED_BASE", "1"))
-    jobs = int(os.environ.get("FAULT_JOBS", "2"))
+    jobs = int(os.environ.get("FAULT_JOBS", str(min(4, os.cpu_count() or 2))))
     up = upstream_echo()
     UPSTREAM = "127.0.0.1:%d" % up.getsockname()[1]
     total_runs = total_fail = 0

@@ -46,6 +46,7 @@ typedef int (*scenario_fn)(fault_run *r);
   X(reconnect)                                                                 \
   X(timers)                                                                    \
   X(halfclose)                                                                 \
+  X(partial)                                                                   \
   X(shutdown)                                                                  \
   SCENARIOS_TLS(X)
 

@@ -5,7 +5,7 @@
  * child with an alarm; the sanitizer build checks for leaks at its exit.
  *
  *   fault-run [NAME...]     (no name: all scenarios)
- *   FAULT_CAP=24 FAULT_RANDOM=8 FAULT_SEED=1 FAULT_JOBS=2 FAULT_TIMEOUT=60
+ *   FAULT_CAP=24 FAULT_RANDOM=8 FAULT_SEED=1 FAULT_JOBS=CPUs FAULT_TIMEOUT=60
  *   FAULT_PERMILLE=150 (the share of calls a random run fails, per mille)
  *   FAULT_KIND=malloc FAULT_NTH=17   one run, in the foreground
  *   FAULT_VERBOSE=1                  every run, and the library's log
@@ -315,7 +315,9 @@ int main(int argc, char **argv)
 
   signal(SIGPIPE, SIG_IGN);
   timeout_s = env_num("FAULT_TIMEOUT", 60);
-  njobs = env_num("FAULT_JOBS", 2);
+  /* One child per CPU (at most 4): each run mostly waits on its sockets. */
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  njobs = env_num("FAULT_JOBS", cpus > 4 ? 4 : cpus > 0 ? (unsigned)cpus : 2);
   if (!njobs)
     njobs = 1;
   slots = mmap(NULL, njobs * sizeof(*slots), PROT_READ | PROT_WRITE,
