@@ -13,7 +13,11 @@
 #include <gev/tls.h>
 #endif
 
-static gev_server *running;
+/* The server the signal handler acts on; NULL again before it is freed, so
+ * that a signal arriving after gev_server_start returned (it failed, or a
+ * shutdown ended) never reaches a freed server. Signals run on this
+ * thread (the workers block them), so the store orders them. */
+static _Atomic(gev_server *) running;
 static int drain_ms = 5000;
 
 /* The first SIGINT or SIGTERM shuts down gracefully (connections finish,
@@ -21,9 +25,11 @@ static int drain_ms = 5000;
  * Both calls are async-signal-safe. */
 static void on_signal(int sig)
 {
+  gev_server *s = atomic_load(&running);
+
   (void)sig;
-  if (gev_server_shutdown(running, (uint64_t)drain_ms) == -EALREADY)
-    gev_server_stop(running);
+  if (s && gev_server_shutdown(s, (uint64_t)drain_ms) == -EALREADY)
+    gev_server_stop(s);
 }
 
 /* SIGUSR1 asks for a one-line stats summary on stderr. The handler only
@@ -255,7 +261,7 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   }
   if (ready)
     ready(s);
-  running = s;
+  atomic_store(&running, s);
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
@@ -266,6 +272,7 @@ int ex_run(const gev_handler *h, gev_options *opt, const ex_args *a,
   gev_server_run_every(s, STATS_POLL_MS, stats_tick, s);
   print_listening(s, opt, a);
   err = gev_server_start(s);
+  atomic_store(&running, NULL);
   gev_server_free(s);
 #ifdef GEV_EXAMPLE_TLS
   gev_tls_ctx_unref(tls); /* after the server: no connection uses it now */
