@@ -40,24 +40,6 @@ static uint64_t since(const gev_conn *c, int kind)
   return t > c->idle_mark[kind] ? t : c->idle_mark[kind];
 }
 
-/* A handler with on_idle decides (the period starts again); otherwise,
- * and for a connection the handler never saw or that is closing already
- * (a flush its peer does not read: the timeout bounds it), it closes as
- * the idle timeout always did (output dropped). */
-static void fire(gev_conn *c, int kind)
-{
-  gev_loop *l = c->loop;
-
-  if (c->h->on_idle && (c->flags & GEV__CF_CONNECTED) &&
-      gev__conn_state_connected(gev__conn_state(c))) {
-    c->idle_mark[kind] = l->now_ms;
-    c->h->on_idle(c, (gev_idle_kind)kind);
-    return;
-  }
-  c->why = GEV__WHY_IDLE;
-  gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
-}
-
 static void sweep(void *arg)
 {
   gev_loop *l = arg;
@@ -80,7 +62,8 @@ static void sweep(void *arg)
      * kind waits for the next sweep, which sees what the handler did. */
     for (int k = 0; k < GEV__IDLE_KINDS; k++) {
       if (c->idle_ms[k] && l->now_ms - since(c, k) >= c->idle_ms[k]) {
-        fire(c, k);
+        /* conn.c acts: on_idle, or the close the timeout always was. */
+        c->handle.ops->expire(&c->handle, k);
         break;
       }
     }

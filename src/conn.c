@@ -1039,7 +1039,28 @@ static void drain(gev__handle *h)
     gev__conn_schedule(c); /* settle closes it once idle */
 }
 
-static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain};
+/* An idle timeout ran out (conn-idle.c's sweep found it). A handler with
+ * on_idle decides (the period starts again); otherwise,
+ * and for a connection the handler never saw or that is closing already
+ * (a flush its peer does not read: the timeout bounds it), it closes as
+ * the idle timeout always did (output dropped). */
+static void expire(gev__handle *h, int kind)
+{
+  gev_conn *c = gev__container_of(h, gev_conn, handle);
+  gev_loop *l = c->loop;
+
+  if (c->h->on_idle && (c->flags & GEV__CF_CONNECTED) &&
+      has(gev__conn_state(c), UP)) {
+    c->idle_mark[kind] = l->now_ms;
+    c->h->on_idle(c, (gev_idle_kind)kind);
+    return;
+  }
+  c->why = GEV__WHY_IDLE;
+  gev__conn_event(c, GEV__CE_DEADLINE); /* leaves the list */
+}
+
+static const gev__handle_ops conn_ops = {"conn", after_pass, stop, drain,
+                                         expire};
 
 gev_conn *gev__conn_of_handle(gev__handle *h)
 {

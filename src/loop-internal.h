@@ -44,6 +44,10 @@ typedef struct gev__handle_ops {
   void (*stop)(gev__handle *h);
   /* Optional. The loop drains (a graceful shutdown): wind down. */
   void (*drain)(gev__handle *h);
+  /* Optional. A timeout of h's ran out (`what` is the handle's own: for a
+   * connection, the idle kind), found by a sweep that knows when, not
+   * what to do about it. */
+  void (*expire)(gev__handle *h, int what);
 } gev__handle_ops;
 
 struct gev__handle {
