@@ -353,7 +353,7 @@ static bool quiet(int fd)
 
 static bool all_closed(void)
 {
-  return quiet(srv[0]->listener.io.fd) && quiet(srv[1]->listener.io.fd) &&
+  return quiet(srv[0]->addrs[0].fd) && quiet(srv[1]->addrs[0].fd) &&
          gev_server_conn_count(srv[0]) == 0 &&
          gev_server_conn_count(srv[1]) == 0 &&
          atomic_load(&closes) == atomic_load(&connects);
