@@ -231,11 +231,12 @@ static int count_listeners(const gev_server *s)
 
 static int open_all(gev_server *s, gev__accepted_fn fn)
 {
-  int k = 0, err;
+  int k = 0, n = count_listeners(s), err;
 
-  s->nls = count_listeners(s);
-  if (!(s->ls = calloc((size_t)s->nls, sizeof(*s->ls))))
+  /* nls only once ls exists: roll_back walks nls entries of ls. */
+  if (!(s->ls = calloc((size_t)n, sizeof(*s->ls))))
     return -ENOMEM;
+  s->nls = n;
   for (int j = 0; j < s->nls; j++)
     s->ls[j].io.fd = s->ls[j].reserve_fd = -1;
   for (int i = 0; i < s->naddrs; i++) {
