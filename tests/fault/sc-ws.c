@@ -236,9 +236,11 @@ static int write_full(int fd, const unsigned char *p, size_t n)
   return 0;
 }
 
-/* One masked frame (key 0x5a5a5a5a applied by hand). */
+/* One masked frame (a fixed key of four different bytes, applied by hand:
+ * a wrong mask offset in the library shows). */
 static int frame_out(int fd, int fin_op, const unsigned char *p, size_t n)
 {
+  static const unsigned char key[4] = {0x12, 0x34, 0x56, 0x78};
   static unsigned char b[14 + 70000];
   size_t h = 0;
 
@@ -254,10 +256,10 @@ static int frame_out(int fd, int fin_op, const unsigned char *p, size_t n)
     for (int i = 7; i >= 0; i--)
       b[h++] = (unsigned char)((uint64_t)n >> (8 * i));
   }
-  memset(b + h, 0x5a, 4);
+  memcpy(b + h, key, 4);
   h += 4;
   for (size_t i = 0; i < n; i++)
-    b[h + i] = p[i] ^ 0x5a;
+    b[h + i] = p[i] ^ key[i & 3];
   return write_full(fd, b, h + n);
 }
 
