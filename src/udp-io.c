@@ -9,6 +9,7 @@
  * the thread: a loop runs in one thread, and the thread remembers the
  * buffers of the loop it runs, so the loop itself keeps nothing of UDP. */
 #include "udp-internal.h"
+#include "log-internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -154,12 +155,21 @@ static void publish_q(gev_udp *u)
 void gev__udp_watch(gev_udp *u)
 {
   unsigned want = 0;
+  int err;
 
   if (u->state == GEV__US_OPEN)
     want |= GEV__EV_READ;
   if (u->q.head && u->state < GEV__US_CLOSING)
     want |= GEV__EV_WRITE;
-  gev__loop_io_set(u->l, &u->io, want);
+  err = gev__loop_io_set(u->l, &u->io, want);
+  /* A socket the poller no longer watches as asked would never read (or
+   * send) again, silently: it closes, and on_error says why first. */
+  if (err < 0 && u->state < GEV__US_CLOSING) {
+    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
+             gev_strerror(err));
+    u->pending_err = err;
+    gev__udp_move(u, GEV__UE_CLOSE);
+  }
 }
 
 /* A refused datagram is dropped; the first error of a pass goes to

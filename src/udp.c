@@ -144,6 +144,11 @@ static void after_pass(gev__handle *hd)
 
   u->pending_err = 0;
   if (u->state == GEV__US_CLOSING) {
+    if (err) { /* why it closed (gev__udp_watch) */
+      gev__udp_count(u, GEV__UC_ERRORS, 1);
+      if (u->h.on_error)
+        u->h.on_error(u, err);
+    }
     if (u->h.on_close)
       u->h.on_close(u);
     gev__udp_move(u, GEV__UE_DONE);
@@ -381,6 +386,31 @@ static void inbox_task(void *arg)
   gev__udp_unref(u);
 }
 
+/* Takes k back out of the inbox (if the close has not freed it) and lets
+ * the next send post the task; true when k was there (and is freed). */
+static bool inbox_unlink(gev_udp *u, gev__udp_pkt *k)
+{
+  gev__udp_pkt **pp;
+  bool found = false;
+
+  pthread_mutex_lock(&u->mu);
+  for (pp = &u->inbox.head; *pp; pp = &(*pp)->next) {
+    if (*pp != k)
+      continue;
+    *pp = k->next;
+    if (u->inbox.tail == &k->next)
+      u->inbox.tail = pp;
+    u->inbox.bytes -= k->len;
+    found = true;
+    break;
+  }
+  u->inbox_posted = false;
+  pthread_mutex_unlock(&u->mu);
+  if (found)
+    free(k);
+  return found;
+}
+
 /* From another thread (or before the start): into the inbox, and one task
  * per batch of such sends takes it to the loop. */
 static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
@@ -411,8 +441,15 @@ static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
   }
   if (post) {
     gev__udp_ref(u);
-    if (gev__loop_post_owned(u->l, inbox_task, u, unref_task) < 0)
-      gev__udp_unref(u); /* stopped: the close frees the inbox */
+    err = gev__loop_post_owned(u->l, inbox_task, u, unref_task);
+    if (err < 0) {
+      gev__udp_unref(u);
+      /* Stopped: the close frees the inbox. Out of memory: no task
+       * will take the inbox, so this send is refused and the next one
+       * posts again (a flag left set would hold every later send). */
+      if (err == -ENOMEM && inbox_unlink(u, k))
+        return -ENOMEM;
+    }
   }
   return 0;
 }

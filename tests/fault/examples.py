@@ -164,6 +164,122 @@ def load_timer(port, seed):
                 raise AssertionError("unexpected line %r" % line)
 
 
+def ws_frame(op, payload, fin=True):
+    """A masked client frame (RFC 6455 5.2)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    h = bytes([(0x80 if fin else 0) | op])
+    if n < 126:
+        h += bytes([0x80 | n])
+    elif n < 65536:
+        h += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        h += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read(s):
+    """One unfragmented server frame: (opcode, payload)."""
+    b0, b1 = recv_exact(s, 2)
+    assert b0 & 0x80 and not b1 & 0x80, "server frame header %x %x" % (b0, b1)
+    n = b1 & 0x7f
+    if n == 126:
+        (n,) = struct.unpack(">H", recv_exact(s, 2))
+    elif n == 127:
+        (n,) = struct.unpack(">Q", recv_exact(s, 8))
+    return b0 & 0x0f, recv_exact(s, n)
+
+
+def load_websocket(port, seed):
+    """The /echo endpoint: whole messages, one fragmented around a ping,
+    then the close handshake; every byte checked."""
+    r = random.Random(seed)
+    with dial(port) as s:
+        send(s, b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += recv_exact(s, 1)
+        assert head.startswith(b"HTTP/1.1 101"), "handshake %r" % head[:40]
+        assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, "accept key"
+        for i in range(5):
+            p = r.randbytes(r.choice([0, 1, 125, 126, 3000, 70000]))
+            if i == 2 and len(p) > 3:
+                a, b = len(p) // 3, 2 * len(p) // 3
+                send(s, ws_frame(2, p[:a], False) + ws_frame(9, b"pi") +
+                     ws_frame(0, p[a:b], False) + ws_frame(0, p[b:]))
+                op, q = ws_read(s)
+                if op == 8:
+                    raise Closed()
+                assert (op, q) == (10, b"pi"), "pong"
+            else:
+                send(s, ws_frame(2, p))
+            op, q = ws_read(s)
+            if op == 8:
+                raise Closed()  # the server failed it, visibly
+            assert (op, q) == (2, p), "echo of %d bytes" % len(p)
+        send(s, ws_frame(8, struct.pack(">H", 1000)))
+        op, q = ws_read(s)
+        assert op == 8 and q[:2] == struct.pack(">H", 1000), "close reply"
+        expect_eof(s)
+
+
+def load_udp_echo(port, seed):
+    """Datagrams one at a time, each echo checked; a lost one (0.5 s) is
+    a hurt load, fine only under a fault."""
+    r = random.Random(seed)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        for _ in range(12):
+            p = r.randbytes(r.randint(0, 1400))
+            s.sendto(p, ("127.0.0.1", port))
+            try:
+                q = s.recv(65536)
+            except socket.timeout:
+                raise Closed()
+            assert q == p, "udp echo of %d bytes" % len(p)
+    load_echo(port, seed)  # and the TCP echo on the same port
+
+
+def dns_query(qid, name):
+    q = b"".join(bytes([len(x)]) + x for x in name.encode().split(b"."))
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + b"\0" + \
+        struct.pack(">HH", 1, 1)
+
+
+def dns_check(qid, name, reply):
+    rid, flags, qd, an = struct.unpack(">HHHH", reply[:8])
+    assert rid == qid and flags & 0x8000, "dns reply id/QR"
+    rcode = flags & 0xf
+    if name.startswith("www."):
+        assert rcode == 0 and an >= 1, "www: rcode %d, %d answers" % (rcode, an)
+    else:
+        assert rcode == 3, "nxdomain: rcode %d" % rcode
+
+
+def load_dns(port, seed):
+    """A and NXDOMAIN queries over UDP (each answer checked), then one
+    over TCP with its 2-byte length."""
+    r = random.Random(seed)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        for i in range(8):
+            name = "www.gev.test" if i % 2 == 0 else "nope%d.gev.test" % i
+            qid = r.randint(0, 65535)
+            s.sendto(dns_query(qid, name), ("127.0.0.1", port))
+            try:
+                dns_check(qid, name, s.recv(4096))
+            except socket.timeout:
+                raise Closed()
+    with dial(port) as s:
+        qid = r.randint(0, 65535)
+        m = dns_query(qid, "www.gev.test")
+        send(s, struct.pack(">H", len(m)) + m)
+        (n,) = struct.unpack(">H", recv_exact(s, 2))
+        dns_check(qid, "www.gev.test", recv_exact(s, n))
+
+
 def upstream_echo():
     """A plain echo server on a thread, the proxy's upstream."""
     ls = socket.socket()
@@ -201,6 +317,9 @@ EXAMPLES = {  # name: (load, connections, extra arguments)
     "framing": (load_framing, 4, ["-m", "64k"]),
     "timer": (load_timer, 3, ["-i", "40", "-k", "3000", "-b", "100"]),
     "proxy": (load_echo, 4, ["-u", None]),
+    "websocket": (load_websocket, 4, []),
+    "udp-echo": (load_udp_echo, 4, []),
+    "dns": (load_dns, 3, []),
 }
 
 

@@ -36,6 +36,7 @@ static const char *const names[FK_COUNT] = {
     "readv",     "send",       "sendmsg", "wake-write",     "epoll_create",
     "epoll_ctl", "epoll_wait", "eventfd", "pthread_create", "socket",
     "bind",      "listen",     "connect", "getaddrinfo",    "ssl-alloc",
+    "recvmmsg",  "sendmmsg",
 };
 
 const char *fault_kind_name(fault_kind k)
@@ -268,6 +269,24 @@ static int do_epoll_wait(int ep, struct epoll_event *ev, int max, int ms,
              : epoll_wait(ep, ev, max, ms);
 }
 
+/* recvmmsg and sendmmsg: a hard error, or EINTR, EAGAIN, or fewer
+ * datagrams than asked (the rest stay in the kernel or in the caller's
+ * hands, as a real short result leaves them). */
+static long do_mmsg(fault_kind k, long nr, long *a)
+{
+  uint64_t h = hit(k, true);
+
+  if (h == 1)
+    return fail(k == FK_RECVMMSG ? ECONNREFUSED : EPERM);
+  if (h > 1) {
+    unsigned pick = (unsigned)(h % 3);
+    if (pick < 2 || a[2] < 2)
+      return fail(pick == 1 ? EAGAIN : EINTR);
+    a[2] = 1 + (long)((h >> 8) % (uint64_t)(a[2] - 1));
+  }
+  return syscall(nr, a[0], a[1], a[2], a[3], a[4]);
+}
+
 long fault_syscall(long nr, ...);
 long fault_syscall(long nr, ...)
 {
@@ -291,6 +310,8 @@ long fault_syscall(long nr, ...)
   case SYS_epoll_pwait:
     return do_epoll_wait((int)a[0], (struct epoll_event *)a[1], (int)a[2],
                          (int)a[3], true);
+  case SYS_recvmmsg: return do_mmsg(FK_RECVMMSG, nr, a);
+  case SYS_sendmmsg: return do_mmsg(FK_SENDMMSG, nr, a);
   default: return syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
   }
 }

@@ -36,6 +36,8 @@ typedef enum {
   FK_CONNECT,      /* ENETUNREACH */
   FK_RESOLVE,      /* getaddrinfo: EAI_MEMORY */
   FK_SSL_ALLOC,    /* OpenSSL's allocations (CRYPTO_set_mem_functions) */
+  FK_RECVMMSG,     /* syscall(SYS_recvmmsg): ECONNREFUSED (an ICMP error) */
+  FK_SENDMMSG,     /* syscall(SYS_sendmmsg): EPERM (a firewall's refusal) */
   FK_COUNT
 } fault_kind;
 

@@ -48,6 +48,8 @@ typedef int (*scenario_fn)(fault_run *r);
   X(halfclose)                                                                 \
   X(partial)                                                                   \
   X(shutdown)                                                                  \
+  X(ws)                                                                        \
+  X(udp)                                                                       \
   SCENARIOS_TLS(X)
 
 #ifdef FAULT_SSL

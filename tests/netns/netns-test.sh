@@ -5,6 +5,10 @@
 #   echo        8 connections of pipelined echo, every byte checked
 #   proxy       the same through examples/proxy
 #   tls         200 KB through the TLS echo, compared byte for byte
+#   websocket   4 connections of examples/websocket's /echo (whole and
+#               fragmented messages), every byte compared (ws-udp-peer.py)
+#   udp         800 datagrams through examples/udp-echo: each back intact
+#               or not at all (the loss is counted), the server alive
 #   link-down   the link pulled for 3 s under an echo load, which survives,
 #               while a gev_client whose connection TCP_USER_TIMEOUT ends
 #               redials and works again once the link is back
@@ -115,6 +119,20 @@ if [ -x "$ex/tls-client" ] && mkdir "$work/certs" && sh "$src/tests/tls-certs.sh
   fi
 elif [ "${GEV_REQUIRE_NETNS:-0}" = 1 ]; then bad "tls: no tls-client or openssl"
 else echo "SKIP tls: built without libgev-tls or no openssl tool"; fi
+
+# websocket: examples/websocket's /echo, every byte compared
+start "$work/ws.log" "$ex/websocket" -a $IPA -p 7300 -l 2 || { bad "websocket server"; cat "$work/ws.log"; }
+if inB timeout 90 python3 "$src/tests/netns/ws-udp-peer.py" ws $IPA 7300 4 12 >"$work/ws" 2>&1; then
+  ok "websocket: $(cat "$work/ws")"
+else bad "websocket"; cat "$work/ws"; fi
+
+# udp: examples/udp-echo; each datagram back intact or not at all
+start "$work/udp.log" "$ex/udp-echo" -a $IPA -p 7400 -l 2 || { bad "udp-echo server"; cat "$work/udp.log"; }
+udppid=${pids[${#pids[@]} - 1]}
+if inB timeout 60 python3 "$src/tests/netns/ws-udp-peer.py" udp $IPA 7400 800 >"$work/udp" 2>&1 &&
+   kill -0 "$udppid" 2>/dev/null; then
+  ok "udp: $(cat "$work/udp")"
+else bad "udp (server alive: $(kill -0 "$udppid" 2>/dev/null && echo yes || echo no))"; cat "$work/udp" "$work/udp.log"; fi
 
 # link-down: an echo load and a reconnecting client across a 3 s cut
 ip netns exec "$B" "$build/bench/echo-client" -H $IPA -p 7000 -c 4 -s 512 -d 10 >"$work/ec3" 2>&1 &
