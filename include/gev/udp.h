@@ -89,7 +89,11 @@ typedef struct gev_udp_handler {
    *  ...), or a datagram the kernel refused to send (-EMSGSIZE, -EACCES,
    *  -ENETUNREACH, ...). The socket stays open; each error is reported
    *  once and consumed, never spun on. Several refused sends in one pass
-   *  are reported once, with the first error. */
+   *  are reported once, with the first error. One exception: when the
+   *  loop can no longer watch the socket (epoll_ctl failed, e.g.
+   *  -ENOMEM), that error comes here and the socket closes right after
+   *  (on_close): a socket that cannot read would lose every datagram
+   *  silently. */
   void (*on_error)(gev_udp *u, int err);
   /** The socket closed; sends now fail with -ENOTCONN. Runs once. */
   void (*on_close)(gev_udp *u);
