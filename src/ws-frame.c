@@ -75,14 +75,27 @@ size_t gev__ws_build_header(unsigned char *out, unsigned opcode, bool fin,
 void gev__ws_unmask(unsigned char *p, size_t n, const unsigned char mask[4],
                     size_t offset)
 {
-  unsigned char m[8];
+  unsigned char m[12];
   size_t i = 0;
   uint64_t w;
 
-  for (int k = 0; k < 8; k++)
-    m[k] = mask[(offset + (size_t)k) & 3];
-  memcpy(&w, m, 8);
-  /* Eight bytes at a time: the rotated mask repeats every 8 as well. */
+  /* The key three times over: the 8 bytes from the offset are the key
+   * rotated, and they repeat every 8 as well. */
+  memcpy(m, mask, 4);
+  memcpy(m + 4, mask, 4);
+  memcpy(m + 8, mask, 4);
+  memcpy(&w, m + (offset & 3), 8);
+  /* Sixteen bytes a round, then eight, then the tail byte by byte. */
+  for (; i + 16 <= n; i += 16) {
+    uint64_t a, b;
+
+    memcpy(&a, p + i, 8);
+    memcpy(&b, p + i + 8, 8);
+    a ^= w;
+    b ^= w;
+    memcpy(p + i, &a, 8);
+    memcpy(p + i + 8, &b, 8);
+  }
   for (; i + 8 <= n; i += 8) {
     uint64_t v;
 
@@ -91,7 +104,7 @@ void gev__ws_unmask(unsigned char *p, size_t n, const unsigned char mask[4],
     memcpy(p + i, &v, 8);
   }
   for (; i < n; i++)
-    p[i] ^= m[i & 7];
+    p[i] ^= m[(offset + i) & 3];
 }
 
 /* The lead byte decides how many continuation bytes follow and, for the

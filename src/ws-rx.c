@@ -23,14 +23,13 @@
 /* Message buffers above this are freed after their message, not kept. */
 #define KEEP_MSG_BUFFER (64u << 10)
 
+/* Read once per frame: an acquire load, not mu (two locked atomics per
+ * message on the echo path). gev__ws_event stores it with release under
+ * mu, so what a change published is seen with it; a change racing with
+ * the read is as unordered as it was under the lock. */
 static int state_of(gev_ws *ws)
 {
-  int st;
-
-  pthread_mutex_lock(&ws->mu);
-  st = ws->state;
-  pthread_mutex_unlock(&ws->mu);
-  return st;
+  return __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE);
 }
 
 static void fail(gev_ws *ws, int code)
