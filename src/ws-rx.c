@@ -206,6 +206,7 @@ static int check_data(gev_ws *ws, const gev__ws_header *fh)
 static int rx_step(gev_ws *ws, ringbuffer *in)
 {
   unsigned char hb[GEV__WS_MAX_HEADER];
+  const unsigned char *hp;
   size_t have = ringbuffer_len(in), avail;
   gev__ws_header fh;
   int r;
@@ -217,11 +218,15 @@ static int rx_step(gev_ws *ws, ringbuffer *in)
     struct iovec seg[2];
     size_t got = ringbuffer_peek(in, avail, seg);
 
-    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
-    if (got > seg[0].iov_len)
+    /* Parsed where it lies unless the ring wraps inside it. */
+    hp = seg[0].iov_base;
+    if (got > seg[0].iov_len) {
+      memcpy(hb, seg[0].iov_base, seg[0].iov_len);
       memcpy(hb + seg[0].iov_len, seg[1].iov_base, got - seg[0].iov_len);
+      hp = hb;
+    }
   }
-  if ((r = gev__ws_parse_header(hb, avail, &fh)) <= 0)
+  if ((r = gev__ws_parse_header(hp, avail, &fh)) <= 0)
     return r;
   if (fh.masked == ws->client)
     return -GEV_WS_CLOSE_PROTOCOL_ERROR; /* 5.1: clients mask, servers not */
