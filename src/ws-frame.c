@@ -72,6 +72,9 @@ size_t gev__ws_build_header(unsigned char *out, unsigned opcode, bool fin,
   return k;
 }
 
+/* Sixteen bytes as one value (GCC and clang vector extension). */
+typedef uint64_t vec16 __attribute__((vector_size(16)));
+
 void gev__ws_unmask(unsigned char *p, size_t n, const unsigned char mask[4],
                     size_t offset)
 {
@@ -85,16 +88,22 @@ void gev__ws_unmask(unsigned char *p, size_t n, const unsigned char mask[4],
   memcpy(m + 4, mask, 4);
   memcpy(m + 8, mask, 4);
   memcpy(&w, m + (offset & 3), 8);
-  /* Sixteen bytes a round, then eight, then the tail byte by byte. */
-  for (; i + 16 <= n; i += 16) {
-    uint64_t a, b;
+  /* 32 bytes a round in two 16-byte vectors (SSE2 on x86-64, NEON on
+   * arm64, plain words elsewhere: the compiler's generic vectors), then
+   * eight at a time, then the tail byte by byte. */
+  if (n >= 32) {
+    vec16 wv = {w, w};
 
-    memcpy(&a, p + i, 8);
-    memcpy(&b, p + i + 8, 8);
-    a ^= w;
-    b ^= w;
-    memcpy(p + i, &a, 8);
-    memcpy(p + i + 8, &b, 8);
+    for (; i + 32 <= n; i += 32) {
+      vec16 a, b;
+
+      memcpy(&a, p + i, 16);
+      memcpy(&b, p + i + 16, 16);
+      a ^= wv;
+      b ^= wv;
+      memcpy(p + i, &a, 16);
+      memcpy(p + i + 16, &b, 16);
+    }
   }
   for (; i + 8 <= n; i += 8) {
     uint64_t v;
