@@ -23,14 +23,13 @@
 /* Message buffers above this are freed after their message, not kept. */
 #define KEEP_MSG_BUFFER (64u << 10)
 
+/* Read once per frame: an acquire load, not mu (two locked atomics per
+ * message on the echo path). gev__ws_event stores it with release under
+ * mu, so what a change published is seen with it; a change racing with
+ * the read is as unordered as it was under the lock. */
 static int state_of(gev_ws *ws)
 {
-  int st;
-
-  pthread_mutex_lock(&ws->mu);
-  st = ws->state;
-  pthread_mutex_unlock(&ws->mu);
-  return st;
+  return __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE);
 }
 
 static void fail(gev_ws *ws, int code)
@@ -207,6 +206,7 @@ static int check_data(gev_ws *ws, const gev__ws_header *fh)
 static int rx_step(gev_ws *ws, ringbuffer *in)
 {
   unsigned char hb[GEV__WS_MAX_HEADER];
+  const unsigned char *hp;
   size_t have = ringbuffer_len(in), avail;
   gev__ws_header fh;
   int r;
@@ -218,11 +218,15 @@ static int rx_step(gev_ws *ws, ringbuffer *in)
     struct iovec seg[2];
     size_t got = ringbuffer_peek(in, avail, seg);
 
-    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
-    if (got > seg[0].iov_len)
+    /* Parsed where it lies unless the ring wraps inside it. */
+    hp = seg[0].iov_base;
+    if (got > seg[0].iov_len) {
+      memcpy(hb, seg[0].iov_base, seg[0].iov_len);
       memcpy(hb + seg[0].iov_len, seg[1].iov_base, got - seg[0].iov_len);
+      hp = hb;
+    }
   }
-  if ((r = gev__ws_parse_header(hb, avail, &fh)) <= 0)
+  if ((r = gev__ws_parse_header(hp, avail, &fh)) <= 0)
     return r;
   if (fh.masked == ws->client)
     return -GEV_WS_CLOSE_PROTOCOL_ERROR; /* 5.1: clients mask, servers not */

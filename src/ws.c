@@ -207,13 +207,16 @@ static void mask_key(unsigned char key[4])
   memcpy(key, &v, 4);
 }
 
+/* Frames up to this size are queued with one ringbuffer_write. */
+#define SMALL_FRAME 256
+
 /* Inside the connection's own on_message a server frame goes straight into
  * `out`, header and payload, without building it first: the room is
  * checked before, so it is queued whole or not at all. */
 static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
 {
   ringbuffer *out = ws->c->cur_out;
-  unsigned char hb[GEV__WS_MAX_HEADER];
+  unsigned char hb[GEV__WS_MAX_HEADER + SMALL_FRAME];
   size_t hl = gev__ws_build_header(hb, op, true, n, NULL);
   size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
 
@@ -221,6 +224,12 @@ static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
     return -ENOTCONN;
   if (lim && (used > lim || lim - used < hl || lim - used - hl < n))
     return -ENOBUFS;
+  if (n <= SMALL_FRAME) {
+    /* One write for a small frame: a second costs more than the copy. */
+    if (n)
+      memcpy(hb + hl, p, n);
+    return ringbuffer_write(out, hb, hl + n) < 0 ? -ENOMEM : 0;
+  }
   if (ringbuffer_write(out, hb, hl) < 0)
     return -ENOMEM;
   if (ringbuffer_write(out, p, n) < 0) {
@@ -443,7 +452,8 @@ int gev__ws_event(gev_ws *ws, int ev, int code, const char *reason)
     pthread_mutex_unlock(&ws->mu);
     return -1;
   }
-  ws->state = e.to;
+  __atomic_store_n(&ws->state, e.to,
+                   __ATOMIC_RELEASE); /* ws-rx.c reads it unlocked */
   act_locked(ws, e.action, code, reason);
   pthread_mutex_unlock(&ws->mu);
   act_unlocked(ws, e.action);

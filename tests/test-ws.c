@@ -176,6 +176,44 @@ START_TEST(test_framing_chunked)
 }
 END_TEST
 
+/* A stream of frames of many lengths written in pieces of 1001 bytes that
+ * split headers and payloads anywhere, each echo read as soon as its frame
+ * is wholly written: `in` is never drained to empty (it restarts at 0
+ * then), so it wraps again and again with frame headers across its end,
+ * and each must still parse (a header is read in place unless it wraps). */
+START_TEST(test_framing_stream)
+{
+  enum { FRAMES = 4000 };
+  ws_srv *w = echo_start();
+  int fd = raw_open(w->port, "/");
+  unsigned char *p = pattern(300), *all = malloc(FRAMES * 314);
+  size_t *end = malloc(FRAMES * sizeof(*end)), used = 0, k = 0;
+
+  for (size_t i = 0; i < FRAMES; i++) {
+    size_t len;
+    unsigned char *f = raw_frame(0x82, p, (i * 37) % 300, true, &len);
+
+    memcpy(all + used, f, len);
+    end[i] = used += len;
+    free(f);
+  }
+  for (size_t off = 0; off < used;) {
+    size_t piece = used - off < 1001 ? used - off : 1001;
+
+    ck_assert(th_write_all(fd, all + off, piece));
+    off += piece;
+    for (; k < FRAMES && end[k] <= off; k++)
+      raw_expect(fd, 0x82, p, (k * 37) % 300);
+  }
+  ck_assert_uint_eq(k, FRAMES);
+  free(end);
+  free(all);
+  free(p);
+  close(fd);
+  srv_stop(w);
+}
+END_TEST
+
 /* ---- 2: pings and pongs ----------------------------------------------- */
 
 START_TEST(test_ping_pong)
@@ -938,6 +976,7 @@ int main(void)
   const th_case cases[] = {
       {"framing-lengths", test_framing_lengths, 60},
       {"framing-chunked", test_framing_chunked, 120},
+      {"framing-stream", test_framing_stream, 60},
       {"ping-pong", test_ping_pong, 60},
       {"reserved-bits", test_reserved_bits, 60},
       {"opcodes", test_opcodes, 60},
