@@ -184,8 +184,10 @@ static void start_task(void *arg)
 
   gev__handle_register(&u->handle);
   u->ctx = gev__udp_ctx_get(u->l);
-  err = u->ctx ? gev__loop_io_add(u->l, &u->io, 0) : -ENOMEM;
+  /* io.fd is under mu: an option call (gev_udp_connect, setsockopt) may
+   * be using the fd in another thread right now. */
   pthread_mutex_lock(&u->mu);
+  err = u->ctx ? gev__loop_io_add(u->l, &u->io, 0) : -ENOMEM;
   closed = atomic_load(&u->closed);
   pthread_mutex_unlock(&u->mu);
   if (err < 0 && u->h.on_error)
