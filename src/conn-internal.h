@@ -54,7 +54,7 @@ enum {
 /* Flags: facts beside the state, owned by the loop's thread. */
 enum {
   GEV__CF_CONNECTED = 1u << 0,   /* on_connect ran: on_close is owed */
-  GEV__CF_PAUSED = 1u << 1,      /* output above half the cap: not reading */
+  GEV__CF_PAUSED = 1u << 1,      /* input held, output high: not reading */
   GEV__CF_USER_PAUSED = 1u << 2, /* gev_conn_pause_read */
   GEV__CF_REDELIVER = 1u << 3,   /* show held input again after the pass */
   /* The handler's last look at `in`, with `out` empty, consumed nothing:

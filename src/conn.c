@@ -678,15 +678,18 @@ static void close_if_idle(gev_conn *c, int st)
     gev__conn_event(c, GEV__CE_CLOSE); /* closes after the pass */
 }
 
-/* Backpressure: stop reading while the output is above half the cap, and
- * show held input again once it is below. */
+/* Backpressure ends once the output is below half the cap: held input is
+ * shown again. It starts only in show(), where the handler holds input
+ * back: an output that is high by itself (the user's own sends, a stream
+ * pushed at a peer) does not stop reading. If it did, two peers streaming
+ * at each other would each wait for the other to read. */
 static void apply_backpressure(gev_conn *c)
 {
   size_t half = c->max_buffer / 2;
 
-  if (gev__buf_len(c->out) >= half && half > 0) {
-    pause_reading(c);
-  } else if (c->flags & GEV__CF_PAUSED) {
+  if (gev__buf_len(c->out) >= half && half > 0)
+    return;
+  if (c->flags & GEV__CF_PAUSED) {
     c->flags &= ~GEV__CF_PAUSED;
     if (c->in) {
       c->flags |= GEV__CF_REDELIVER;
@@ -756,12 +759,10 @@ static void show(gev_conn *c, int st, ringbuffer *in, ringbuffer *out)
   size_t before = ringbuffer_len(in);
   bool empty_out = ringbuffer_empty(out);
 
-  if (ringbuffer_len(out) + reserved >= max) {
-    pause_reading(c); /* no room: wait until output drains */
-    return;
-  }
-  /* Sends already accepted from other threads keep their room. */
-  ringbuffer_set_limit(out, max - reserved);
+  /* Shown even with no room left: a handler that only consumes needs none,
+   * and one that replies holds its input, which pauses reading below.
+   * Sends already accepted from other threads keep their room. */
+  ringbuffer_set_limit(out, max > reserved ? max - reserved : 0);
   c->cur_in = in;
   c->cur_out = out;
   c->loop->st.v[GEV__S_MESSAGES]++;

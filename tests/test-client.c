@@ -1538,6 +1538,109 @@ START_TEST(outgoing_max_buffer_enobufs)
 }
 END_TEST
 
+/* ---- 11. two gev peers streaming at each other ------------------------ *
+ * A gev client pushes a stream into a gev echo server and reads the echo
+ * back, both with small caps and small socket buffers. The client's output
+ * is full of its own sends, not of replies to its input: reading must go
+ * on, or the server's output fills, the server stops reading, the client's
+ * output never drains, and both wait for ever. */
+
+#define FD_TOTAL ((size_t)8 << 20)
+#define FD_CHUNK (16 * KIB)
+
+typedef struct fd_state {
+  size_t sent, got;
+  int bad, done;
+} fd_state;
+
+static fd_state g_fd;
+
+static unsigned char fd_byte(size_t off)
+{
+  return (unsigned char)(off ^ (off >> 11) * 7);
+}
+
+static void fd_pump(gev_conn *c, void *arg)
+{
+  unsigned char buf[FD_CHUNK];
+
+  (void)arg;
+  while (g_fd.sent < FD_TOTAL) {
+    size_t n =
+        FD_TOTAL - g_fd.sent < FD_CHUNK ? FD_TOTAL - g_fd.sent : FD_CHUNK;
+    int r;
+
+    for (size_t i = 0; i < n; i++)
+      buf[i] = fd_byte(g_fd.sent + i);
+    r = gev_conn_send(c, buf, n);
+    if (r == -ENOBUFS) {
+      if (gev_conn_notify_drain(c, 8 * KIB, fd_pump, NULL) != 0)
+        th_inc(&g_fd.bad);
+      return;
+    }
+    if (r != 0) {
+      th_inc(&g_fd.bad);
+      return;
+    }
+    g_fd.sent += n;
+  }
+}
+
+static void fd_connect(gev_conn *c)
+{
+  fd_pump(c, NULL);
+}
+
+static void fd_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  unsigned char buf[4096];
+  size_t n;
+
+  (void)out;
+  while ((n = ringbuffer_read(in, buf, sizeof(buf))) > 0) {
+    for (size_t i = 0; i < n; i++)
+      if (buf[i] != fd_byte(g_fd.got + i))
+        th_inc(&g_fd.bad);
+    g_fd.got += n;
+  }
+  if (g_fd.got == FD_TOTAL) {
+    gev_conn_close(c);
+    th_st(&g_fd.done, 1);
+  }
+}
+
+START_TEST(full_duplex_gev_peers)
+{
+  gev_options so = {.num_loops = 1,
+                    .max_buffer = 64 * KIB,
+                    .rcvbuf = 16 * KIB,
+                    .sndbuf = 16 * KIB};
+  gev_handler h = {fd_connect, fd_message, NULL};
+  char addr[64];
+  th_loop_thread lt;
+  th_server *srv;
+
+  memset(&g_fd, 0, sizeof(g_fd));
+  th_reset_counters();
+  srv = th_start(&th_echo_handler, &so);
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", srv->port);
+  gev_connect_options o = {.address = addr,
+                           .max_buffer = 64 * KIB,
+                           .rcvbuf = 16 * KIB,
+                           .sndbuf = 16 * KIB};
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_loop_connect(lt.l, &h, &o), 0);
+  ck_assert_msg(th_wait_int(&g_fd.done, 1, 30000),
+                "stalled: %zu of %zu sent, %zu echoed back", g_fd.sent,
+                FD_TOTAL, g_fd.got);
+  ck_assert_int_eq(th_ld(&g_fd.bad), 0);
+  ck_assert_int_eq(th_ld(&th_violations), 0);
+  ck_assert_int_eq(th_lt_stop(&lt), 0);
+  gev_loop_free(lt.l);
+  th_stop(srv);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------- */
 
 static Suite *client_suite(void)
@@ -1562,6 +1665,7 @@ static Suite *client_suite(void)
       {"drain_when_output_drains", drain_when_output_drains, 60},
       {"drain_never_after_close", drain_never_after_close, 60},
       {"outgoing_max_buffer_enobufs", outgoing_max_buffer_enobufs, 60},
+      {"full_duplex_gev_peers", full_duplex_gev_peers, 60},
   };
 
   return th_suite("client", cases, sizeof(cases) / sizeof(cases[0]));

@@ -363,7 +363,8 @@ GEV_EXPORT int gev_conn_set_idle_timeout(gev_conn *c, gev_idle_kind kind,
  * Set @p c's cap on each of its buffers, overriding the server's (or the
  * connect options') max_buffer, with the same meaning: past it `out`
  * refuses writes, gev_conn_send returns -ENOBUFS, reading pauses while
- * output is above half of it, and input that reaches it unconsumed
+ * the handler holds input back with the output above half of it, and
+ * input that reaches it unconsumed
  * closes the connection. Lowering it below what is buffered now drops
  * nothing: what is there stays and drains; only what comes after is
  * refused. Inside on_message it applies to `out` on return. Owning loop's
