@@ -168,7 +168,16 @@ echo)
   start --drain-ms 60000
   exec 3<>/dev/tcp/127.0.0.1/"$port"
   head -c 16000000 /dev/zero >&3 & wpid=$!
-  sleep 0.5
+  # Until the writer is done or blocked (16 MB is more than loopback's
+  # socket buffers hold, so the rest is queued in the server): a fixed
+  # sleep was too short on a loaded machine, when nothing was queued yet.
+  last=-1
+  for _ in $(seq 100); do
+    w=$(awk '/^wchar/ {print $2}' "/proc/$wpid/io" 2>/dev/null) || break
+    [ -z "$w" ] && break
+    [ "$w" = "$last" ] && break
+    last=$w; sleep 0.2
+  done
   kill -TERM "$pid"; sleep 0.5
   kill -0 "$pid" 2>/dev/null || fail "exited with output still queued"
   stop TERM
