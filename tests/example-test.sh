@@ -282,7 +282,7 @@ http)
   [ "$(count 'HTTP/1.1 (405 Method Not Allowed|200 OK)')" -eq 2 ] || fail "late body: $(cat "$tmp/raw")"
   # load: many connections, then few; no errors, only 2xx
   for c in 50 2; do
-    timeout 30 wrk -t1 -c$c -d2s "$base/" >"$tmp/wrk" 2>&1 || fail "wrk -c$c: $(cat "$tmp/wrk")"
+    timeout 30 wrk -t1 -c$c -d2s --timeout 10s "$base/" >"$tmp/wrk" 2>&1 || fail "wrk -c$c: $(cat "$tmp/wrk")"
     grep -qE '^ +[1-9][0-9]* requests in' "$tmp/wrk" || fail "wrk -c$c made no requests: $(cat "$tmp/wrk")"
     grep -qE 'Non-2xx|Socket errors' "$tmp/wrk" && fail "wrk -c$c: $(cat "$tmp/wrk")"
     echo "wrk -c$c: $(grep -E 'Requests/sec' "$tmp/wrk")"
