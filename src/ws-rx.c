@@ -39,15 +39,36 @@ static void fail(gev_ws *ws, int code)
   gev__ws_event(ws, GEV__WE_FAIL, code, NULL);
 }
 
+/* Output queued inside this on_message and from other threads. */
+static size_t queued(const gev_ws *ws)
+{
+  const ringbuffer *out = ws->c->cur_out;
+
+  return (out ? ringbuffer_len(out) : 0) + gev__conn_reserved(ws->c);
+}
+
+/* Shows a message, and notes whether the handler answered it: only a
+ * handler that answers has its delivery held while the output is high. */
 static void deliver(gev_ws *ws, unsigned op, const void *p, size_t n)
 {
-  if (ws->h.on_message)
-    ws->h.on_message(ws, (int)op, n ? p : "", n);
+  size_t before;
+
+  if (!ws->h.on_message) {
+    ws->answers = false;
+    return;
+  }
+  before = queued(ws);
+  ws->h.on_message(ws, (int)op, n ? p : "", n);
+  if (op < 8)
+    ws->answers = queued(ws) > before;
 }
 
 /* Replies, then output and sends in flight, at half the cap: let the
  * connection drain before the next message (conn.c shows the held input
- * again once it has). */
+ * again once it has). Only for a handler that answered its last message:
+ * one that only consumes (a client pushing a stream with gev_ws_send and
+ * reading what comes back) would otherwise wait for a peer that waits for
+ * it to read. */
 static bool output_high(gev_ws *ws, ringbuffer *out)
 {
   size_t max = ws->c->max_buffer;
@@ -276,7 +297,7 @@ static void on_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
     return;
   }
   while (r > 0 && receiving(state_of(ws)) && !ringbuffer_empty(in)) {
-    if (output_high(ws, out))
+    if (ws->answers && output_high(ws, out))
       return; /* shown again once the output has drained */
     r = rx_step(ws, in);
   }

@@ -170,6 +170,140 @@ START_TEST(test_echo_with_gev_server)
 }
 END_TEST
 
+/* ---- two gev peers streaming at each other ---------------------------- *
+ * The client pushes 32 MiB in messages with gev_ws_send (from on_open and
+ * its drain callback) and reads the echo back; both sides have a 64 KiB
+ * cap, the server small socket buffers (more than the client's kernel
+ * buffers can hold comes back). The client answers nothing it is given,
+ * so its high output must not hold its delivery: if it did, the server's
+ * output would fill, the server would hold its own, and both would wait. */
+
+#define ST_TOTAL ((size_t)32 << 20)
+#define ST_MSG 8192
+
+typedef struct stream_run {
+  gev_loop *l;
+  size_t sent, got;
+  int bad, done;
+} stream_run;
+
+static unsigned char st_byte(size_t off)
+{
+  return (unsigned char)(off ^ (off >> 11) * 7);
+}
+
+static void st_pump(gev_conn *c, void *arg)
+{
+  gev_ws *ws = arg;
+  stream_run *r = gev_ws_context(ws);
+  unsigned char m[ST_MSG];
+
+  while (r->sent < ST_TOTAL) {
+    int e;
+
+    for (size_t i = 0; i < ST_MSG; i++)
+      m[i] = st_byte(r->sent + i);
+    e = gev_ws_send(ws, GEV_WS_BINARY, m, ST_MSG);
+    if (e == -ENOBUFS) {
+      if (gev_conn_notify_drain(c, 8192, st_pump, ws) != 0)
+        th_inc(&r->bad);
+      return;
+    }
+    if (e != 0) {
+      th_inc(&r->bad);
+      return;
+    }
+    r->sent += ST_MSG;
+  }
+}
+
+static void st_open(gev_ws *ws)
+{
+  gev_conn *c = gev_ws_conn(ws);
+
+  gev_conn_set_max_buffer(c, 64 * 1024);
+  st_pump(c, ws);
+}
+
+static void st_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  stream_run *r = gev_ws_context(ws);
+  const unsigned char *b = p;
+
+  if (op != GEV_WS_BINARY || n != ST_MSG)
+    th_inc(&r->bad);
+  for (size_t i = 0; i < n; i++)
+    if (b[i] != st_byte(r->got + i)) {
+      th_inc(&r->bad);
+      break;
+    }
+  r->got += n;
+  if (r->got == ST_TOTAL) {
+    th_st(&r->done, 1);
+    gev_ws_close(ws, 1000, "done");
+  }
+}
+
+static void st_close(gev_ws *ws, int code, const char *reason)
+{
+  stream_run *r = gev_ws_context(ws);
+
+  (void)code;
+  (void)reason;
+  gev_loop_stop(r->l);
+}
+
+static void st_fail(void *ctx, int err)
+{
+  stream_run *r = ctx;
+
+  (void)err;
+  th_inc(&r->bad);
+  gev_loop_stop(r->l);
+}
+
+static void *st_loop(void *arg)
+{
+  gev_loop_run(((stream_run *)arg)->l);
+  return NULL;
+}
+
+START_TEST(test_full_duplex_gev_peers)
+{
+  static const gev_ws_handler sh = {.on_message = s_message};
+  static const gev_ws_handler ch = {.on_open = st_open,
+                                    .on_message = st_message,
+                                    .on_close = st_close,
+                                    .on_fail = st_fail};
+  gev_options opt = {.address = "127.0.0.1:0",
+                     .num_loops = 1,
+                     .max_buffer = 64 * 1024,
+                     .rcvbuf = 16384,
+                     .sndbuf = 16384};
+  stream_run r = {0};
+  char url[64];
+  pthread_t t;
+  srv s;
+
+  ck_assert_int_eq(gev_ws_server_new(&s.s, &sh, NULL, &opt), 0);
+  ck_assert_int_eq(pthread_create(&s.t, NULL, srv_main, &s), 0);
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/echo", gev_server_port(s.s));
+  ck_assert_int_eq(gev_loop_new(&r.l), 0);
+  ck_assert_int_eq(gev_ws_connect(r.l, url, &ch, NULL, &r), 0);
+  ck_assert_int_eq(pthread_create(&t, NULL, st_loop, &r), 0);
+  if (!th_wait_int(&r.done, 1, 30000)) {
+    gev_loop_stop(r.l);
+    th_join(t, 20);
+    ck_abort_msg("stalled: %zu of %zu sent, %zu echoed back", r.sent, ST_TOTAL,
+                 r.got);
+  }
+  th_join(t, 20);
+  gev_loop_free(r.l);
+  ck_assert_int_eq(th_ld(&r.bad), 0);
+  srv_stop(&s);
+}
+END_TEST
+
 START_TEST(test_refused)
 {
   run r = {0};
@@ -369,6 +503,7 @@ int main(void)
 {
   const th_case cases[] = {
       {"echo-gev-server", test_echo_with_gev_server, 60},
+      {"full-duplex-gev-peers", test_full_duplex_gev_peers, 60},
       {"refused", test_refused, 30},
       {"bad-urls", test_bad_urls, 10},
       {"raw-good", test_raw_good, 30},

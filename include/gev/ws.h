@@ -21,8 +21,12 @@
  * handshake has started (a Close frame was sent) or the connection closed.
  *
  * Backpressure. While the connection's output is above half of max_buffer
- * the library delivers no further message: the frames wait in the input,
- * which stops reading at its cap, as for a plain connection.
+ * and the handler answered the last message it was given (queued output
+ * from its on_message), the library delivers no further message: the
+ * frames wait in the input, which stops reading at its cap, as for a plain
+ * connection. A handler that only consumes (a client pushing a stream with
+ * gev_ws_send while it reads what comes back) keeps being given messages,
+ * so that two peers streaming at each other cannot wait for each other.
  *
  * Failing the connection. A protocol error by the peer sends a Close frame
  * with the code of RFC 6455 7.4.1 (1002 protocol error, 1007 invalid
