@@ -114,6 +114,7 @@ struct gev_udp {
   gev__udp_ctx *ctx; /* the loop's shared buffers, from the start on */
   gev__udp_q q;      /* pushed back by the kernel, in order */
   int pending_err;   /* a refused send, for on_error after the pass */
+  int io_err;        /* udp-io.c saw the poller fail: udp.c closes */
 };
 
 /* ---- udp.c ------------------------------------------------------------ */
@@ -144,8 +145,12 @@ int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
 void gev__udp_flush_batch_of(gev_udp *u);
 /* Hands the queue to the kernel until it pushes back. */
 void gev__udp_flush_queue(gev_udp *u);
-/* Read and write interest from the state and the queue. */
-void gev__udp_watch(gev_udp *u);
+/* Read and write interest from the state and the queue: 0 or the poller's
+ * error, which the caller acts on. udp-io.c never moves a socket's state:
+ * what needs acting on (a poller failure: io_err; a draining socket's
+ * queue emptied) it reports by scheduling the handle, and udp.c's
+ * after-pass call acts. */
+int gev__udp_watch(gev_udp *u);
 /* Frees every datagram of q; returns how many there were. */
 uint64_t gev__udp_q_free(gev__udp_q *q);
 static inline void gev__udp_q_init(gev__udp_q *q)

@@ -152,23 +152,26 @@ static void publish_q(gev_udp *u)
   atomic_store_explicit(&u->q_bytes, u->q.bytes, memory_order_relaxed);
 }
 
-void gev__udp_watch(gev_udp *u)
+int gev__udp_watch(gev_udp *u)
 {
   unsigned want = 0;
-  int err;
 
   if (u->state == GEV__US_OPEN)
     want |= GEV__EV_READ;
   if (u->q.head && u->state < GEV__US_CLOSING)
     want |= GEV__EV_WRITE;
-  err = gev__loop_io_set(u->l, &u->io, want);
-  /* A socket the poller no longer watches as asked would never read (or
-   * send) again, silently: it closes, and on_error says why first. */
-  if (err < 0 && u->state < GEV__US_CLOSING) {
-    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
-             gev_strerror(err));
-    u->pending_err = err;
-    gev__udp_move(u, GEV__UE_CLOSE);
+  return gev__loop_io_set(u->l, &u->io, want);
+}
+
+/* The queue changed here, where nothing may close the socket: a poller
+ * failure is recorded and udp.c's after-pass call acts on it. */
+static void rewatch(gev_udp *u)
+{
+  int err = gev__udp_watch(u);
+
+  if (err < 0 && u->state < GEV__US_CLOSING && !u->io_err) {
+    u->io_err = err;
+    gev__handle_schedule(&u->handle);
   }
 }
 
@@ -236,9 +239,9 @@ void gev__udp_flush_queue(gev_udp *u)
   while (u->q.head && flush_some(u))
     ;
   publish_q(u);
-  gev__udp_watch(u);
+  rewatch(u);
   if (!u->q.head && u->state == GEV__US_DRAINING)
-    gev__udp_move(u, GEV__UE_EMPTY);
+    gev__handle_schedule(&u->handle); /* udp.c closes it after the pass */
 }
 
 /* ---- the outgoing batch ------------------------------------------------ */
@@ -259,7 +262,7 @@ static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
     gev__udp_count(u, GEV__UC_QUEUED, 1);
   }
   publish_q(u);
-  gev__udp_watch(u);
+  rewatch(u);
 }
 
 static void flush_batch(gev__udp_ctx *c)

@@ -20,6 +20,7 @@
  * (from gev_udp_new until CLOSED, or until the loop is freed with the
  * start task unrun). Tasks posted for the socket hold one each. */
 #include "udp-internal.h"
+#include "log-internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -114,6 +115,21 @@ static void enter_closed(gev_udp *u)
   gev__udp_unref(u); /* the loop's */
 }
 
+/* A socket the poller no longer watches as asked would never read (or
+ * send) again, silently: it closes, and on_error says why first (after the
+ * pass, with on_close). */
+static void watch(gev_udp *u)
+{
+  int err = gev__udp_watch(u);
+
+  if (err < 0 && u->state < GEV__US_CLOSING) {
+    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
+             gev_strerror(err));
+    u->pending_err = err;
+    gev__udp_move(u, GEV__UE_CLOSE);
+  }
+}
+
 void gev__udp_move(gev_udp *u, gev__udp_event ev)
 {
   unsigned char to = next_state[u->state][ev];
@@ -123,10 +139,10 @@ void gev__udp_move(gev_udp *u, gev__udp_event ev)
     return;
   u->state = (gev__udp_state)to;
   switch (u->state) {
-  case GEV__US_OPEN: gev__udp_watch(u); break;
+  case GEV__US_OPEN: watch(u); break;
   case GEV__US_DRAINING:
-    gev__udp_watch(u);
-    if (!u->q.head)
+    watch(u);
+    if (u->state == GEV__US_DRAINING && !u->q.head)
       gev__udp_move(u, GEV__UE_EMPTY);
     break;
   case GEV__US_CLOSING: enter_closing(u); break;
@@ -144,7 +160,7 @@ static void after_pass(gev__handle *hd)
 
   u->pending_err = 0;
   if (u->state == GEV__US_CLOSING) {
-    if (err) { /* why it closed (gev__udp_watch) */
+    if (err) { /* why it closed (watch) */
       gev__udp_count(u, GEV__UC_ERRORS, 1);
       if (u->h.on_error)
         u->h.on_error(u, err);
@@ -154,7 +170,20 @@ static void after_pass(gev__handle *hd)
     gev__udp_move(u, GEV__UE_DONE);
     return;
   }
+  if (u->io_err) { /* udp-io.c saw the poller fail: as watch does */
+    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
+             gev_strerror(u->io_err));
+    u->pending_err = u->io_err;
+    u->io_err = 0;
+    gev__udp_move(u, GEV__UE_CLOSE);
+    return;
+  }
   gev__udp_flush_batch_of(u);
+  if (u->state == GEV__US_DRAINING && !u->q.head) {
+    u->pending_err = err; /* reported with on_close */
+    gev__udp_move(u, GEV__UE_EMPTY);
+    return;
+  }
   if (err && u->state < GEV__US_CLOSING) {
     gev__udp_count(u, GEV__UC_ERRORS, 1);
     if (u->h.on_error)
