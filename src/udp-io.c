@@ -32,11 +32,17 @@ struct gev__udp_ctx {
   struct sockaddr_storage rname[GEV_UDP_BATCH_MAX];
   unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *rbuf; /* GEV_UDP_BATCH_MAX slots */
+  /* recvmmsg writes msg_namelen, msg_controllen and msg_flags of the
+   * slots it fills: only those (the first `rdirty`) are reset before the
+   * next call, not the whole batch, as long as the control buffers are
+   * the same (`rpktinfo`: whether they are set). */
+  int rdirty;
+  bool rpktinfo;
 
   /* The outgoing batch: owner's datagrams, payloads in the arena. */
   gev_udp *owner;
   int nsend;
-  size_t arena_used;
+  size_t arena_used; /* = the batch's bytes: payloads are packed */
   struct mmsghdr smsg[GEV_UDP_BATCH_MAX];
   struct iovec siov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage sname[GEV_UDP_BATCH_MAX];
@@ -72,6 +78,7 @@ gev__udp_ctx *gev__udp_ctx_get(gev_loop *l)
     c->smsg[i].msg_hdr.msg_iov = &c->siov[i];
     c->smsg[i].msg_hdr.msg_iovlen = 1;
   }
+  c->rdirty = GEV_UDP_BATCH_MAX;
   c->l = l;
   c->refs = 1;
   tls_ctx = c; /* a nested loop's buffers replace these here; fine */
@@ -274,10 +281,13 @@ static void flush_batch(gev__udp_ctx *c)
     gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
     r = gev__sys_sendmmsg(u->io.fd, c->smsg + i, (unsigned)(c->nsend - i));
     if (r > 0) {
-      size_t bytes = 0;
-      for (int j = i; j < i + r; j++)
-        bytes += c->siov[j].iov_len;
-      sent(u, r, bytes);
+      /* The payloads are packed in the arena, in order. */
+      size_t end =
+          i + r < c->nsend
+              ? (size_t)((unsigned char *)c->siov[i + r].iov_base - c->arena)
+              : c->arena_used;
+      sent(u, r,
+           end - (size_t)((unsigned char *)c->siov[i].iov_base - c->arena));
       i += r;
     } else if (errno == EINTR) {
       continue;
@@ -301,12 +311,37 @@ void gev__udp_flush_batch_of(gev_udp *u)
     flush_batch(u->ctx);
 }
 
-int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
-                          socklen_t to_len, const void *p, size_t n)
+/* Into the batch, which is u's and has room. */
+static inline int append(gev__udp_ctx *c, const struct sockaddr *to,
+                         socklen_t to_len, const void *p, size_t n)
+{
+  int i = c->nsend++;
+  struct msghdr *h = &c->smsg[i].msg_hdr;
+
+  if (n)
+    memcpy(c->arena + c->arena_used, p, n);
+  c->siov[i] = (struct iovec){c->arena + c->arena_used, n};
+  c->arena_used += n;
+  h->msg_name = to ? &c->sname[i] : NULL;
+  h->msg_namelen = to ? to_len : 0;
+  /* The common sizes as fixed-size copies (inlined), not a memcpy call. */
+  if (to && to_len == sizeof(struct sockaddr_in))
+    memcpy(&c->sname[i], to, sizeof(struct sockaddr_in));
+  else if (to && to_len == sizeof(struct sockaddr_in6))
+    memcpy(&c->sname[i], to, sizeof(struct sockaddr_in6));
+  else if (to)
+    memcpy(&c->sname[i], to, to_len);
+  return 0;
+}
+
+/* Behind a queue, a batch of another socket's or a full one to send
+ * first, or the first datagram of a batch: out of the fast path's way. */
+static __attribute__((noinline)) int send_slow(gev_udp *u,
+                                               const struct sockaddr *to,
+                                               socklen_t to_len, const void *p,
+                                               size_t n)
 {
   gev__udp_ctx *c = u->ctx;
-  struct msghdr *h;
-  int i;
 
   if (u->q.head) { /* behind what waits, to keep the order */
     gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
@@ -321,23 +356,23 @@ int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
                    c->arena_used + n > GEV__UDP_ARENA))
     flush_batch(c);
   if (u->q.head) /* that flush was pushed back: queue behind it */
-    return gev__udp_send_in_loop(u, to, to_len, p, n);
+    return send_slow(u, to, to_len, p, n);
   if (c->nsend == 0)
     gev__handle_schedule(&u->handle); /* sent after the pass at the latest */
   c->owner = u;
-  i = c->nsend++;
-  if (n)
-    memcpy(c->arena + c->arena_used, p, n);
-  c->siov[i] = (struct iovec){c->arena + c->arena_used, n};
-  c->arena_used += n;
-  h = &c->smsg[i].msg_hdr;
-  h->msg_name = to ? &c->sname[i] : NULL;
-  h->msg_namelen = to ? to_len : 0;
-  if (to)
-    memcpy(&c->sname[i], to, to_len);
-  h->msg_control = NULL;
-  h->msg_controllen = 0;
-  return 0;
+  return append(c, to, to_len, p, n);
+}
+
+int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
+                          socklen_t to_len, const void *p, size_t n)
+{
+  gev__udp_ctx *c = u->ctx;
+
+  /* owner == u: the batch is u's and not empty (a flush clears owner). */
+  if (c->owner == u && c->nsend < GEV_UDP_BATCH_MAX &&
+      c->arena_used + n <= GEV__UDP_ARENA && !u->q.head)
+    return append(c, to, to_len, p, n);
+  return send_slow(u, to, to_len, p, n);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -387,11 +422,8 @@ static void deliver(gev_udp *u, gev__udp_ctx *c, int i)
 
   if (u->pktinfo && (d.local_len = local_of(u, h, &local)) > 0)
     d.local = (const struct sockaddr *)&local;
-  gev__udp_count(u, GEV__UC_DGRAMS_IN, 1);
-  gev__udp_count(u, GEV__UC_BYTES_IN, d.len);
   if (d.truncated)
     gev__udp_count(u, GEV__UC_TRUNCATED, 1);
-  u->l->st.v[GEV__S_BYTES_READ] += d.len;
   if (u->h.on_datagram)
     u->h.on_datagram(u, &d);
 }
@@ -403,19 +435,35 @@ static void report(gev_udp *u, int err)
     u->h.on_error(u, err);
 }
 
-/* One recvmmsg and its callbacks; the number read, 0 when nothing was
- * there, -1 after an error (reported: the call consumed it). */
-static int read_once(gev_udp *u, gev__udp_ctx *c)
+/* The slots the last call filled (or all, when the control buffers
+ * change) get their lengths back. */
+static void reset_slots(const gev_udp *u, gev__udp_ctx *c)
 {
-  int n;
+  int n = c->rdirty;
 
-  for (int i = 0; i < u->batch; i++) {
+  if (u->pktinfo != c->rpktinfo) {
+    c->rpktinfo = u->pktinfo;
+    n = GEV_UDP_BATCH_MAX;
+  }
+  for (int i = 0; i < n; i++) {
     struct msghdr *h = &c->rmsg[i].msg_hdr;
     h->msg_namelen = sizeof(c->rname[i]);
-    h->msg_control = u->pktinfo ? c->rctl[i] : NULL;
-    h->msg_controllen = u->pktinfo ? CTL_SPACE : 0;
+    h->msg_control = c->rpktinfo ? c->rctl[i] : NULL;
+    h->msg_controllen = c->rpktinfo ? CTL_SPACE : 0;
     h->msg_flags = 0;
   }
+  c->rdirty = 0;
+}
+
+/* One recvmmsg and its callbacks; the number read, 0 when nothing was
+ * there, -1 after an error (reported: the call consumed it). The counters
+ * move once per call. */
+static int read_once(gev_udp *u, gev__udp_ctx *c)
+{
+  size_t bytes = 0;
+  int n;
+
+  reset_slots(u, c);
   gev__udp_count(u, GEV__UC_RECV_CALLS, 1);
   n = gev__sys_recvmmsg(u->io.fd, c->rmsg, (unsigned)u->batch);
   if (n < 0) {
@@ -424,6 +472,12 @@ static int read_once(gev_udp *u, gev__udp_ctx *c)
     report(u, -errno);
     return -1;
   }
+  c->rdirty = n;
+  for (int i = 0; i < n; i++)
+    bytes += c->rmsg[i].msg_len;
+  gev__udp_count(u, GEV__UC_DGRAMS_IN, (uint64_t)n);
+  gev__udp_count(u, GEV__UC_BYTES_IN, bytes);
+  u->l->st.v[GEV__S_BYTES_READ] += bytes;
   for (int i = 0; i < n && u->state == GEV__US_OPEN; i++)
     deliver(u, c, i);
   return n;
