@@ -12,6 +12,7 @@
 
 #include <gev/udp.h>
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -48,11 +49,24 @@ typedef enum {
   GEV__UE_COUNT
 } gev__udp_event;
 
+/* The local address a datagram leaves from (gev_udp_reply), given to the
+ * kernel as IP_PKTINFO / IPV6_PKTINFO control data. family 0: the
+ * kernel's choice, as for every other send. */
+typedef struct gev__udp_src {
+  sa_family_t family;
+  unsigned ifindex; /* IPv6 link-local: the scope */
+  union {
+    struct in_addr v4;
+    struct in6_addr v6;
+  } a;
+} gev__udp_src;
+
 /* A datagram waiting: sent from another thread, or pushed back. */
 typedef struct gev__udp_pkt {
   struct gev__udp_pkt *next;
   struct sockaddr_storage to; /* to_len 0: the connected peer */
   socklen_t to_len;
+  gev__udp_src from;
   size_t len;
   unsigned char data[];
 } gev__udp_pkt;
@@ -140,7 +154,8 @@ void gev__udp_io_cb(gev__io *io, unsigned events);
 /* Loop thread: into the outgoing batch, or behind what the kernel pushed
  * back. 0 or -ENOMEM. */
 int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
-                          socklen_t to_len, const void *p, size_t n);
+                          socklen_t to_len, const gev__udp_src *from,
+                          const void *p, size_t n);
 /* Sends the outgoing batch if it is u's. */
 void gev__udp_flush_batch_of(gev_udp *u);
 /* Hands the queue to the kernel until it pushes back. */
@@ -162,7 +177,8 @@ static inline void gev__udp_q_init(gev__udp_q *q)
 /* Appends all of `from` to `to`; `from` ends empty. */
 void gev__udp_q_splice(gev__udp_q *to, gev__udp_q *from);
 gev__udp_pkt *gev__udp_pkt_new(const struct sockaddr *to, socklen_t to_len,
-                               const void *p, size_t n);
+                               const gev__udp_src *from, const void *p,
+                               size_t n);
 
 /* ---- udp-sock.c ------------------------------------------------------- */
 /* A non-blocking datagram socket of a's family, configured by opt and

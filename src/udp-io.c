@@ -30,7 +30,7 @@ struct gev__udp_ctx {
   struct mmsghdr rmsg[GEV_UDP_BATCH_MAX];
   struct iovec riov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage rname[GEV_UDP_BATCH_MAX];
-  unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
+  _Alignas(struct cmsghdr) unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *rbuf; /* GEV_UDP_BATCH_MAX slots */
   /* recvmmsg writes msg_namelen, msg_controllen and msg_flags of the
    * slots it fills: only those (the first `rdirty`) are reset before the
@@ -46,6 +46,8 @@ struct gev__udp_ctx {
   struct mmsghdr smsg[GEV_UDP_BATCH_MAX];
   struct iovec siov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage sname[GEV_UDP_BATCH_MAX];
+  gev__udp_src sfrom[GEV_UDP_BATCH_MAX]; /* family 0 but for replies */
+  _Alignas(struct cmsghdr) unsigned char sctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *arena;
 };
 
@@ -99,13 +101,17 @@ void gev__udp_ctx_put(gev__udp_ctx *c)
 /* ---- the send queue ---------------------------------------------------- */
 
 gev__udp_pkt *gev__udp_pkt_new(const struct sockaddr *to, socklen_t to_len,
-                               const void *p, size_t n)
+                               const gev__udp_src *from, const void *p,
+                               size_t n)
 {
   gev__udp_pkt *k = malloc(sizeof(*k) + n);
 
   if (!k)
     return NULL;
   k->next = NULL;
+  k->from.family = 0;
+  if (from)
+    k->from = *from;
   k->to_len = to ? to_len : 0;
   if (to)
     memcpy(&k->to, to, to_len);
@@ -205,22 +211,53 @@ static void sent(gev_udp *u, int n, size_t bytes)
   u->l->st.v[GEV__S_BYTES_WRITTEN] += bytes;
 }
 
+/* The control data that makes a datagram leave from s (ipi_spec_dst,
+ * ipi6_addr: the source address; no interface forced but an IPv6 scope);
+ * its length, 0 for the kernel's choice. */
+static socklen_t src_cmsg(const gev__udp_src *s, unsigned char *buf)
+{
+  struct msghdr h = {.msg_control = buf, .msg_controllen = CTL_SPACE};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&h);
+
+  if (s->family == AF_INET) {
+    struct in_pktinfo pi = {.ipi_spec_dst = s->a.v4};
+    cm->cmsg_level = IPPROTO_IP;
+    cm->cmsg_type = IP_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi));
+    memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+    return CMSG_SPACE(sizeof(pi));
+  }
+  if (s->family == AF_INET6) {
+    struct in6_pktinfo pi = {.ipi6_addr = s->a.v6, .ipi6_ifindex = s->ifindex};
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi));
+    memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+    return CMSG_SPACE(sizeof(pi));
+  }
+  return 0;
+}
+
 /* One sendmmsg from the queue's head, up to a batch; false when the
  * kernel pushed back. */
 static bool flush_some(gev_udp *u)
 {
   struct mmsghdr m[GEV_UDP_BATCH_MAX];
   struct iovec iov[GEV_UDP_BATCH_MAX];
+  _Alignas(struct cmsghdr) unsigned char ctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   gev__udp_pkt *k = u->q.head;
   int n = 0, r;
   size_t bytes = 0;
 
   for (; k && n < u->batch; k = k->next, n++) {
+    socklen_t cl = src_cmsg(&k->from, ctl[n]);
     iov[n] = (struct iovec){k->data, k->len};
     m[n].msg_hdr = (struct msghdr){.msg_name = k->to_len ? &k->to : NULL,
                                    .msg_namelen = k->to_len,
                                    .msg_iov = &iov[n],
-                                   .msg_iovlen = 1};
+                                   .msg_iovlen = 1,
+                                   .msg_control = cl ? ctl[n] : NULL,
+                                   .msg_controllen = cl};
   }
   gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
   r = gev__sys_sendmmsg(u->io.fd, m, (unsigned)n);
@@ -259,8 +296,9 @@ static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
 {
   for (int i = from; i < c->nsend; i++) {
     struct msghdr *h = &c->smsg[i].msg_hdr;
-    gev__udp_pkt *k = gev__udp_pkt_new(h->msg_name, h->msg_namelen,
-                                       c->siov[i].iov_base, c->siov[i].iov_len);
+    gev__udp_pkt *k =
+        gev__udp_pkt_new(h->msg_name, h->msg_namelen, &c->sfrom[i],
+                         c->siov[i].iov_base, c->siov[i].iov_len);
     if (!k) {
       send_failed(u, -ENOMEM);
       continue;
@@ -313,10 +351,20 @@ void gev__udp_flush_batch_of(gev_udp *u)
 
 /* Into the batch, which is u's and has room. */
 static inline int append(gev__udp_ctx *c, const struct sockaddr *to,
-                         socklen_t to_len, const void *p, size_t n)
+                         socklen_t to_len, const gev__udp_src *from,
+                         const void *p, size_t n)
 {
   int i = c->nsend++;
   struct msghdr *h = &c->smsg[i].msg_hdr;
+
+  c->sfrom[i].family = 0;
+  h->msg_controllen = 0;
+  h->msg_control = NULL;
+  if (from && from->family) {
+    c->sfrom[i] = *from;
+    h->msg_controllen = src_cmsg(from, c->sctl[i]);
+    h->msg_control = c->sctl[i];
+  }
 
   if (n)
     memcpy(c->arena + c->arena_used, p, n);
@@ -336,15 +384,14 @@ static inline int append(gev__udp_ctx *c, const struct sockaddr *to,
 
 /* Behind a queue, a batch of another socket's or a full one to send
  * first, or the first datagram of a batch: out of the fast path's way. */
-static __attribute__((noinline)) int send_slow(gev_udp *u,
-                                               const struct sockaddr *to,
-                                               socklen_t to_len, const void *p,
-                                               size_t n)
+static __attribute__((noinline)) int
+send_slow(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+          const gev__udp_src *from, const void *p, size_t n)
 {
   gev__udp_ctx *c = u->ctx;
 
   if (u->q.head) { /* behind what waits, to keep the order */
-    gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
+    gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, from, p, n);
     if (!k)
       return -ENOMEM;
     q_push(&u->q, k);
@@ -356,23 +403,24 @@ static __attribute__((noinline)) int send_slow(gev_udp *u,
                    c->arena_used + n > GEV__UDP_ARENA))
     flush_batch(c);
   if (u->q.head) /* that flush was pushed back: queue behind it */
-    return send_slow(u, to, to_len, p, n);
+    return send_slow(u, to, to_len, from, p, n);
   if (c->nsend == 0)
     gev__handle_schedule(&u->handle); /* sent after the pass at the latest */
   c->owner = u;
-  return append(c, to, to_len, p, n);
+  return append(c, to, to_len, from, p, n);
 }
 
 int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
-                          socklen_t to_len, const void *p, size_t n)
+                          socklen_t to_len, const gev__udp_src *from,
+                          const void *p, size_t n)
 {
   gev__udp_ctx *c = u->ctx;
 
   /* owner == u: the batch is u's and not empty (a flush clears owner). */
   if (c->owner == u && c->nsend < GEV_UDP_BATCH_MAX &&
       c->arena_used + n <= GEV__UDP_ARENA && !u->q.head)
-    return append(c, to, to_len, p, n);
-  return send_slow(u, to, to_len, p, n);
+    return append(c, to, to_len, from, p, n);
+  return send_slow(u, to, to_len, from, p, n);
 }
 
 /* ---- reading ---------------------------------------------------------- */

@@ -445,9 +445,9 @@ static bool inbox_unlink(gev_udp *u, gev__udp_pkt *k)
 /* From another thread (or before the start): into the inbox, and one task
  * per batch of such sends takes it to the loop. */
 static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
-                      const void *p, size_t n)
+                      const gev__udp_src *from, const void *p, size_t n)
 {
-  gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
+  gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, from, p, n);
   bool post = false;
   int err = 0;
 
@@ -501,18 +501,64 @@ static int check_send(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
   return 0;
 }
 
-int gev_udp_send_to(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
-                    const void *p, size_t n)
+static int send_from(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+                     const gev__udp_src *from, const void *p, size_t n)
 {
   int err = check_send(u, to, to_len, p, n);
 
   if (err < 0)
     return err;
   if (!gev_loop_in_thread(u->l) || u->state != GEV__US_OPEN)
-    return send_cross(u, to, to_len, p, n);
+    return send_cross(u, to, to_len, from, p, n);
   if (u->q.bytes + n > u->queue_max && u->q.head)
     return -ENOBUFS;
-  return gev__udp_send_in_loop(u, to, to_len, p, n);
+  return gev__udp_send_in_loop(u, to, to_len, from, p, n);
+}
+
+int gev_udp_send_to(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+                    const void *p, size_t n)
+{
+  return send_from(u, to, to_len, NULL, p, n);
+}
+
+/* d->local as a source: the socket's own family (an IPv6 socket may
+ * have received from an IPv4-mapped address: that is AF_INET6 too). */
+static int src_of(const gev_udp *u, const gev_udp_datagram *d,
+                  gev__udp_src *out)
+{
+  *out = (gev__udp_src){0};
+  if (!d->local || !d->local_len)
+    return 0; /* not known: the kernel's choice */
+  if (d->local->sa_family != u->family)
+    return -EINVAL;
+  if (u->family == AF_INET && d->local_len >= sizeof(struct sockaddr_in)) {
+    out->family = AF_INET;
+    out->a.v4 = ((const struct sockaddr_in *)d->local)->sin_addr;
+    return 0;
+  }
+  if (u->family == AF_INET6 && d->local_len >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)d->local;
+    out->family = AF_INET6;
+    out->a.v6 = a->sin6_addr;
+    out->ifindex = a->sin6_scope_id;
+    return 0;
+  }
+  return -EINVAL;
+}
+
+int gev_udp_reply(gev_udp *u, const gev_udp_datagram *d, const void *p,
+                  size_t n)
+{
+  gev__udp_src from;
+  int err;
+
+  if (!u || !d)
+    return -EINVAL;
+  if (!d->peer || !d->peer_len)
+    return -EDESTADDRREQ;
+  if ((err = src_of(u, d, &from)) < 0)
+    return err;
+  return send_from(u, d->peer, d->peer_len, from.family ? &from : NULL, p, n);
 }
 
 int gev_udp_send(gev_udp *u, const void *p, size_t n)

@@ -714,6 +714,78 @@ START_TEST(pktinfo_local)
 }
 END_TEST
 
+static void reply_dgram(gev_udp *u, const gev_udp_datagram *d)
+{
+  atomic_fetch_add(&n_dgrams, 1);
+  gev_udp_reply(u, d, d->data, d->len);
+}
+
+static const gev_udp_handler reply_h = {reply_dgram, count_error, count_close};
+
+/* The source address of a reply to `fd`'s datagram sent to ip:port. */
+static void source_of_reply(int fd, const char *ip, int port, char *out,
+                            size_t cap)
+{
+  struct sockaddr_in to = v4(ip, port), from;
+  socklen_t len = sizeof(from);
+  char buf[16];
+
+  ck_assert_int_eq(sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to,
+                          sizeof(to)),
+                   (ssize_t)strlen(ip));
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
+      (ssize_t)strlen(ip));
+  inet_ntop(AF_INET, &from.sin_addr, out, (socklen_t)cap);
+}
+
+/* gev_udp_reply on a wildcard bind answers from the address the client
+ * sent to: 127.0.0.2 and 127.0.0.1 are both local on loopback, and a
+ * reply the kernel routed itself would leave from 127.0.0.1 either way.
+ * In the loop (the outgoing batch) and from another thread (the queue). */
+START_TEST(reply_from_local)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
+  struct sockaddr_in me = v4("127.0.0.1", 0), local;
+  socklen_t len = sizeof(me);
+  char src[INET_ADDRSTRLEN], buf[8];
+  gev_udp *u;
+  int fd = cli(AF_INET, (struct sockaddr *)&me, sizeof(me));
+
+  getsockname(fd, (struct sockaddr *)&me, &len);
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &reply_h, &o), 0);
+  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+  source_of_reply(fd, "127.0.0.1", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.1");
+  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+
+  local = v4("127.0.0.2", gev_udp_port(u));
+  gev_udp_datagram d = {.peer = (struct sockaddr *)&me,
+                        .peer_len = sizeof(me),
+                        .local = (struct sockaddr *)&local,
+                        .local_len = sizeof(local)};
+  ck_assert_int_eq(gev_udp_reply(u, &d, "far", 3), 0);
+  len = sizeof(local);
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&local, &len), 3);
+  inet_ntop(AF_INET, &local.sin_addr, src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+  d.peer_len = 0;
+  ck_assert_int_eq(gev_udp_reply(u, &d, "x", 1), -EDESTADDRREQ);
+  ck_assert_int_eq(gev_udp_reply(u, NULL, "x", 1), -EINVAL);
+  ck_assert_int_eq(atomic_load(&n_errors), 0);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 /* Sending to a broadcast address needs SO_BROADCAST: without it the
  * kernel refuses (on_error: -EACCES); with it the datagram arrives. */
 START_TEST(broadcast)
@@ -845,6 +917,7 @@ static Suite *udp_suite(void)
       {"bad_input", bad_input, 30},
       {"connected_mode", connected_mode, 30},
       {"pktinfo_local", pktinfo_local, 30},
+      {"reply_from_local", reply_from_local, 30},
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},
       {"never_started", never_started, 30},

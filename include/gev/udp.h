@@ -109,7 +109,8 @@ typedef struct gev_udp_options {
   const char *connect;
   bool reuse_port; /**< SO_REUSEPORT: several sockets share the address */
   bool broadcast;  /**< SO_BROADCAST: may send to broadcast addresses */
-  /** IP_PKTINFO / IPV6_RECVPKTINFO: fill gev_udp_datagram.local. */
+  /** IP_PKTINFO / IPV6_RECVPKTINFO: fill gev_udp_datagram.local (and
+   *  let gev_udp_reply answer from it). */
   bool pktinfo;
   int batch;  /**< datagrams per recvmmsg; 0 = 32; 1..GEV_UDP_BATCH_MAX */
   int rcvbuf; /**< > 0: SO_RCVBUF */
@@ -162,6 +163,31 @@ GEV_EXPORT int gev_udp_new(gev_udp **out, gev_loop *l, const gev_udp_handler *h,
  */
 GEV_EXPORT int gev_udp_send_to(gev_udp *u, const struct sockaddr *to,
                                socklen_t to_len, const void *p, size_t n);
+
+/**
+ * Reply to datagram @p d: gev_udp_send_to its sender (d->peer), leaving
+ * from the local address it was sent to (d->local) rather than the one the
+ * kernel would pick. A socket bound to a wildcard address ("0.0.0.0",
+ * "[::]") on a host with several addresses thus answers from the address
+ * the client asked, which a client that checks where replies come from
+ * (a connected socket, DNS) needs. d->local is there with
+ * gev_udp_options.pktinfo; without it (or on a unix socket) this is
+ * gev_udp_send_to(u, d->peer, d->peer_len, p, n). The source address goes
+ * to the kernel as IP_PKTINFO / IPV6_PKTINFO control data, also when the
+ * datagram waits in the send queue. Any thread, while @p d and what it
+ * points to are valid (in on_datagram: until it returns; the address is
+ * copied at the call).
+ * @param u the socket that received @p d
+ * @param d the datagram answered
+ * @param p the payload; may be NULL when @p n is 0
+ * @param n its length
+ * @return as gev_udp_send_to; -EDESTADDRREQ when @p d has no sender
+ *         (an unnamed unix socket); -EINVAL when d->local is not of the
+ *         socket's family. The kernel refuses a source address that is
+ *         not the host's (on_error: -EINVAL or -EADDRNOTAVAIL).
+ */
+GEV_EXPORT int gev_udp_reply(gev_udp *u, const gev_udp_datagram *d,
+                             const void *p, size_t n);
 
 /**
  * gev_udp_send_to on a connected socket, to its peer.
