@@ -846,6 +846,64 @@ START_TEST(multicast)
 }
 END_TEST
 
+/* Whether /proc/net/igmp6 lists `hex` (a group, 32 hex digits) on lo. */
+static bool lo_member(const char *hex)
+{
+  char line[256], dev[32], grp[64];
+  bool found = false;
+  FILE *f = fopen("/proc/net/igmp6", "r");
+
+  ck_assert_ptr_nonnull(f);
+  while (!found && fgets(line, sizeof(line), f))
+    found = sscanf(line, "%*d %31s %63s", dev, grp) == 2 &&
+            strcmp(dev, "lo") == 0 && strcmp(grp, hex) == 0;
+  fclose(f);
+  return found;
+}
+
+/* IPv6 multicast on lo: joining puts the group on lo's membership list
+ * (/proc/net/igmp6), leaving takes it off, a second leave fails. What
+ * cannot be tested here: a datagram to the group over lo. lo has no
+ * MULTICAST flag, so the kernel has no route for ff00::/8 on it and
+ * refuses the send (ENETUNREACH, which on_error reports); IPv4 multicast
+ * on lo works (the multicast case) because IPv4 routes 239.0.0.0/8 by
+ * the interface address given. */
+START_TEST(multicast_v6)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  unsigned g = (unsigned)getpid() & 0xffff;
+  char group[64], hex[64];
+  struct sockaddr_in6 to = {.sin6_family = AF_INET6};
+  gev_udp *u;
+
+  snprintf(group, sizeof(group), "ff02::1:%x", g);
+  snprintf(hex, sizeof(hex), "ff02000000000000000000000001%04x", g);
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &count_h, "[::]:0");
+  ck_assert(!lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", true), 0);
+  ck_assert(lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", false), 0);
+  ck_assert(!lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", false), -EADDRNOTAVAIL);
+  ck_assert_int_eq(gev_udp_multicast(u, group, "no-such-if0", true), -ENODEV);
+  ck_assert_int_eq(gev_udp_multicast(u, "239.255.0.1", "lo", true), -EINVAL);
+  ck_assert_int_eq(gev_udp_multicast_options(u, 1, true, "lo"), 0);
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", true), 0);
+  inet_pton(AF_INET6, group, &to.sin6_addr);
+  to.sin6_port = htons((uint16_t)gev_udp_port(u));
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), "mc", 2), 0);
+  ck_assert(th_wait_int((const volatile int *)&n_errors, 1, 5000));
+  ck_assert_int_eq(atomic_load(&last_error), -ENETUNREACH);
+  gev_udp_free(u); /* leaves the group with the socket */
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+  ck_assert(!lo_member(hex));
+}
+END_TEST
+
 /* The socket options reach the socket; reuse_port lets two sockets
  * share a port (and without it the second bind fails: bad_input). */
 START_TEST(options_applied)
@@ -920,6 +978,7 @@ static Suite *udp_suite(void)
       {"reply_from_local", reply_from_local, 30},
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},
+      {"multicast_v6", multicast_v6, 30},
       {"never_started", never_started, 30},
       {"options_applied", options_applied, 30},
   };
