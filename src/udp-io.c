@@ -209,6 +209,8 @@ static void sent(gev_udp *u, int n, size_t bytes)
   gev__udp_count(u, GEV__UC_DGRAMS_OUT, (uint64_t)n);
   gev__udp_count(u, GEV__UC_BYTES_OUT, bytes);
   u->l->st.v[GEV__S_BYTES_WRITTEN] += bytes;
+  u->l->st.v[GEV__S_DGRAMS_OUT] += (uint64_t)n;
+  u->l->st.v[GEV__S_DGRAM_BYTES_OUT] += bytes;
 }
 
 /* The control data that makes a datagram leave from s (ipi_spec_dst,
@@ -470,8 +472,10 @@ static void deliver(gev_udp *u, gev__udp_ctx *c, int i)
 
   if (u->pktinfo && (d.local_len = local_of(u, h, &local)) > 0)
     d.local = (const struct sockaddr *)&local;
-  if (d.truncated)
+  if (d.truncated) {
     gev__udp_count(u, GEV__UC_TRUNCATED, 1);
+    u->l->st.v[GEV__S_DGRAMS_TRUNCATED]++;
+  }
   if (u->h.on_datagram)
     u->h.on_datagram(u, &d);
 }
@@ -526,6 +530,8 @@ static int read_once(gev_udp *u, gev__udp_ctx *c)
   gev__udp_count(u, GEV__UC_DGRAMS_IN, (uint64_t)n);
   gev__udp_count(u, GEV__UC_BYTES_IN, bytes);
   u->l->st.v[GEV__S_BYTES_READ] += bytes;
+  u->l->st.v[GEV__S_DGRAMS_IN] += (uint64_t)n;
+  u->l->st.v[GEV__S_DGRAM_BYTES_IN] += bytes;
   for (int i = 0; i < n && u->state == GEV__US_OPEN; i++)
     deliver(u, c, i);
   return n;

@@ -76,6 +76,13 @@ static void refuse_sends(gev_udp *u, gev__udp_q *taken)
   pthread_mutex_unlock(&u->mu);
 }
 
+/* Loop thread: n accepted datagrams will never be sent. */
+static void dropped(gev_udp *u, uint64_t n)
+{
+  gev__udp_count(u, GEV__UC_DROPPED, n);
+  u->l->st.v[GEV__S_DGRAMS_DROPPED] += n;
+}
+
 static void close_fd(gev_udp *u)
 {
   pthread_mutex_lock(&u->mu); /* the option calls use the fd under mu */
@@ -99,8 +106,7 @@ static void enter_closing(gev_udp *u)
     gev__udp_q_splice(&u->q, &taken);
     gev__udp_flush_queue(u);
   }
-  gev__udp_count(u, GEV__UC_DROPPED,
-                 gev__udp_q_free(&u->q) + gev__udp_q_free(&taken));
+  dropped(u, gev__udp_q_free(&u->q) + gev__udp_q_free(&taken));
   atomic_store_explicit(&u->q_bytes, 0, memory_order_relaxed);
   close_fd(u);
   gev__handle_schedule(&u->handle);
@@ -413,7 +419,7 @@ static void inbox_task(void *arg)
     gev__udp_q_splice(&u->q, &taken);
     gev__udp_flush_queue(u);
   }
-  gev__udp_count(u, GEV__UC_DROPPED, gev__udp_q_free(&taken));
+  dropped(u, gev__udp_q_free(&taken));
   gev__udp_unref(u);
 }
 

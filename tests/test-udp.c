@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <gev/gev.h>
 #include <gev/udp.h>
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -214,6 +215,17 @@ START_TEST(unix_dgram)
       (ssize_t)sizeof(big));
   ck_assert(th_wait_int((const volatile int *)&n_truncated, 1, 5000));
   ck_assert_uint_eq(atomic_load(&last_len), GEV_UDP_MAX_DATAGRAM);
+  /* The loop's figures count the datagrams too (echo_sizes' five, echoed,
+   * and the truncated one, not echoed). */
+  gev_stats ls = {0};
+  ck_assert_int_eq(gev_loop_stats(lt.l, &ls), 0);
+  ck_assert_uint_eq(ls.datagrams_in, 6);
+  ck_assert_uint_eq(ls.datagrams_out, 5);
+  ck_assert_uint_eq(ls.datagram_bytes_out, 0 + 1 + 1472 + 8192 + 65507);
+  ck_assert_uint_eq(ls.datagram_bytes_in,
+                    ls.datagram_bytes_out + GEV_UDP_MAX_DATAGRAM);
+  ck_assert_uint_eq(ls.datagrams_truncated, 1);
+  ck_assert_uint_eq(ls.datagrams_dropped, 0);
   close(fd);
   unlink(cpath);
   gev_udp_free(u);
@@ -333,6 +345,22 @@ START_TEST(server_shutdown)
   struct sockaddr_in to = v4("127.0.0.1", gev_udp_server_port(us));
   fd = cli(AF_INET, NULL, 0);
   echo_sizes(fd, (struct sockaddr *)&to, sizeof(to));
+  /* The server's figures and its Prometheus text count the datagrams. */
+  gev_stats ss = {0};
+  static char text[16384];
+  unsigned long long v0 = 9, v1 = 9;
+  ck_assert_int_eq(gev_server_stats(shut_srv, &ss), 0);
+  ck_assert_uint_eq(ss.datagrams_in, 5);
+  ck_assert_uint_eq(ss.datagrams_out, 5);
+  ck_assert_int_lt(gev_server_metrics(shut_srv, text, sizeof(text)),
+                   (int)sizeof(text));
+  const char *m0 = strstr(text, "gev_datagrams_received_total{loop=\"0\"} ");
+  const char *m1 = strstr(text, "gev_datagrams_received_total{loop=\"1\"} ");
+  ck_assert_ptr_nonnull(m0);
+  ck_assert_ptr_nonnull(m1);
+  sscanf(strchr(m0, ' '), "%llu", &v0);
+  sscanf(strchr(m1, ' '), "%llu", &v1);
+  ck_assert_uint_eq(v0 + v1, 5);
   ck_assert_int_eq(gev_server_shutdown(shut_srv, 5000), 0);
   th_join(t, 20);
   ck_assert_int_eq(atomic_load(&n_closes), 2);
@@ -560,6 +588,22 @@ START_TEST(queue_bounded)
     memcpy(&seq, buf, sizeof(seq));
     ck_assert_int_eq(seq, i);
   }
+  /* Again, and closed with the queue full: what the kernel did not take is
+   * dropped, and counted so by the socket and by its loop. */
+  gev_stats ls = {0};
+  int before = q.accepted;
+  q.accepted = q.refused = 0;
+  th_run_in_loop(lt.l, queue_burst, &q);
+  ck_assert_int_gt(q.refused, 0);
+  ck_assert_int_eq(gev_udp_close(q.u), 0);
+  th_run_in_loop(lt.l, th_noop, NULL); /* the close ran */
+  gev_udp_get_stats(q.u, &st);
+  ck_assert_uint_gt(st.dropped, 0);
+  ck_assert_uint_eq(st.datagrams_out + st.dropped,
+                    (uint64_t)(before + q.accepted));
+  ck_assert_int_eq(gev_loop_stats(lt.l, &ls), 0);
+  ck_assert_uint_eq(ls.datagrams_dropped, st.dropped);
+  ck_assert_uint_eq(ls.datagrams_out, st.datagrams_out);
   close(pfd);
   unlink(ppath);
   gev_udp_free(q.u);
