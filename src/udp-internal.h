@@ -129,6 +129,7 @@ struct gev_udp {
   gev__udp_q q;      /* pushed back by the kernel, in order */
   int pending_err;   /* a refused send, for on_error after the pass */
   int io_err;        /* udp-io.c saw the poller fail: udp.c closes */
+  bool holding;      /* DRAINING with a queue: holds the server's shutdown */
 };
 
 /* ---- udp.c ------------------------------------------------------------ */

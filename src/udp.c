@@ -21,6 +21,7 @@
  * start task unrun). Tasks posted for the socket hold one each. */
 #include "udp-internal.h"
 #include "log-internal.h"
+#include "server-internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -110,6 +111,10 @@ static void enter_closing(gev_udp *u)
   atomic_store_explicit(&u->q_bytes, 0, memory_order_relaxed);
   close_fd(u);
   gev__handle_schedule(&u->handle);
+  if (u->holding) { /* last: it may end the server's shutdown */
+    u->holding = false;
+    gev__server_release(u->l->server);
+  }
 }
 
 static void enter_closed(gev_udp *u)
@@ -136,6 +141,25 @@ static void watch(gev_udp *u)
   }
 }
 
+/* Not reading; what waits to be sent keeps going out as the kernel takes
+ * it, and the server's shutdown waits for that (until its deadline, when
+ * the loop stops and the socket closes with what is left). */
+static void enter_draining(gev_udp *u)
+{
+  watch(u);
+  gev__udp_flush_batch_of(u); /* replies of this pass join the queue */
+  if (u->state != GEV__US_DRAINING)
+    return;
+  if (!u->q.head) {
+    gev__udp_move(u, GEV__UE_EMPTY);
+    return;
+  }
+  if (u->l->server) {
+    u->holding = true;
+    gev__server_hold(u->l->server);
+  }
+}
+
 void gev__udp_move(gev_udp *u, gev__udp_event ev)
 {
   unsigned char to = next_state[u->state][ev];
@@ -146,11 +170,7 @@ void gev__udp_move(gev_udp *u, gev__udp_event ev)
   u->state = (gev__udp_state)to;
   switch (u->state) {
   case GEV__US_OPEN: watch(u); break;
-  case GEV__US_DRAINING:
-    watch(u);
-    if (u->state == GEV__US_DRAINING && !u->q.head)
-      gev__udp_move(u, GEV__UE_EMPTY);
-    break;
+  case GEV__US_DRAINING: enter_draining(u); break;
   case GEV__US_CLOSING: enter_closing(u); break;
   case GEV__US_CLOSED: enter_closed(u); break;
   default: break;

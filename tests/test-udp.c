@@ -623,6 +623,91 @@ START_TEST(queue_bounded)
 }
 END_TEST
 
+/* A graceful shutdown keeps flushing a datagram socket's send queue: the
+ * unix peer reads only once the shutdown has begun, and still gets every
+ * datagram queued before it, in order; the server ends once the queue is
+ * empty, well before the deadline. With a peer that never reads, the
+ * deadline ends it and what is left is dropped (counted). */
+#define DRAIN_N 200
+
+static void drain_burst(void *arg)
+{
+  qrun *q = arg;
+  unsigned char buf[1000] = {0};
+
+  for (int i = 0; i < DRAIN_N; i++) {
+    memcpy(buf, &i, sizeof(i));
+    ck_assert_int_eq(gev_udp_send_to(q->u, (struct sockaddr *)&q->to,
+                                     sizeof(q->to), buf, sizeof(buf)),
+                     0);
+  }
+}
+
+static void drain_run(bool peer_reads, uint64_t deadline_ms)
+{
+  char spath[64], ppath[64], addr[80];
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 1};
+  gev_udp_options uo = {0};
+  gev_udp_server *us;
+  gev_udp_stats st = {0};
+  pthread_t t;
+  qrun q = {0};
+  int pfd;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-ds-%d", (int)getpid());
+  snprintf(ppath, sizeof(ppath), "/tmp/gev-udp-dp-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  unlink(ppath);
+  unix_addr(&q.to, ppath);
+  pfd = cli(AF_UNIX, (struct sockaddr *)&q.to, sizeof(q.to));
+  uo.address = addr;
+  ck_assert_int_eq(gev_server_new(&shut_srv, &th_echo_handler, &opt), 0);
+  ck_assert_int_eq(gev_udp_server_new(&us, shut_srv, &echo_h, &uo), 0);
+  q.u = gev_udp_server_socket(us, 0);
+  pthread_create(&t, NULL, shut_main, NULL);
+  th_run_in_loop(gev_server_worker_loop(shut_srv, 0), drain_burst, &q);
+  gev_udp_get_stats(q.u, &st);
+  ck_assert_uint_gt(st.queued, 0); /* the peer's queue is full */
+  ck_assert_int_eq(gev_server_shutdown(shut_srv, deadline_ms), 0);
+  /* Long enough for a shutdown that does not wait to be over: then the
+   * queue would be gone before the peer reads. */
+  usleep(300 * 1000);
+  for (int i = 0; peer_reads && i < DRAIN_N; i++) {
+    int seq = -1;
+    unsigned char buf[1000];
+    ck_assert_int_eq(recv(pfd, buf, sizeof(buf), 0), 1000);
+    memcpy(&seq, buf, sizeof(seq));
+    ck_assert_int_eq(seq, i);
+  }
+  th_join(t, 20);
+  gev_udp_get_stats(q.u, &st);
+  if (peer_reads)
+    ck_assert_uint_eq(st.dropped, 0);
+  else {
+    ck_assert_uint_gt(st.dropped, 0);
+    ck_assert_uint_eq(st.datagrams_out + st.dropped, DRAIN_N);
+  }
+  ck_assert_int_eq(atomic_load(&n_closes), 1);
+  gev_server_free(shut_srv);
+  gev_udp_server_free(us);
+  close(pfd);
+  unlink(ppath);
+}
+
+START_TEST(shutdown_drains_queue)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  drain_run(true, 10000);
+}
+END_TEST
+
+START_TEST(shutdown_deadline_drops)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  drain_run(false, 300);
+}
+END_TEST
+
 /* ---- errors ------------------------------------------------------------- */
 
 static void ping_task(void *arg)
@@ -785,9 +870,9 @@ static void source_of_reply(int fd, const char *ip, int port, char *out,
   socklen_t len = sizeof(from);
   char buf[16];
 
-  ck_assert_int_eq(sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to,
-                          sizeof(to)),
-                   (ssize_t)strlen(ip));
+  ck_assert_int_eq(
+      sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to, sizeof(to)),
+      (ssize_t)strlen(ip));
   ck_assert_int_eq(
       recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
       (ssize_t)strlen(ip));
@@ -1026,6 +1111,8 @@ static Suite *udp_suite(void)
       {"send_from_8_threads", send_from_8_threads, 120},
       {"close_while_sending", close_while_sending, 60},
       {"queue_bounded", queue_bounded, 30},
+      {"shutdown_drains_queue", shutdown_drains_queue, 60},
+      {"shutdown_deadline_drops", shutdown_deadline_drops, 60},
       {"icmp_refused", icmp_refused, 30},
       {"bad_input", bad_input, 30},
       {"connected_mode", connected_mode, 30},

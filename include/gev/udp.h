@@ -32,7 +32,10 @@
  * worker loop of a gev_server, so one set of loops serves TCP and UDP and
  * the kernel spreads senders over the loops (by their address and port).
  * A graceful shutdown (gev_server_shutdown) stops the sockets' reading and
- * closes each once its send queue is empty.
+ * closes each once its send queue is empty: the queue keeps going out as
+ * the kernel takes it, and the shutdown waits for that as it waits for
+ * open connections, until its deadline (then the rest is dropped and
+ * counted in gev_udp_stats.dropped).
  */
 #ifndef GEV_UDP_H
 #define GEV_UDP_H
@@ -325,7 +328,7 @@ GEV_EXPORT int gev_udp_get_stats(const gev_udp *u, gev_udp_stats *out);
  * worker loop 0. Call it before or after gev_server_start; the sockets
  * read once their loops run. They close when the server stops; on a
  * graceful shutdown they stop reading and close once their queues are
- * empty. Any thread.
+ * empty (the shutdown waits for that, up to its deadline). Any thread.
  * @param out receives the group, owned by the caller
  *            (gev_udp_server_free, after or instead of the server's end)
  * @param s the server whose worker loops serve the address
