@@ -39,6 +39,9 @@ struct gev__udp_ctx {
   int rdirty;
   bool rpktinfo;
 
+  /* The socket whose poll callback runs: it sends its batch at the end,
+   * so its replies need no after-pass call. */
+  gev_udp *reading;
   /* The outgoing batch: owner's datagrams, payloads in the arena. */
   gev_udp *owner;
   int nsend;
@@ -46,7 +49,11 @@ struct gev__udp_ctx {
   struct mmsghdr smsg[GEV_UDP_BATCH_MAX];
   struct iovec siov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage sname[GEV_UDP_BATCH_MAX];
-  gev__udp_src sfrom[GEV_UDP_BATCH_MAX]; /* family 0 but for replies */
+  /* gev_udp_reply's source per slot, as control data; with_src: some
+   * slot of the batch has one (cleared when the batch is sent, so other
+   * datagrams leave without touching these). */
+  gev__udp_src sfrom[GEV_UDP_BATCH_MAX];
+  bool with_src;
   _Alignas(struct cmsghdr) unsigned char sctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *arena;
 };
@@ -298,9 +305,9 @@ static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
 {
   for (int i = from; i < c->nsend; i++) {
     struct msghdr *h = &c->smsg[i].msg_hdr;
-    gev__udp_pkt *k =
-        gev__udp_pkt_new(h->msg_name, h->msg_namelen, &c->sfrom[i],
-                         c->siov[i].iov_base, c->siov[i].iov_len);
+    gev__udp_pkt *k = gev__udp_pkt_new(h->msg_name, h->msg_namelen,
+                                       h->msg_control ? &c->sfrom[i] : NULL,
+                                       c->siov[i].iov_base, c->siov[i].iov_len);
     if (!k) {
       send_failed(u, -ENOMEM);
       continue;
@@ -340,6 +347,11 @@ static void flush_batch(gev__udp_ctx *c)
   }
   if (i < c->nsend)
     batch_to_queue(u, c, i);
+  for (int j = 0; c->with_src && j < c->nsend; j++) {
+    c->smsg[j].msg_hdr.msg_control = NULL;
+    c->smsg[j].msg_hdr.msg_controllen = 0;
+  }
+  c->with_src = false;
   c->nsend = 0;
   c->arena_used = 0;
   c->owner = NULL;
@@ -359,13 +371,11 @@ static inline int append(gev__udp_ctx *c, const struct sockaddr *to,
   int i = c->nsend++;
   struct msghdr *h = &c->smsg[i].msg_hdr;
 
-  c->sfrom[i].family = 0;
-  h->msg_controllen = 0;
-  h->msg_control = NULL;
-  if (from && from->family) {
+  if (from) { /* a slot's control data lasts until the batch is sent */
     c->sfrom[i] = *from;
     h->msg_controllen = src_cmsg(from, c->sctl[i]);
     h->msg_control = c->sctl[i];
+    c->with_src = true;
   }
 
   if (n)
@@ -406,7 +416,7 @@ send_slow(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
     flush_batch(c);
   if (u->q.head) /* that flush was pushed back: queue behind it */
     return send_slow(u, to, to_len, from, p, n);
-  if (c->nsend == 0)
+  if (c->nsend == 0 && c->reading != u)
     gev__handle_schedule(&u->handle); /* sent after the pass at the latest */
   c->owner = u;
   return append(c, to, to_len, from, p, n);
@@ -552,7 +562,9 @@ void gev__udp_io_cb(gev__io *io, unsigned events)
 {
   gev_udp *u = (gev_udp *)io;
   gev__udp_ctx *c = u->ctx;
+  gev_udp *outer = c->reading;
 
+  c->reading = u;
   if ((events & GEV__EV_WRITE) && u->q.head)
     gev__udp_flush_queue(u);
   if (u->state == GEV__US_OPEN && (events & (GEV__EV_READ | GEV__EV_ERROR))) {
@@ -564,5 +576,6 @@ void gev__udp_io_cb(gev__io *io, unsigned events)
   } else if ((events & GEV__EV_ERROR) && u->state < GEV__US_CLOSING) {
     take_error(u);
   }
+  c->reading = outer;
   gev__udp_flush_batch_of(u);
 }
