@@ -228,6 +228,8 @@ static socklen_t src_cmsg(const gev__udp_src *s, unsigned char *buf)
   struct msghdr h = {.msg_control = buf, .msg_controllen = CTL_SPACE};
   struct cmsghdr *cm = CMSG_FIRSTHDR(&h);
 
+  if (s->family)
+    memset(buf, 0, CTL_SPACE); /* the padding goes to the kernel too */
   if (s->family == AF_INET) {
     struct in_pktinfo pi = {.ipi_spec_dst = s->a.v4};
     cm->cmsg_level = IPPROTO_IP;
