@@ -53,6 +53,19 @@ static const metric metrics[] = {
       busy_us),
     M("loop_lag_seconds", "gauge",
       "Worst timer lateness in the last one to two seconds.", lag_max_ms),
+    M("datagrams_received_total", "counter",
+      "Datagrams received by UDP sockets.", datagrams_in),
+    M("datagrams_sent_total", "counter",
+      "Datagrams taken by the kernel from UDP sockets.", datagrams_out),
+    M("datagram_bytes_received_total", "counter",
+      "Payload bytes of the datagrams received.", datagram_bytes_in),
+    M("datagram_bytes_sent_total", "counter",
+      "Payload bytes of the datagrams sent.", datagram_bytes_out),
+    M("datagrams_dropped_total", "counter",
+      "Datagrams accepted for sending that a closing socket dropped.",
+      datagrams_dropped),
+    M("datagrams_truncated_total", "counter", "Datagrams received cut short.",
+      datagrams_truncated),
 };
 
 typedef struct out {

@@ -39,6 +39,10 @@ struct gev_server {
   atomic_bool draining;      /* the acceptor began it: the last close ends it */
   _Atomic uint64_t drain_ms; /* its deadline, from the call */
   atomic_int loops_up;       /* workers past their first pass (serving.c) */
+  /* What a graceful shutdown waits for besides connections: each worker's
+   * drain task until it ran, and handles that wind down on their own
+   * (a UDP socket flushing its send queue). */
+  atomic_int holds;
 
   /* Each owned by the loop it is registered with (listener.c). */
   gev__listener *ls;
@@ -53,7 +57,24 @@ struct gev_server {
  * last one out during a graceful shutdown ends it. Any thread. */
 static inline void gev__server_uncount(gev_server *s)
 {
-  if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_load(&s->draining))
+  if (atomic_fetch_sub(&s->nconns, 1) == 1 && atomic_load(&s->draining) &&
+      atomic_load(&s->holds) == 0)
+    gev__loop_stop(s->acceptor);
+}
+
+/* A graceful shutdown is to wait for the caller (any thread), until
+ * gev__server_release; the last one out, with no connection left, ends
+ * it. Both counters are sequentially consistent: of a release and a
+ * connection's uncount that race, at least one sees the other's. */
+static inline void gev__server_hold(gev_server *s)
+{
+  atomic_fetch_add(&s->holds, 1);
+}
+
+static inline void gev__server_release(gev_server *s)
+{
+  if (atomic_fetch_sub(&s->holds, 1) == 1 && atomic_load(&s->draining) &&
+      atomic_load(&s->nconns) == 0)
     gev__loop_stop(s->acceptor);
 }
 

@@ -203,6 +203,7 @@ int gev_server_new(gev_server **out, const gev_handler *h,
   atomic_init(&s->draining, false);
   atomic_init(&s->drain_ms, 0);
   atomic_init(&s->loops_up, 0);
+  atomic_init(&s->holds, 0);
   /* The addresses first: "fd:N" must name the caller's fd, not one the
    * loops open. */
   if ((err = gev__listeners_parse(s, opt->addresses ? opt->addresses : one)) <
@@ -225,7 +226,8 @@ static void drain_worker(void *arg)
   gev__worker *w = arg;
 
   gev__listeners_end(w->loop->server, w->loop);
-  gev__loop_drain(w->loop);
+  gev__loop_drain(w->loop); /* handles that wind down on their own hold */
+  gev__server_release(w->loop->server);
 }
 
 static void drain_deadline(void *arg)
@@ -243,6 +245,9 @@ static void begin_shutdown(void *arg)
   uint64_t ms = atomic_load(&s->drain_ms);
 
   gev__listeners_end(s, s->acceptor);
+  /* Each worker's drain is waited for: it may start handles' own winding
+   * down (which holds the shutdown) after this returns. */
+  atomic_fetch_add(&s->holds, s->nloops);
   atomic_store(&s->draining, true);
   for (int i = 0; i < s->nloops; i++)
     if (gev_loop_post(s->workers[i].loop, drain_worker, &s->workers[i]) < 0)
@@ -251,7 +256,7 @@ static void begin_shutdown(void *arg)
     gev__loop_stop(s->acceptor); /* no timer: no deadline to wait for */
   /* After `draining` is visible: a close that came before it found the
    * flag unset, and this sees its count. */
-  if (atomic_load(&s->nconns) == 0)
+  if (atomic_load(&s->nconns) == 0 && atomic_load(&s->holds) == 0)
     gev__loop_stop(s->acceptor);
 }
 

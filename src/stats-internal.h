@@ -47,6 +47,12 @@ enum {
   GEV__S_LAG_SEC,  /* which second LAG_MS is about */
   GEV__S_BUSY_US,  /* the loop thread's CPU time, at publication */
   GEV__S_WALL_US,  /* time since the loop started, at publication */
+  GEV__S_DGRAMS_IN, /* datagrams received by the loop's UDP sockets */
+  GEV__S_DGRAMS_OUT,
+  GEV__S_DGRAM_BYTES_IN,
+  GEV__S_DGRAM_BYTES_OUT,
+  GEV__S_DGRAMS_DROPPED,   /* accepted for sending, never sent */
+  GEV__S_DGRAMS_TRUNCATED, /* received cut short */
   GEV__S_COUNT
 };
 

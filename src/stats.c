@@ -69,6 +69,12 @@ static void fill(gev_stats *o, const uint64_t *v)
                    : 0;
   o->lag_max_ms = v[GEV__S_LAG_MS] > v[GEV__S_LAG_PREV] ? v[GEV__S_LAG_MS]
                                                         : v[GEV__S_LAG_PREV];
+  o->datagrams_in = v[GEV__S_DGRAMS_IN];
+  o->datagrams_out = v[GEV__S_DGRAMS_OUT];
+  o->datagram_bytes_in = v[GEV__S_DGRAM_BYTES_IN];
+  o->datagram_bytes_out = v[GEV__S_DGRAM_BYTES_OUT];
+  o->datagrams_dropped = v[GEV__S_DGRAMS_DROPPED];
+  o->datagrams_truncated = v[GEV__S_DGRAMS_TRUNCATED];
 }
 
 int gev_loop_stats(const gev_loop *cl, gev_stats *out)

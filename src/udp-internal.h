@@ -12,6 +12,7 @@
 
 #include <gev/udp.h>
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -48,11 +49,24 @@ typedef enum {
   GEV__UE_COUNT
 } gev__udp_event;
 
+/* The local address a datagram leaves from (gev_udp_reply), given to the
+ * kernel as IP_PKTINFO / IPV6_PKTINFO control data. family 0: the
+ * kernel's choice, as for every other send. */
+typedef struct gev__udp_src {
+  sa_family_t family;
+  unsigned ifindex; /* IPv6 link-local: the scope */
+  union {
+    struct in_addr v4;
+    struct in6_addr v6;
+  } a;
+} gev__udp_src;
+
 /* A datagram waiting: sent from another thread, or pushed back. */
 typedef struct gev__udp_pkt {
   struct gev__udp_pkt *next;
   struct sockaddr_storage to; /* to_len 0: the connected peer */
   socklen_t to_len;
+  gev__udp_src from;
   size_t len;
   unsigned char data[];
 } gev__udp_pkt;
@@ -114,6 +128,8 @@ struct gev_udp {
   gev__udp_ctx *ctx; /* the loop's shared buffers, from the start on */
   gev__udp_q q;      /* pushed back by the kernel, in order */
   int pending_err;   /* a refused send, for on_error after the pass */
+  int io_err;        /* udp-io.c saw the poller fail: udp.c closes */
+  bool holding;      /* DRAINING with a queue: holds the server's shutdown */
 };
 
 /* ---- udp.c ------------------------------------------------------------ */
@@ -139,13 +155,18 @@ void gev__udp_io_cb(gev__io *io, unsigned events);
 /* Loop thread: into the outgoing batch, or behind what the kernel pushed
  * back. 0 or -ENOMEM. */
 int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
-                          socklen_t to_len, const void *p, size_t n);
+                          socklen_t to_len, const gev__udp_src *from,
+                          const void *p, size_t n);
 /* Sends the outgoing batch if it is u's. */
 void gev__udp_flush_batch_of(gev_udp *u);
 /* Hands the queue to the kernel until it pushes back. */
 void gev__udp_flush_queue(gev_udp *u);
-/* Read and write interest from the state and the queue. */
-void gev__udp_watch(gev_udp *u);
+/* Read and write interest from the state and the queue: 0 or the poller's
+ * error, which the caller acts on. udp-io.c never moves a socket's state:
+ * what needs acting on (a poller failure: io_err; a draining socket's
+ * queue emptied) it reports by scheduling the handle, and udp.c's
+ * after-pass call acts. */
+int gev__udp_watch(gev_udp *u);
 /* Frees every datagram of q; returns how many there were. */
 uint64_t gev__udp_q_free(gev__udp_q *q);
 static inline void gev__udp_q_init(gev__udp_q *q)
@@ -157,7 +178,8 @@ static inline void gev__udp_q_init(gev__udp_q *q)
 /* Appends all of `from` to `to`; `from` ends empty. */
 void gev__udp_q_splice(gev__udp_q *to, gev__udp_q *from);
 gev__udp_pkt *gev__udp_pkt_new(const struct sockaddr *to, socklen_t to_len,
-                               const void *p, size_t n);
+                               const gev__udp_src *from, const void *p,
+                               size_t n);
 
 /* ---- udp-sock.c ------------------------------------------------------- */
 /* A non-blocking datagram socket of a's family, configured by opt and

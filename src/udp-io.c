@@ -30,16 +30,31 @@ struct gev__udp_ctx {
   struct mmsghdr rmsg[GEV_UDP_BATCH_MAX];
   struct iovec riov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage rname[GEV_UDP_BATCH_MAX];
-  unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
+  _Alignas(struct cmsghdr) unsigned char rctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *rbuf; /* GEV_UDP_BATCH_MAX slots */
+  /* recvmmsg writes msg_namelen, msg_controllen and msg_flags of the
+   * slots it fills: only those (the first `rdirty`) are reset before the
+   * next call, not the whole batch, as long as the control buffers are
+   * the same (`rpktinfo`: whether they are set). */
+  int rdirty;
+  bool rpktinfo;
 
+  /* The socket whose poll callback runs: it sends its batch at the end,
+   * so its replies need no after-pass call. */
+  gev_udp *reading;
   /* The outgoing batch: owner's datagrams, payloads in the arena. */
   gev_udp *owner;
   int nsend;
-  size_t arena_used;
+  size_t arena_used; /* = the batch's bytes: payloads are packed */
   struct mmsghdr smsg[GEV_UDP_BATCH_MAX];
   struct iovec siov[GEV_UDP_BATCH_MAX];
   struct sockaddr_storage sname[GEV_UDP_BATCH_MAX];
+  /* gev_udp_reply's source per slot, as control data; with_src: some
+   * slot of the batch has one (cleared when the batch is sent, so other
+   * datagrams leave without touching these). */
+  gev__udp_src sfrom[GEV_UDP_BATCH_MAX];
+  bool with_src;
+  _Alignas(struct cmsghdr) unsigned char sctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   unsigned char *arena;
 };
 
@@ -72,6 +87,7 @@ gev__udp_ctx *gev__udp_ctx_get(gev_loop *l)
     c->smsg[i].msg_hdr.msg_iov = &c->siov[i];
     c->smsg[i].msg_hdr.msg_iovlen = 1;
   }
+  c->rdirty = GEV_UDP_BATCH_MAX;
   c->l = l;
   c->refs = 1;
   tls_ctx = c; /* a nested loop's buffers replace these here; fine */
@@ -92,13 +108,17 @@ void gev__udp_ctx_put(gev__udp_ctx *c)
 /* ---- the send queue ---------------------------------------------------- */
 
 gev__udp_pkt *gev__udp_pkt_new(const struct sockaddr *to, socklen_t to_len,
-                               const void *p, size_t n)
+                               const gev__udp_src *from, const void *p,
+                               size_t n)
 {
   gev__udp_pkt *k = malloc(sizeof(*k) + n);
 
   if (!k)
     return NULL;
   k->next = NULL;
+  k->from.family = 0;
+  if (from)
+    k->from = *from;
   k->to_len = to ? to_len : 0;
   if (to)
     memcpy(&k->to, to, to_len);
@@ -152,23 +172,26 @@ static void publish_q(gev_udp *u)
   atomic_store_explicit(&u->q_bytes, u->q.bytes, memory_order_relaxed);
 }
 
-void gev__udp_watch(gev_udp *u)
+int gev__udp_watch(gev_udp *u)
 {
   unsigned want = 0;
-  int err;
 
   if (u->state == GEV__US_OPEN)
     want |= GEV__EV_READ;
   if (u->q.head && u->state < GEV__US_CLOSING)
     want |= GEV__EV_WRITE;
-  err = gev__loop_io_set(u->l, &u->io, want);
-  /* A socket the poller no longer watches as asked would never read (or
-   * send) again, silently: it closes, and on_error says why first. */
-  if (err < 0 && u->state < GEV__US_CLOSING) {
-    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
-             gev_strerror(err));
-    u->pending_err = err;
-    gev__udp_move(u, GEV__UE_CLOSE);
+  return gev__loop_io_set(u->l, &u->io, want);
+}
+
+/* The queue changed here, where nothing may close the socket: a poller
+ * failure is recorded and udp.c's after-pass call acts on it. */
+static void rewatch(gev_udp *u)
+{
+  int err = gev__udp_watch(u);
+
+  if (err < 0 && u->state < GEV__US_CLOSING && !u->io_err) {
+    u->io_err = err;
+    gev__handle_schedule(&u->handle);
   }
 }
 
@@ -193,6 +216,37 @@ static void sent(gev_udp *u, int n, size_t bytes)
   gev__udp_count(u, GEV__UC_DGRAMS_OUT, (uint64_t)n);
   gev__udp_count(u, GEV__UC_BYTES_OUT, bytes);
   u->l->st.v[GEV__S_BYTES_WRITTEN] += bytes;
+  u->l->st.v[GEV__S_DGRAMS_OUT] += (uint64_t)n;
+  u->l->st.v[GEV__S_DGRAM_BYTES_OUT] += bytes;
+}
+
+/* The control data that makes a datagram leave from s (ipi_spec_dst,
+ * ipi6_addr: the source address; no interface forced but an IPv6 scope);
+ * its length, 0 for the kernel's choice. */
+static socklen_t src_cmsg(const gev__udp_src *s, unsigned char *buf)
+{
+  struct msghdr h = {.msg_control = buf, .msg_controllen = CTL_SPACE};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&h);
+
+  if (s->family)
+    memset(buf, 0, CTL_SPACE); /* the padding goes to the kernel too */
+  if (s->family == AF_INET) {
+    struct in_pktinfo pi = {.ipi_spec_dst = s->a.v4};
+    cm->cmsg_level = IPPROTO_IP;
+    cm->cmsg_type = IP_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi));
+    memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+    return CMSG_SPACE(sizeof(pi));
+  }
+  if (s->family == AF_INET6) {
+    struct in6_pktinfo pi = {.ipi6_addr = s->a.v6, .ipi6_ifindex = s->ifindex};
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(pi));
+    memcpy(CMSG_DATA(cm), &pi, sizeof(pi));
+    return CMSG_SPACE(sizeof(pi));
+  }
+  return 0;
 }
 
 /* One sendmmsg from the queue's head, up to a batch; false when the
@@ -201,16 +255,20 @@ static bool flush_some(gev_udp *u)
 {
   struct mmsghdr m[GEV_UDP_BATCH_MAX];
   struct iovec iov[GEV_UDP_BATCH_MAX];
+  _Alignas(struct cmsghdr) unsigned char ctl[GEV_UDP_BATCH_MAX][CTL_SPACE];
   gev__udp_pkt *k = u->q.head;
   int n = 0, r;
   size_t bytes = 0;
 
   for (; k && n < u->batch; k = k->next, n++) {
+    socklen_t cl = src_cmsg(&k->from, ctl[n]);
     iov[n] = (struct iovec){k->data, k->len};
     m[n].msg_hdr = (struct msghdr){.msg_name = k->to_len ? &k->to : NULL,
                                    .msg_namelen = k->to_len,
                                    .msg_iov = &iov[n],
-                                   .msg_iovlen = 1};
+                                   .msg_iovlen = 1,
+                                   .msg_control = cl ? ctl[n] : NULL,
+                                   .msg_controllen = cl};
   }
   gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
   r = gev__sys_sendmmsg(u->io.fd, m, (unsigned)n);
@@ -236,9 +294,9 @@ void gev__udp_flush_queue(gev_udp *u)
   while (u->q.head && flush_some(u))
     ;
   publish_q(u);
-  gev__udp_watch(u);
+  rewatch(u);
   if (!u->q.head && u->state == GEV__US_DRAINING)
-    gev__udp_move(u, GEV__UE_EMPTY);
+    gev__handle_schedule(&u->handle); /* udp.c closes it after the pass */
 }
 
 /* ---- the outgoing batch ------------------------------------------------ */
@@ -250,6 +308,7 @@ static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
   for (int i = from; i < c->nsend; i++) {
     struct msghdr *h = &c->smsg[i].msg_hdr;
     gev__udp_pkt *k = gev__udp_pkt_new(h->msg_name, h->msg_namelen,
+                                       h->msg_control ? &c->sfrom[i] : NULL,
                                        c->siov[i].iov_base, c->siov[i].iov_len);
     if (!k) {
       send_failed(u, -ENOMEM);
@@ -259,7 +318,7 @@ static void batch_to_queue(gev_udp *u, gev__udp_ctx *c, int from)
     gev__udp_count(u, GEV__UC_QUEUED, 1);
   }
   publish_q(u);
-  gev__udp_watch(u);
+  rewatch(u);
 }
 
 static void flush_batch(gev__udp_ctx *c)
@@ -271,10 +330,13 @@ static void flush_batch(gev__udp_ctx *c)
     gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
     r = gev__sys_sendmmsg(u->io.fd, c->smsg + i, (unsigned)(c->nsend - i));
     if (r > 0) {
-      size_t bytes = 0;
-      for (int j = i; j < i + r; j++)
-        bytes += c->siov[j].iov_len;
-      sent(u, r, bytes);
+      /* The payloads are packed in the arena, in order. */
+      size_t end =
+          i + r < c->nsend
+              ? (size_t)((unsigned char *)c->siov[i + r].iov_base - c->arena)
+              : c->arena_used;
+      sent(u, r,
+           end - (size_t)((unsigned char *)c->siov[i].iov_base - c->arena));
       i += r;
     } else if (errno == EINTR) {
       continue;
@@ -287,6 +349,11 @@ static void flush_batch(gev__udp_ctx *c)
   }
   if (i < c->nsend)
     batch_to_queue(u, c, i);
+  for (int j = 0; c->with_src && j < c->nsend; j++) {
+    c->smsg[j].msg_hdr.msg_control = NULL;
+    c->smsg[j].msg_hdr.msg_controllen = 0;
+  }
+  c->with_src = false;
   c->nsend = 0;
   c->arena_used = 0;
   c->owner = NULL;
@@ -298,15 +365,47 @@ void gev__udp_flush_batch_of(gev_udp *u)
     flush_batch(u->ctx);
 }
 
-int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
-                          socklen_t to_len, const void *p, size_t n)
+/* Into the batch, which is u's and has room. */
+static inline int append(gev__udp_ctx *c, const struct sockaddr *to,
+                         socklen_t to_len, const gev__udp_src *from,
+                         const void *p, size_t n)
+{
+  int i = c->nsend++;
+  struct msghdr *h = &c->smsg[i].msg_hdr;
+
+  if (from) { /* a slot's control data lasts until the batch is sent */
+    c->sfrom[i] = *from;
+    h->msg_controllen = src_cmsg(from, c->sctl[i]);
+    h->msg_control = c->sctl[i];
+    c->with_src = true;
+  }
+
+  if (n)
+    memcpy(c->arena + c->arena_used, p, n);
+  c->siov[i] = (struct iovec){c->arena + c->arena_used, n};
+  c->arena_used += n;
+  h->msg_name = to ? &c->sname[i] : NULL;
+  h->msg_namelen = to ? to_len : 0;
+  /* The common sizes as fixed-size copies (inlined), not a memcpy call. */
+  if (to && to_len == sizeof(struct sockaddr_in))
+    memcpy(&c->sname[i], to, sizeof(struct sockaddr_in));
+  else if (to && to_len == sizeof(struct sockaddr_in6))
+    memcpy(&c->sname[i], to, sizeof(struct sockaddr_in6));
+  else if (to)
+    memcpy(&c->sname[i], to, to_len);
+  return 0;
+}
+
+/* Behind a queue, a batch of another socket's or a full one to send
+ * first, or the first datagram of a batch: out of the fast path's way. */
+static __attribute__((noinline)) int
+send_slow(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+          const gev__udp_src *from, const void *p, size_t n)
 {
   gev__udp_ctx *c = u->ctx;
-  struct msghdr *h;
-  int i;
 
   if (u->q.head) { /* behind what waits, to keep the order */
-    gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
+    gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, from, p, n);
     if (!k)
       return -ENOMEM;
     q_push(&u->q, k);
@@ -318,23 +417,24 @@ int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
                    c->arena_used + n > GEV__UDP_ARENA))
     flush_batch(c);
   if (u->q.head) /* that flush was pushed back: queue behind it */
-    return gev__udp_send_in_loop(u, to, to_len, p, n);
-  if (c->nsend == 0)
+    return send_slow(u, to, to_len, from, p, n);
+  if (c->nsend == 0 && c->reading != u)
     gev__handle_schedule(&u->handle); /* sent after the pass at the latest */
   c->owner = u;
-  i = c->nsend++;
-  if (n)
-    memcpy(c->arena + c->arena_used, p, n);
-  c->siov[i] = (struct iovec){c->arena + c->arena_used, n};
-  c->arena_used += n;
-  h = &c->smsg[i].msg_hdr;
-  h->msg_name = to ? &c->sname[i] : NULL;
-  h->msg_namelen = to ? to_len : 0;
-  if (to)
-    memcpy(&c->sname[i], to, to_len);
-  h->msg_control = NULL;
-  h->msg_controllen = 0;
-  return 0;
+  return append(c, to, to_len, from, p, n);
+}
+
+int gev__udp_send_in_loop(gev_udp *u, const struct sockaddr *to,
+                          socklen_t to_len, const gev__udp_src *from,
+                          const void *p, size_t n)
+{
+  gev__udp_ctx *c = u->ctx;
+
+  /* owner == u: the batch is u's and not empty (a flush clears owner). */
+  if (c->owner == u && c->nsend < GEV_UDP_BATCH_MAX &&
+      c->arena_used + n <= GEV__UDP_ARENA && !u->q.head)
+    return append(c, to, to_len, from, p, n);
+  return send_slow(u, to, to_len, from, p, n);
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -384,11 +484,10 @@ static void deliver(gev_udp *u, gev__udp_ctx *c, int i)
 
   if (u->pktinfo && (d.local_len = local_of(u, h, &local)) > 0)
     d.local = (const struct sockaddr *)&local;
-  gev__udp_count(u, GEV__UC_DGRAMS_IN, 1);
-  gev__udp_count(u, GEV__UC_BYTES_IN, d.len);
-  if (d.truncated)
+  if (d.truncated) {
     gev__udp_count(u, GEV__UC_TRUNCATED, 1);
-  u->l->st.v[GEV__S_BYTES_READ] += d.len;
+    u->l->st.v[GEV__S_DGRAMS_TRUNCATED]++;
+  }
   if (u->h.on_datagram)
     u->h.on_datagram(u, &d);
 }
@@ -400,19 +499,35 @@ static void report(gev_udp *u, int err)
     u->h.on_error(u, err);
 }
 
-/* One recvmmsg and its callbacks; the number read, 0 when nothing was
- * there, -1 after an error (reported: the call consumed it). */
-static int read_once(gev_udp *u, gev__udp_ctx *c)
+/* The slots the last call filled (or all, when the control buffers
+ * change) get their lengths back. */
+static void reset_slots(const gev_udp *u, gev__udp_ctx *c)
 {
-  int n;
+  int n = c->rdirty;
 
-  for (int i = 0; i < u->batch; i++) {
+  if (u->pktinfo != c->rpktinfo) {
+    c->rpktinfo = u->pktinfo;
+    n = GEV_UDP_BATCH_MAX;
+  }
+  for (int i = 0; i < n; i++) {
     struct msghdr *h = &c->rmsg[i].msg_hdr;
     h->msg_namelen = sizeof(c->rname[i]);
-    h->msg_control = u->pktinfo ? c->rctl[i] : NULL;
-    h->msg_controllen = u->pktinfo ? CTL_SPACE : 0;
+    h->msg_control = c->rpktinfo ? c->rctl[i] : NULL;
+    h->msg_controllen = c->rpktinfo ? CTL_SPACE : 0;
     h->msg_flags = 0;
   }
+  c->rdirty = 0;
+}
+
+/* One recvmmsg and its callbacks; the number read, 0 when nothing was
+ * there, -1 after an error (reported: the call consumed it). The counters
+ * move once per call. */
+static int read_once(gev_udp *u, gev__udp_ctx *c)
+{
+  size_t bytes = 0;
+  int n;
+
+  reset_slots(u, c);
   gev__udp_count(u, GEV__UC_RECV_CALLS, 1);
   n = gev__sys_recvmmsg(u->io.fd, c->rmsg, (unsigned)u->batch);
   if (n < 0) {
@@ -421,6 +536,14 @@ static int read_once(gev_udp *u, gev__udp_ctx *c)
     report(u, -errno);
     return -1;
   }
+  c->rdirty = n;
+  for (int i = 0; i < n; i++)
+    bytes += c->rmsg[i].msg_len;
+  gev__udp_count(u, GEV__UC_DGRAMS_IN, (uint64_t)n);
+  gev__udp_count(u, GEV__UC_BYTES_IN, bytes);
+  u->l->st.v[GEV__S_BYTES_READ] += bytes;
+  u->l->st.v[GEV__S_DGRAMS_IN] += (uint64_t)n;
+  u->l->st.v[GEV__S_DGRAM_BYTES_IN] += bytes;
   for (int i = 0; i < n && u->state == GEV__US_OPEN; i++)
     deliver(u, c, i);
   return n;
@@ -441,7 +564,9 @@ void gev__udp_io_cb(gev__io *io, unsigned events)
 {
   gev_udp *u = (gev_udp *)io;
   gev__udp_ctx *c = u->ctx;
+  gev_udp *outer = c->reading;
 
+  c->reading = u;
   if ((events & GEV__EV_WRITE) && u->q.head)
     gev__udp_flush_queue(u);
   if (u->state == GEV__US_OPEN && (events & (GEV__EV_READ | GEV__EV_ERROR))) {
@@ -453,5 +578,6 @@ void gev__udp_io_cb(gev__io *io, unsigned events)
   } else if ((events & GEV__EV_ERROR) && u->state < GEV__US_CLOSING) {
     take_error(u);
   }
+  c->reading = outer;
   gev__udp_flush_batch_of(u);
 }

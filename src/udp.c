@@ -20,6 +20,8 @@
  * (from gev_udp_new until CLOSED, or until the loop is freed with the
  * start task unrun). Tasks posted for the socket hold one each. */
 #include "udp-internal.h"
+#include "log-internal.h"
+#include "server-internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -75,6 +77,13 @@ static void refuse_sends(gev_udp *u, gev__udp_q *taken)
   pthread_mutex_unlock(&u->mu);
 }
 
+/* Loop thread: n accepted datagrams will never be sent. */
+static void dropped(gev_udp *u, uint64_t n)
+{
+  gev__udp_count(u, GEV__UC_DROPPED, n);
+  u->l->st.v[GEV__S_DGRAMS_DROPPED] += n;
+}
+
 static void close_fd(gev_udp *u)
 {
   pthread_mutex_lock(&u->mu); /* the option calls use the fd under mu */
@@ -98,11 +107,14 @@ static void enter_closing(gev_udp *u)
     gev__udp_q_splice(&u->q, &taken);
     gev__udp_flush_queue(u);
   }
-  gev__udp_count(u, GEV__UC_DROPPED,
-                 gev__udp_q_free(&u->q) + gev__udp_q_free(&taken));
+  dropped(u, gev__udp_q_free(&u->q) + gev__udp_q_free(&taken));
   atomic_store_explicit(&u->q_bytes, 0, memory_order_relaxed);
   close_fd(u);
   gev__handle_schedule(&u->handle);
+  if (u->holding) { /* last: it may end the server's shutdown */
+    u->holding = false;
+    gev__server_release(u->l->server);
+  }
 }
 
 static void enter_closed(gev_udp *u)
@@ -114,6 +126,40 @@ static void enter_closed(gev_udp *u)
   gev__udp_unref(u); /* the loop's */
 }
 
+/* A socket the poller no longer watches as asked would never read (or
+ * send) again, silently: it closes, and on_error says why first (after the
+ * pass, with on_close). */
+static void watch(gev_udp *u)
+{
+  int err = gev__udp_watch(u);
+
+  if (err < 0 && u->state < GEV__US_CLOSING) {
+    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
+             gev_strerror(err));
+    u->pending_err = err;
+    gev__udp_move(u, GEV__UE_CLOSE);
+  }
+}
+
+/* Not reading; what waits to be sent keeps going out as the kernel takes
+ * it, and the server's shutdown waits for that (until its deadline, when
+ * the loop stops and the socket closes with what is left). */
+static void enter_draining(gev_udp *u)
+{
+  watch(u);
+  gev__udp_flush_batch_of(u); /* replies of this pass join the queue */
+  if (u->state != GEV__US_DRAINING)
+    return;
+  if (!u->q.head) {
+    gev__udp_move(u, GEV__UE_EMPTY);
+    return;
+  }
+  if (u->l->server) {
+    u->holding = true;
+    gev__server_hold(u->l->server);
+  }
+}
+
 void gev__udp_move(gev_udp *u, gev__udp_event ev)
 {
   unsigned char to = next_state[u->state][ev];
@@ -123,12 +169,8 @@ void gev__udp_move(gev_udp *u, gev__udp_event ev)
     return;
   u->state = (gev__udp_state)to;
   switch (u->state) {
-  case GEV__US_OPEN: gev__udp_watch(u); break;
-  case GEV__US_DRAINING:
-    gev__udp_watch(u);
-    if (!u->q.head)
-      gev__udp_move(u, GEV__UE_EMPTY);
-    break;
+  case GEV__US_OPEN: watch(u); break;
+  case GEV__US_DRAINING: enter_draining(u); break;
   case GEV__US_CLOSING: enter_closing(u); break;
   case GEV__US_CLOSED: enter_closed(u); break;
   default: break;
@@ -144,7 +186,7 @@ static void after_pass(gev__handle *hd)
 
   u->pending_err = 0;
   if (u->state == GEV__US_CLOSING) {
-    if (err) { /* why it closed (gev__udp_watch) */
+    if (err) { /* why it closed (watch) */
       gev__udp_count(u, GEV__UC_ERRORS, 1);
       if (u->h.on_error)
         u->h.on_error(u, err);
@@ -154,7 +196,20 @@ static void after_pass(gev__handle *hd)
     gev__udp_move(u, GEV__UE_DONE);
     return;
   }
+  if (u->io_err) { /* udp-io.c saw the poller fail: as watch does */
+    gev__log(GEV_LOG_WARN, u->l, NULL, "udp: poller failed: %s",
+             gev_strerror(u->io_err));
+    u->pending_err = u->io_err;
+    u->io_err = 0;
+    gev__udp_move(u, GEV__UE_CLOSE);
+    return;
+  }
   gev__udp_flush_batch_of(u);
+  if (u->state == GEV__US_DRAINING && !u->q.head) {
+    u->pending_err = err; /* reported with on_close */
+    gev__udp_move(u, GEV__UE_EMPTY);
+    return;
+  }
   if (err && u->state < GEV__US_CLOSING) {
     gev__udp_count(u, GEV__UC_ERRORS, 1);
     if (u->h.on_error)
@@ -384,7 +439,7 @@ static void inbox_task(void *arg)
     gev__udp_q_splice(&u->q, &taken);
     gev__udp_flush_queue(u);
   }
-  gev__udp_count(u, GEV__UC_DROPPED, gev__udp_q_free(&taken));
+  dropped(u, gev__udp_q_free(&taken));
   gev__udp_unref(u);
 }
 
@@ -416,9 +471,9 @@ static bool inbox_unlink(gev_udp *u, gev__udp_pkt *k)
 /* From another thread (or before the start): into the inbox, and one task
  * per batch of such sends takes it to the loop. */
 static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
-                      const void *p, size_t n)
+                      const gev__udp_src *from, const void *p, size_t n)
 {
-  gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, p, n);
+  gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, from, p, n);
   bool post = false;
   int err = 0;
 
@@ -472,18 +527,64 @@ static int check_send(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
   return 0;
 }
 
-int gev_udp_send_to(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
-                    const void *p, size_t n)
+static int send_from(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+                     const gev__udp_src *from, const void *p, size_t n)
 {
   int err = check_send(u, to, to_len, p, n);
 
   if (err < 0)
     return err;
   if (!gev_loop_in_thread(u->l) || u->state != GEV__US_OPEN)
-    return send_cross(u, to, to_len, p, n);
+    return send_cross(u, to, to_len, from, p, n);
   if (u->q.bytes + n > u->queue_max && u->q.head)
     return -ENOBUFS;
-  return gev__udp_send_in_loop(u, to, to_len, p, n);
+  return gev__udp_send_in_loop(u, to, to_len, from, p, n);
+}
+
+int gev_udp_send_to(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
+                    const void *p, size_t n)
+{
+  return send_from(u, to, to_len, NULL, p, n);
+}
+
+/* d->local as a source: the socket's own family (an IPv6 socket may
+ * have received from an IPv4-mapped address: that is AF_INET6 too). */
+static int src_of(const gev_udp *u, const gev_udp_datagram *d,
+                  gev__udp_src *out)
+{
+  *out = (gev__udp_src){0};
+  if (!d->local || !d->local_len)
+    return 0; /* not known: the kernel's choice */
+  if (d->local->sa_family != u->family)
+    return -EINVAL;
+  if (u->family == AF_INET && d->local_len >= sizeof(struct sockaddr_in)) {
+    out->family = AF_INET;
+    out->a.v4 = ((const struct sockaddr_in *)d->local)->sin_addr;
+    return 0;
+  }
+  if (u->family == AF_INET6 && d->local_len >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)d->local;
+    out->family = AF_INET6;
+    out->a.v6 = a->sin6_addr;
+    out->ifindex = a->sin6_scope_id;
+    return 0;
+  }
+  return -EINVAL;
+}
+
+int gev_udp_reply(gev_udp *u, const gev_udp_datagram *d, const void *p,
+                  size_t n)
+{
+  gev__udp_src from;
+  int err;
+
+  if (!u || !d)
+    return -EINVAL;
+  if (!d->peer || !d->peer_len)
+    return -EDESTADDRREQ;
+  if ((err = src_of(u, d, &from)) < 0)
+    return err;
+  return send_from(u, d->peer, d->peer_len, from.family ? &from : NULL, p, n);
 }
 
 int gev_udp_send(gev_udp *u, const void *p, size_t n)

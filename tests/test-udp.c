@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <gev/gev.h>
 #include <gev/udp.h>
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -214,6 +215,17 @@ START_TEST(unix_dgram)
       (ssize_t)sizeof(big));
   ck_assert(th_wait_int((const volatile int *)&n_truncated, 1, 5000));
   ck_assert_uint_eq(atomic_load(&last_len), GEV_UDP_MAX_DATAGRAM);
+  /* The loop's figures count the datagrams too (echo_sizes' five, echoed,
+   * and the truncated one, not echoed). */
+  gev_stats ls = {0};
+  ck_assert_int_eq(gev_loop_stats(lt.l, &ls), 0);
+  ck_assert_uint_eq(ls.datagrams_in, 6);
+  ck_assert_uint_eq(ls.datagrams_out, 5);
+  ck_assert_uint_eq(ls.datagram_bytes_out, 0 + 1 + 1472 + 8192 + 65507);
+  ck_assert_uint_eq(ls.datagram_bytes_in,
+                    ls.datagram_bytes_out + GEV_UDP_MAX_DATAGRAM);
+  ck_assert_uint_eq(ls.datagrams_truncated, 1);
+  ck_assert_uint_eq(ls.datagrams_dropped, 0);
   close(fd);
   unlink(cpath);
   gev_udp_free(u);
@@ -333,6 +345,22 @@ START_TEST(server_shutdown)
   struct sockaddr_in to = v4("127.0.0.1", gev_udp_server_port(us));
   fd = cli(AF_INET, NULL, 0);
   echo_sizes(fd, (struct sockaddr *)&to, sizeof(to));
+  /* The server's figures and its Prometheus text count the datagrams. */
+  gev_stats ss = {0};
+  static char text[16384];
+  unsigned long long v0 = 9, v1 = 9;
+  ck_assert_int_eq(gev_server_stats(shut_srv, &ss), 0);
+  ck_assert_uint_eq(ss.datagrams_in, 5);
+  ck_assert_uint_eq(ss.datagrams_out, 5);
+  ck_assert_int_lt(gev_server_metrics(shut_srv, text, sizeof(text)),
+                   (int)sizeof(text));
+  const char *m0 = strstr(text, "gev_datagrams_received_total{loop=\"0\"} ");
+  const char *m1 = strstr(text, "gev_datagrams_received_total{loop=\"1\"} ");
+  ck_assert_ptr_nonnull(m0);
+  ck_assert_ptr_nonnull(m1);
+  sscanf(strchr(m0, ' '), "%llu", &v0);
+  sscanf(strchr(m1, ' '), "%llu", &v1);
+  ck_assert_uint_eq(v0 + v1, 5);
   ck_assert_int_eq(gev_server_shutdown(shut_srv, 5000), 0);
   th_join(t, 20);
   ck_assert_int_eq(atomic_load(&n_closes), 2);
@@ -560,11 +588,123 @@ START_TEST(queue_bounded)
     memcpy(&seq, buf, sizeof(seq));
     ck_assert_int_eq(seq, i);
   }
+  /* Not deaf after the push-back and the -ENOBUFS refusals: a datagram
+   * from the peer is still read and echoed. */
+  {
+    struct sockaddr_un sa;
+    char buf[8];
+    unix_addr(&sa, spath);
+    ck_assert_int_eq(
+        sendto(pfd, "ping", 4, 0, (struct sockaddr *)&sa, sizeof(sa)), 4);
+    ck_assert_int_eq(recv(pfd, buf, sizeof(buf), 0), 4);
+    ck_assert(memcmp(buf, "ping", 4) == 0);
+  }
+  /* Again, and closed with the queue full: what the kernel did not take is
+   * dropped, and counted so by the socket and by its loop. */
+  gev_stats ls = {0};
+  int before = q.accepted;
+  q.accepted = q.refused = 0;
+  th_run_in_loop(lt.l, queue_burst, &q);
+  ck_assert_int_gt(q.refused, 0);
+  ck_assert_int_eq(gev_udp_close(q.u), 0);
+  th_run_in_loop(lt.l, th_noop, NULL); /* the close ran */
+  gev_udp_get_stats(q.u, &st);
+  ck_assert_uint_gt(st.dropped, 0);
+  ck_assert_uint_eq(st.datagrams_out + st.dropped,
+                    (uint64_t)(before + 1 + q.accepted));
+  ck_assert_int_eq(gev_loop_stats(lt.l, &ls), 0);
+  ck_assert_uint_eq(ls.datagrams_dropped, st.dropped);
+  ck_assert_uint_eq(ls.datagrams_out, st.datagrams_out);
   close(pfd);
   unlink(ppath);
   gev_udp_free(q.u);
   th_lt_stop(&lt);
   gev_loop_free(lt.l);
+}
+END_TEST
+
+/* A graceful shutdown keeps flushing a datagram socket's send queue: the
+ * unix peer reads only once the shutdown has begun, and still gets every
+ * datagram queued before it, in order; the server ends once the queue is
+ * empty, well before the deadline. With a peer that never reads, the
+ * deadline ends it and what is left is dropped (counted). */
+#define DRAIN_N 200
+
+static void drain_burst(void *arg)
+{
+  qrun *q = arg;
+  unsigned char buf[1000] = {0};
+
+  for (int i = 0; i < DRAIN_N; i++) {
+    memcpy(buf, &i, sizeof(i));
+    ck_assert_int_eq(gev_udp_send_to(q->u, (struct sockaddr *)&q->to,
+                                     sizeof(q->to), buf, sizeof(buf)),
+                     0);
+  }
+}
+
+static void drain_run(bool peer_reads, uint64_t deadline_ms)
+{
+  char spath[64], ppath[64], addr[80];
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 1};
+  gev_udp_options uo = {0};
+  gev_udp_server *us;
+  gev_udp_stats st = {0};
+  pthread_t t;
+  qrun q = {0};
+  int pfd;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-ds-%d", (int)getpid());
+  snprintf(ppath, sizeof(ppath), "/tmp/gev-udp-dp-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  unlink(ppath);
+  unix_addr(&q.to, ppath);
+  pfd = cli(AF_UNIX, (struct sockaddr *)&q.to, sizeof(q.to));
+  uo.address = addr;
+  ck_assert_int_eq(gev_server_new(&shut_srv, &th_echo_handler, &opt), 0);
+  ck_assert_int_eq(gev_udp_server_new(&us, shut_srv, &echo_h, &uo), 0);
+  q.u = gev_udp_server_socket(us, 0);
+  pthread_create(&t, NULL, shut_main, NULL);
+  th_run_in_loop(gev_server_worker_loop(shut_srv, 0), drain_burst, &q);
+  gev_udp_get_stats(q.u, &st);
+  ck_assert_uint_gt(st.queued, 0); /* the peer's queue is full */
+  ck_assert_int_eq(gev_server_shutdown(shut_srv, deadline_ms), 0);
+  /* Long enough for a shutdown that does not wait to be over: then the
+   * queue would be gone before the peer reads. */
+  usleep(300 * 1000);
+  for (int i = 0; peer_reads && i < DRAIN_N; i++) {
+    int seq = -1;
+    unsigned char buf[1000];
+    ck_assert_int_eq(recv(pfd, buf, sizeof(buf), 0), 1000);
+    memcpy(&seq, buf, sizeof(seq));
+    ck_assert_int_eq(seq, i);
+  }
+  th_join(t, 20);
+  gev_udp_get_stats(q.u, &st);
+  if (peer_reads)
+    ck_assert_uint_eq(st.dropped, 0);
+  else {
+    ck_assert_uint_gt(st.dropped, 0);
+    ck_assert_uint_eq(st.datagrams_out + st.dropped, DRAIN_N);
+  }
+  ck_assert_int_eq(atomic_load(&n_closes), 1);
+  gev_server_free(shut_srv);
+  gev_udp_server_free(us);
+  close(pfd);
+  unlink(ppath);
+}
+
+START_TEST(shutdown_drains_queue)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  drain_run(true, 10000);
+}
+END_TEST
+
+START_TEST(shutdown_deadline_drops)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  drain_run(false, 300);
 }
 END_TEST
 
@@ -714,6 +854,78 @@ START_TEST(pktinfo_local)
 }
 END_TEST
 
+static void reply_dgram(gev_udp *u, const gev_udp_datagram *d)
+{
+  atomic_fetch_add(&n_dgrams, 1);
+  gev_udp_reply(u, d, d->data, d->len);
+}
+
+static const gev_udp_handler reply_h = {reply_dgram, count_error, count_close};
+
+/* The source address of a reply to `fd`'s datagram sent to ip:port. */
+static void source_of_reply(int fd, const char *ip, int port, char *out,
+                            size_t cap)
+{
+  struct sockaddr_in to = v4(ip, port), from;
+  socklen_t len = sizeof(from);
+  char buf[16];
+
+  ck_assert_int_eq(
+      sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to, sizeof(to)),
+      (ssize_t)strlen(ip));
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
+      (ssize_t)strlen(ip));
+  inet_ntop(AF_INET, &from.sin_addr, out, (socklen_t)cap);
+}
+
+/* gev_udp_reply on a wildcard bind answers from the address the client
+ * sent to: 127.0.0.2 and 127.0.0.1 are both local on loopback, and a
+ * reply the kernel routed itself would leave from 127.0.0.1 either way.
+ * In the loop (the outgoing batch) and from another thread (the queue). */
+START_TEST(reply_from_local)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
+  struct sockaddr_in me = v4("127.0.0.1", 0), local;
+  socklen_t len = sizeof(me);
+  char src[INET_ADDRSTRLEN], buf[8];
+  gev_udp *u;
+  int fd = cli(AF_INET, (struct sockaddr *)&me, sizeof(me));
+
+  getsockname(fd, (struct sockaddr *)&me, &len);
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &reply_h, &o), 0);
+  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+  source_of_reply(fd, "127.0.0.1", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.1");
+  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+
+  local = v4("127.0.0.2", gev_udp_port(u));
+  gev_udp_datagram d = {.peer = (struct sockaddr *)&me,
+                        .peer_len = sizeof(me),
+                        .local = (struct sockaddr *)&local,
+                        .local_len = sizeof(local)};
+  ck_assert_int_eq(gev_udp_reply(u, &d, "far", 3), 0);
+  len = sizeof(local);
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&local, &len), 3);
+  inet_ntop(AF_INET, &local.sin_addr, src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
+  d.peer_len = 0;
+  ck_assert_int_eq(gev_udp_reply(u, &d, "x", 1), -EDESTADDRREQ);
+  ck_assert_int_eq(gev_udp_reply(u, NULL, "x", 1), -EINVAL);
+  ck_assert_int_eq(atomic_load(&n_errors), 0);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 /* Sending to a broadcast address needs SO_BROADCAST: without it the
  * kernel refuses (on_error: -EACCES); with it the datagram arrives. */
 START_TEST(broadcast)
@@ -771,6 +983,64 @@ START_TEST(multicast)
   gev_udp_free(u);
   th_lt_stop(&lt);
   gev_loop_free(lt.l);
+}
+END_TEST
+
+/* Whether /proc/net/igmp6 lists `hex` (a group, 32 hex digits) on lo. */
+static bool lo_member(const char *hex)
+{
+  char line[256], dev[32], grp[64];
+  bool found = false;
+  FILE *f = fopen("/proc/net/igmp6", "r");
+
+  ck_assert_ptr_nonnull(f);
+  while (!found && fgets(line, sizeof(line), f))
+    found = sscanf(line, "%*d %31s %63s", dev, grp) == 2 &&
+            strcmp(dev, "lo") == 0 && strcmp(grp, hex) == 0;
+  fclose(f);
+  return found;
+}
+
+/* IPv6 multicast on lo: joining puts the group on lo's membership list
+ * (/proc/net/igmp6), leaving takes it off, a second leave fails. What
+ * cannot be tested here: a datagram to the group over lo. lo has no
+ * MULTICAST flag, so the kernel has no route for ff00::/8 on it and
+ * refuses the send (ENETUNREACH, which on_error reports); IPv4 multicast
+ * on lo works (the multicast case) because IPv4 routes 239.0.0.0/8 by
+ * the interface address given. */
+START_TEST(multicast_v6)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  unsigned g = (unsigned)getpid() & 0xffff;
+  char group[64], hex[64];
+  struct sockaddr_in6 to = {.sin6_family = AF_INET6};
+  gev_udp *u;
+
+  snprintf(group, sizeof(group), "ff02::1:%x", g);
+  snprintf(hex, sizeof(hex), "ff02000000000000000000000001%04x", g);
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &count_h, "[::]:0");
+  ck_assert(!lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", true), 0);
+  ck_assert(lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", false), 0);
+  ck_assert(!lo_member(hex));
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", false), -EADDRNOTAVAIL);
+  ck_assert_int_eq(gev_udp_multicast(u, group, "no-such-if0", true), -ENODEV);
+  ck_assert_int_eq(gev_udp_multicast(u, "239.255.0.1", "lo", true), -EINVAL);
+  ck_assert_int_eq(gev_udp_multicast_options(u, 1, true, "lo"), 0);
+  ck_assert_int_eq(gev_udp_multicast(u, group, "lo", true), 0);
+  inet_pton(AF_INET6, group, &to.sin6_addr);
+  to.sin6_port = htons((uint16_t)gev_udp_port(u));
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&to, sizeof(to), "mc", 2), 0);
+  ck_assert(th_wait_int((const volatile int *)&n_errors, 1, 5000));
+  ck_assert_int_eq(atomic_load(&last_error), -ENETUNREACH);
+  gev_udp_free(u); /* leaves the group with the socket */
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+  ck_assert(!lo_member(hex));
 }
 END_TEST
 
@@ -841,12 +1111,16 @@ static Suite *udp_suite(void)
       {"send_from_8_threads", send_from_8_threads, 120},
       {"close_while_sending", close_while_sending, 60},
       {"queue_bounded", queue_bounded, 30},
+      {"shutdown_drains_queue", shutdown_drains_queue, 60},
+      {"shutdown_deadline_drops", shutdown_deadline_drops, 60},
       {"icmp_refused", icmp_refused, 30},
       {"bad_input", bad_input, 30},
       {"connected_mode", connected_mode, 30},
       {"pktinfo_local", pktinfo_local, 30},
+      {"reply_from_local", reply_from_local, 30},
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},
+      {"multicast_v6", multicast_v6, 30},
       {"never_started", never_started, 30},
       {"options_applied", options_applied, 30},
   };

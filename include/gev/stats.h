@@ -43,6 +43,15 @@ typedef struct gev_stats {
    *  how far the loop lags behind when it is busy (a long callback, a
    *  flood). 0 on a loop that has no timer due. */
   uint64_t lag_max_ms;
+  /* The loop's datagram sockets (udp.h), all of them together; their
+   * bytes are in bytes_read and bytes_written too. */
+  uint64_t datagrams_in;        /**< received */
+  uint64_t datagrams_out;       /**< taken by the kernel */
+  uint64_t datagram_bytes_in;   /**< payload bytes received */
+  uint64_t datagram_bytes_out;  /**< payload bytes taken by the kernel */
+  uint64_t datagrams_dropped;   /**< accepted by a send, never sent: the
+                                     socket closed with them queued */
+  uint64_t datagrams_truncated; /**< received cut short */
   /* more fields may follow; callers zero-initialize */
 } gev_stats;
 
@@ -75,7 +84,11 @@ GEV_EXPORT int gev_server_stats(const gev_server *s, gev_stats *out);
  * (0.0.4) into @p buf: metric names prefixed gev_, one series per worker
  * loop (label loop="N"; "acceptor" for the acceptor loop), e.g.
  * gev_connections_open, gev_connections_accepted_total,
- * gev_bytes_read_total, gev_bytes_written_total, gev_messages_total.
+ * gev_bytes_read_total, gev_bytes_written_total, gev_messages_total,
+ * and the datagram sockets' gev_datagrams_received_total,
+ * gev_datagrams_sent_total, gev_datagram_bytes_received_total,
+ * gev_datagram_bytes_sent_total, gev_datagrams_dropped_total and
+ * gev_datagrams_truncated_total.
  * Any thread (it reads as gev_loop_stats does).
  * @param s the server
  * @param buf where the text goes; may be NULL when @p len is 0

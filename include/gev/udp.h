@@ -32,7 +32,10 @@
  * worker loop of a gev_server, so one set of loops serves TCP and UDP and
  * the kernel spreads senders over the loops (by their address and port).
  * A graceful shutdown (gev_server_shutdown) stops the sockets' reading and
- * closes each once its send queue is empty.
+ * closes each once its send queue is empty: the queue keeps going out as
+ * the kernel takes it, and the shutdown waits for that as it waits for
+ * open connections, until its deadline (then the rest is dropped and
+ * counted in gev_udp_stats.dropped).
  */
 #ifndef GEV_UDP_H
 #define GEV_UDP_H
@@ -109,7 +112,8 @@ typedef struct gev_udp_options {
   const char *connect;
   bool reuse_port; /**< SO_REUSEPORT: several sockets share the address */
   bool broadcast;  /**< SO_BROADCAST: may send to broadcast addresses */
-  /** IP_PKTINFO / IPV6_RECVPKTINFO: fill gev_udp_datagram.local. */
+  /** IP_PKTINFO / IPV6_RECVPKTINFO: fill gev_udp_datagram.local (and
+   *  let gev_udp_reply answer from it). */
   bool pktinfo;
   int batch;  /**< datagrams per recvmmsg; 0 = 32; 1..GEV_UDP_BATCH_MAX */
   int rcvbuf; /**< > 0: SO_RCVBUF */
@@ -162,6 +166,31 @@ GEV_EXPORT int gev_udp_new(gev_udp **out, gev_loop *l, const gev_udp_handler *h,
  */
 GEV_EXPORT int gev_udp_send_to(gev_udp *u, const struct sockaddr *to,
                                socklen_t to_len, const void *p, size_t n);
+
+/**
+ * Reply to datagram @p d: gev_udp_send_to its sender (d->peer), leaving
+ * from the local address it was sent to (d->local) rather than the one the
+ * kernel would pick. A socket bound to a wildcard address ("0.0.0.0",
+ * "[::]") on a host with several addresses thus answers from the address
+ * the client asked, which a client that checks where replies come from
+ * (a connected socket, DNS) needs. d->local is there with
+ * gev_udp_options.pktinfo; without it (or on a unix socket) this is
+ * gev_udp_send_to(u, d->peer, d->peer_len, p, n). The source address goes
+ * to the kernel as IP_PKTINFO / IPV6_PKTINFO control data, also when the
+ * datagram waits in the send queue. Any thread, while @p d and what it
+ * points to are valid (in on_datagram: until it returns; the address is
+ * copied at the call).
+ * @param u the socket that received @p d
+ * @param d the datagram answered
+ * @param p the payload; may be NULL when @p n is 0
+ * @param n its length
+ * @return as gev_udp_send_to; -EDESTADDRREQ when @p d has no sender
+ *         (an unnamed unix socket); -EINVAL when d->local is not of the
+ *         socket's family. The kernel refuses a source address that is
+ *         not the host's (on_error: -EINVAL or -EADDRNOTAVAIL).
+ */
+GEV_EXPORT int gev_udp_reply(gev_udp *u, const gev_udp_datagram *d,
+                             const void *p, size_t n);
 
 /**
  * gev_udp_send_to on a connected socket, to its peer.
@@ -299,7 +328,7 @@ GEV_EXPORT int gev_udp_get_stats(const gev_udp *u, gev_udp_stats *out);
  * worker loop 0. Call it before or after gev_server_start; the sockets
  * read once their loops run. They close when the server stops; on a
  * graceful shutdown they stop reading and close once their queues are
- * empty. Any thread.
+ * empty (the shutdown waits for that, up to its deadline). Any thread.
  * @param out receives the group, owned by the caller
  *            (gev_udp_server_free, after or instead of the server's end)
  * @param s the server whose worker loops serve the address
