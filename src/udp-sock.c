@@ -36,6 +36,15 @@ static bool stale_path(const gev__addr *a)
   return r;
 }
 
+static int addr_port(const gev__addr *a)
+{
+  if (a->ss.ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+  if (a->ss.ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+  return -1;
+}
+
 static int bind_to(int fd, const gev__addr *a, bool *own_path)
 {
   const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
@@ -56,11 +65,12 @@ static int bind_to(int fd, const gev__addr *a, bool *own_path)
   return 0;
 }
 
-static int configure(int fd, int family, const gev_udp_options *o)
+static int configure(int fd, int family, const gev_udp_options *o,
+                     bool any_port)
 {
   int err = 0;
 
-  if (o->reuse_port && family != AF_UNIX)
+  if (o->reuse_port && family != AF_UNIX && !any_port)
     err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && o->broadcast && family == AF_INET)
     err = set_int(fd, SOL_SOCKET, SO_BROADCAST, 1);
@@ -86,11 +96,20 @@ int gev__udp_socket(const gev__addr *a, const gev_udp_options *o, int *fd_out,
   int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int err;
 
+  bool any_port = family != AF_UNIX && addr_port(a) == 0;
+
   *own_path = false;
   if (fd < 0)
     return -errno;
-  if ((err = configure(fd, family, o)) < 0 ||
-      (err = bind_to(fd, a, own_path)) < 0) {
+  /* Port 0 with SO_REUSEPORT: the kernel may pick a port that another
+   * process's SO_REUSEPORT sockets (same user) hold, and the two would
+   * split each other's datagrams. Bound without it, the port is one
+   * nobody holds; the flag set after the bind still lets the server's
+   * other sockets join this one's group. */
+  if ((err = configure(fd, family, o, any_port)) < 0 ||
+      (err = bind_to(fd, a, own_path)) < 0 ||
+      (o->reuse_port && any_port &&
+       (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)) < 0)) {
     close(fd);
     return err;
   }

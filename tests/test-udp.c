@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1100,6 +1101,61 @@ START_TEST(never_started)
 }
 END_TEST
 
+/* Port 0 with reuse_port: the kernel may give a SO_REUSEPORT socket a port
+ * that another process's SO_REUSEPORT sockets hold (same user), and the
+ * two would share its datagrams. With 8,000 such sockets held here (over a
+ * quarter of the ephemeral range), 40 reuse_port sockets on port 0 must
+ * each get a port nobody holds; by chance that would pass once in ~10^6. */
+enum { HELD = 8000, TRIES = 40 };
+
+START_TEST(port0_reuse_port_not_shared)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  static unsigned char held_port[65536];
+  static int held[HELD];
+  struct rlimit rl;
+  gev_udp_options uo = {.address = "127.0.0.1:0", .reuse_port = true};
+  gev_loop *l;
+  int n = 0, one = 1;
+
+  memset(held_port, 0, sizeof(held_port));
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < HELD + 200 && rl.rlim_max >= HELD + 200) {
+    rl.rlim_cur = HELD + 200;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  for (; n < HELD; n++) {
+    struct sockaddr_in sin = v4("127.0.0.1", 0);
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+      break;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    held_port[ntohs(sin.sin_port)] = 1;
+    held[n] = fd;
+  }
+  ck_assert_int_ge(n, HELD / 2); /* the fd limit allows that much */
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  for (int i = 0; i < TRIES; i++) {
+    gev_udp *u;
+    int port;
+
+    ck_assert_int_eq(gev_udp_new(&u, l, &echo_h, &uo), 0);
+    port = gev_udp_port(u);
+    ck_assert_msg(!held_port[port], "try %d: port %d is another socket's", i,
+                  port);
+    gev_udp_close(u);
+    gev_udp_free(u);
+  }
+  gev_loop_free(l);
+  for (int i = 0; i < n; i++)
+    close(held[i]);
+}
+END_TEST
+
 static Suite *udp_suite(void)
 {
   const th_case cases[] = {
@@ -1122,6 +1178,7 @@ static Suite *udp_suite(void)
       {"multicast", multicast, 30},
       {"multicast_v6", multicast_v6, 30},
       {"never_started", never_started, 30},
+      {"port0_reuse_port_not_shared", port0_reuse_port_not_shared, 60},
       {"options_applied", options_applied, 30},
   };
   return th_suite("udp", cases, sizeof(cases) / sizeof(cases[0]));
