@@ -137,6 +137,24 @@ START_TEST(test_header_refusals)
   ck_assert_int_eq(gev__ws_parse_header(top_bit, 10, &h), -1002);
   ck_assert_int_eq(gev__ws_parse_header(ok, 10, &h), 10);
   ck_assert(h.len == INT64_MAX);
+  /* 5.2: a length in more bytes than it needs. */
+  {
+    unsigned char l16_125[] = {0x82, 126, 0, 125};
+    unsigned char l16_0[] = {0x82, 126, 0, 0};
+    unsigned char l16_126[] = {0x82, 126, 0, 126};
+    unsigned char l64_65535[] = {0x82, 127, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned char l64_1[] = {0x82, 127, 0, 0, 0, 0, 0, 0, 0, 1};
+    unsigned char l64_65536[] = {0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0};
+
+    ck_assert_int_eq(gev__ws_parse_header(l16_125, 4, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l16_0, 4, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l64_65535, 10, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l64_1, 10, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l16_126, 4, &h), 4);
+    ck_assert(h.len == 126);
+    ck_assert_int_eq(gev__ws_parse_header(l64_65536, 10, &h), 10);
+    ck_assert(h.len == 65536);
+  }
 }
 END_TEST
 

@@ -24,7 +24,13 @@
  * the library delivers no further message: the frames wait in the input,
  * which stops reading at its cap, as for a plain connection.
  *
- * Failing the connection. A protocol error by the peer sends a Close frame
+ * After a Close. Data frames that follow the peer's Close frame are not
+ * delivered (RFC 6455 5.5.1: the peer sends nothing after it); the ones
+ * that arrive after our own Close but before the peer's still are (the
+ * peer may have sent them before it saw ours).
+ *
+ * Failing the connection. A protocol error by the peer (a bad frame header,
+ * a payload length not in its shortest form included) sends a Close frame
  * with the code of RFC 6455 7.4.1 (1002 protocol error, 1007 invalid
  * UTF-8, 1009 message too big) and closes the TCP connection after it;
  * on_close then reports that code.
