@@ -188,6 +188,25 @@ static int on_whole(gev_ws *ws, const gev__ws_header *fh, ringbuffer *in)
   return 1;
 }
 
+int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh)
+{
+  unsigned char hb[GEV__WS_MAX_HEADER];
+  const unsigned char *hp;
+  size_t have = ringbuffer_len(in);
+  size_t avail = have < sizeof(hb) ? have : sizeof(hb);
+  struct iovec seg[2];
+  size_t got = ringbuffer_peek(in, avail, seg);
+
+  /* Parsed where it lies unless the ring wraps inside it. */
+  hp = seg[0].iov_base;
+  if (got > seg[0].iov_len) {
+    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
+    memcpy(hb + seg[0].iov_len, seg[1].iov_base, got - seg[0].iov_len);
+    hp = hb;
+  }
+  return gev__ws_parse_header(hp, got, fh);
+}
+
 /* The sequence rules of 5.4 and the size limit, before any payload. */
 static int check_data(gev_ws *ws, const gev__ws_header *fh)
 {
@@ -205,28 +224,13 @@ static int check_data(gev_ws *ws, const gev__ws_header *fh)
  * close code. */
 static int rx_step(gev_ws *ws, ringbuffer *in)
 {
-  unsigned char hb[GEV__WS_MAX_HEADER];
-  const unsigned char *hp;
-  size_t have = ringbuffer_len(in), avail;
+  size_t have = ringbuffer_len(in);
   gev__ws_header fh;
   int r;
 
   if (ws->in_frame)
     return on_payload(ws, in);
-  avail = have < sizeof(hb) ? have : sizeof(hb);
-  {
-    struct iovec seg[2];
-    size_t got = ringbuffer_peek(in, avail, seg);
-
-    /* Parsed where it lies unless the ring wraps inside it. */
-    hp = seg[0].iov_base;
-    if (got > seg[0].iov_len) {
-      memcpy(hb, seg[0].iov_base, seg[0].iov_len);
-      memcpy(hb + seg[0].iov_len, seg[1].iov_base, got - seg[0].iov_len);
-      hp = hb;
-    }
-  }
-  if ((r = gev__ws_parse_header(hp, avail, &fh)) <= 0)
+  if ((r = gev__ws_peek_header(in, &fh)) <= 0)
     return r;
   if (fh.masked == ws->client)
     return -GEV_WS_CLOSE_PROTOCOL_ERROR; /* 5.1: clients mask, servers not */
