@@ -170,11 +170,47 @@ static int on_payload(gev_ws *ws, ringbuffer *in)
   return ws->fh.fin ? finish_message(ws) : 1;
 }
 
-/* A whole unfragmented message in `in`: unmasked where it lies. */
-static int on_whole(gev_ws *ws, const gev__ws_header *fh, ringbuffer *in)
+/* As gev__ws_peek_header; *front (when not NULL) also gets the start of
+ * the ring's first contiguous segment and *front_len its length (every
+ * byte in `in` up to the wrap), so a frame lying there whole needs no
+ * ringbuffer_linearize. */
+static int peek_header(ringbuffer *in, gev__ws_header *fh,
+                       unsigned char **front, size_t *front_len)
+{
+  unsigned char hb[GEV__WS_MAX_HEADER];
+  const unsigned char *hp;
+  struct iovec seg[2];
+  size_t got = ringbuffer_peek(in, ringbuffer_len(in), seg);
+  size_t avail = got < sizeof(hb) ? got : sizeof(hb);
+
+  /* Parsed where it lies unless the ring wraps inside it. */
+  hp = seg[0].iov_base;
+  if (avail > seg[0].iov_len) {
+    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
+    memcpy(hb + seg[0].iov_len, seg[1].iov_base, avail - seg[0].iov_len);
+    hp = hb;
+  }
+  if (front) {
+    *front = seg[0].iov_base;
+    *front_len = seg[0].iov_len;
+  }
+  return gev__ws_parse_header(hp, avail, fh);
+}
+
+int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh)
+{
+  return peek_header(in, fh, NULL, NULL);
+}
+
+/* A whole unfragmented message in `in`: unmasked where it lies, @p front
+ * when the ring does not wrap inside it (front_len covers it). */
+static int on_whole(gev_ws *ws, const gev__ws_header *fh, ringbuffer *in,
+                    unsigned char *front, size_t front_len)
 {
   size_t n = (size_t)fh->len;
-  unsigned char *p = ringbuffer_linearize(in, fh->size + n);
+  unsigned char *p = front_len >= fh->size + n
+                         ? front
+                         : ringbuffer_linearize(in, fh->size + n);
 
   if (!p)
     return -GEV_WS_CLOSE_INTERNAL;
@@ -186,25 +222,6 @@ static int on_whole(gev_ws *ws, const gev__ws_header *fh, ringbuffer *in)
   deliver(ws, fh->opcode, p, n);
   ringbuffer_retrieve(in, fh->size + n);
   return 1;
-}
-
-int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh)
-{
-  unsigned char hb[GEV__WS_MAX_HEADER];
-  const unsigned char *hp;
-  size_t have = ringbuffer_len(in);
-  size_t avail = have < sizeof(hb) ? have : sizeof(hb);
-  struct iovec seg[2];
-  size_t got = ringbuffer_peek(in, avail, seg);
-
-  /* Parsed where it lies unless the ring wraps inside it. */
-  hp = seg[0].iov_base;
-  if (got > seg[0].iov_len) {
-    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
-    memcpy(hb + seg[0].iov_len, seg[1].iov_base, got - seg[0].iov_len);
-    hp = hb;
-  }
-  return gev__ws_parse_header(hp, got, fh);
 }
 
 /* The sequence rules of 5.4 and the size limit, before any payload. */
@@ -224,13 +241,14 @@ static int check_data(gev_ws *ws, const gev__ws_header *fh)
  * close code. */
 static int rx_step(gev_ws *ws, ringbuffer *in)
 {
-  size_t have = ringbuffer_len(in);
+  size_t have = ringbuffer_len(in), front_len;
+  unsigned char *front;
   gev__ws_header fh;
   int r;
 
   if (ws->in_frame)
     return on_payload(ws, in);
-  if ((r = gev__ws_peek_header(in, &fh)) <= 0)
+  if ((r = peek_header(in, &fh, &front, &front_len)) <= 0)
     return r;
   if (fh.masked == ws->client)
     return -GEV_WS_CLOSE_PROTOCOL_ERROR; /* 5.1: clients mask, servers not */
@@ -239,7 +257,7 @@ static int rx_step(gev_ws *ws, ringbuffer *in)
   if ((r = check_data(ws, &fh)) < 0)
     return r;
   if (fh.opcode != 0 && fh.fin && have - fh.size >= fh.len)
-    return on_whole(ws, &fh, in);
+    return on_whole(ws, &fh, in, front, front_len);
   ringbuffer_retrieve(in, fh.size);
   ws->fh = fh;
   ws->in_frame = true;

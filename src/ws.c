@@ -227,8 +227,14 @@ static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
 {
   ringbuffer *out = ws->c->cur_out;
   unsigned char hb[GEV__WS_MAX_HEADER + SMALL_FRAME];
-  size_t hl = gev__ws_build_header(hb, op, true, n, NULL);
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+  size_t hl = 2, lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+
+  if (n < 126) { /* the echo's usual header, without the call */
+    hb[0] = (unsigned char)(0x80 | op);
+    hb[1] = (unsigned char)n;
+  } else {
+    hl = gev__ws_build_header(hb, op, true, n, NULL);
+  }
 
   if (!gev__conn_state_sends(gev__conn_state(ws->c)))
     return -ENOTCONN;
@@ -291,6 +297,15 @@ int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n)
     return -EINVAL;
   if (opcode == GEV_WS_TEXT && !gev__utf8_valid(p, n))
     return -EINVAL;
+  /* A server's reply from inside its own on_message goes straight into
+   * `out` without mu: mu orders this frame against our Close, and a Close
+   * started here is this thread's own doing, while one started by another
+   * thread is queued behind `out` by its task (and published its state
+   * with release, read here with acquire). */
+  if (!ws->client && gev_loop_in_thread(ws->c->loop) && ws->c->cur_out)
+    return __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE) == GEV__WS_OPEN
+               ? send_into_out(ws, (unsigned)opcode, p, n)
+               : -ENOTCONN;
   pthread_mutex_lock(&ws->mu);
   r = ws->state == GEV__WS_OPEN ? send_frame_locked(ws, (unsigned)opcode, p, n)
                                 : -ENOTCONN;
