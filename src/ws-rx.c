@@ -194,6 +194,19 @@ static int peek_header(ringbuffer *in, gev__ws_header *fh,
     *front = seg[0].iov_base;
     *front_len = seg[0].iov_len;
   }
+  /* The echo's usual frame (FIN, no RSV bit, text or binary, masked, a
+   * length below 126) is read here; anything else goes through the
+   * parser's every check. */
+  if (avail >= 6 && (hp[0] == 0x81 || hp[0] == 0x82) && hp[1] >= 0x80 &&
+      hp[1] < 0x80 + 126) {
+    fh->fin = true;
+    fh->opcode = hp[0] & 0x0f;
+    fh->masked = true;
+    fh->len = hp[1] & 0x7f;
+    memcpy(fh->mask, hp + 2, 4);
+    fh->size = 6;
+    return 6;
+  }
   return gev__ws_parse_header(hp, avail, fh);
 }
 
