@@ -52,11 +52,12 @@ typedef struct conn {
   int fd;
   uint64_t queued, echoed; /* messages */
   uint64_t tx;             /* bytes sent */
+  bool want_out;           /* EPOLLOUT registered: a send fell short */
   unsigned char *in;
   size_t in_len, in_cap;
 } conn;
 
-static int port, conns = 50, pipeline = 1, tcp_mode;
+static int port, conns = 50, pipeline = 1, tcp_mode, ep;
 static size_t size = 64;
 static double duration = 5, warmup = 1;
 static const char *path = "/";
@@ -130,6 +131,17 @@ static void build_template(void)
   memcpy(tmpl + NSLOT * fl, tmpl, NSLOT * fl);
 }
 
+/* EPOLLOUT only while a send is short: registered always, every ACK's
+ * write-space wake-up would cost the kernel an epoll callback. */
+static void watch_out(conn *c, bool on)
+{
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLET | (on ? EPOLLOUT : 0),
+                           .data.ptr = c};
+
+  epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+  c->want_out = on;
+}
+
 /* Sends what is queued and not yet out, straight from the template. */
 static void flush_out(conn *c)
 {
@@ -145,10 +157,14 @@ static void flush_out(conn *c)
     if (w < 0) {
       if (errno != EAGAIN)
         errors++;
+      else if (!c->want_out)
+        watch_out(c, true);
       return;
     }
     c->tx += (uint64_t)w;
   }
+  if (c->want_out)
+    watch_out(c, false);
 }
 
 /* Consumes whole echoes from c->in; returns how many. */
@@ -279,7 +295,7 @@ static void parse(int argc, char **argv)
 int main(int argc, char **argv)
 {
   conn *cs;
-  int ep = epoll_create1(0);
+  ep = epoll_create1(0);
   struct epoll_event evs[256];
   double t0, start = 0, end;
   uint64_t counted = 0;
@@ -293,8 +309,7 @@ int main(int argc, char **argv)
     if (!tcp_mode)
       handshake(&cs[i]);
     fcntl(cs[i].fd, F_SETFL, fcntl(cs[i].fd, F_GETFL) | O_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET,
-                             .data.ptr = &cs[i]};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = &cs[i]};
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
     cs[i].queued = (uint64_t)pipeline;
     flush_out(&cs[i]);
