@@ -3,7 +3,8 @@
 # TLS against real clients: echo --tls-cert with tls-client and openssl
 # s_client; http --tls-cert with curl (GET, keep-alive reuse) and a
 # pipelined pair through s_client; websocket --tls-cert with node's ws
-# over wss:// (that step skips, saying so, without node-ws). Every step
+# and Python's websockets over wss:// (each step skips, saying so, without
+# its package). Every step
 # is bounded by timeout(1).
 # Exit 77 (skip) only when openssl or curl is missing, saying which.
 set -u
@@ -71,4 +72,12 @@ if command -v node >/dev/null && node -e "require('ws')" 2>/dev/null; then
 else
   echo "SKIP (this step only): node or node-ws not installed; CI installs them"
 fi
-echo "ok: echo, http and websocket over TLS (tls-client, s_client, curl, node ws)"
+# And Python's websockets (Debian python3-websockets), Debian's interpreter.
+if /usr/bin/python3 -c 'import websockets' 2>/dev/null; then
+  WS_CA="$tmp/ca.pem" timeout 30 /usr/bin/python3 "$here/ws/py-client.py" \
+    "wss://localhost:$port/echo" >"$tmp/py.out" 2>&1 || fail "python websockets over wss: $(cat "$tmp/py.out")"
+  cat "$tmp/py.out"
+else
+  echo "SKIP (this step only): python3-websockets not installed; CI installs it"
+fi
+echo "ok: echo, http and websocket over TLS (tls-client, s_client, curl, node ws, python websockets)"
