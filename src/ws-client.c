@@ -10,29 +10,31 @@
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
 
-/* "ws://host[:port][/path]" to "host:port" (also the Host header; a v6
- * literal keeps its brackets) and the path ("/" when absent). */
+/* "ws://host[:port][/path]" (or wss://) to "host:port" (also the Host
+ * header; a v6 literal keeps its brackets) and the path ("/" when
+ * absent); *tls says which scheme. */
 static int parse_url(const char *url, char *hostport, size_t cap,
-                     const char **path)
+                     const char **path, bool *tls)
 {
   const char *p, *slash, *end;
   size_t hl;
 
-  if (strncmp(url, "ws://", 5) != 0)
+  *tls = strncmp(url, "wss://", 6) == 0;
+  if (!*tls && strncmp(url, "ws://", 5) != 0)
     return strstr(url, "://") ? -EPROTONOSUPPORT : -EINVAL;
-  p = url + 5;
+  p = url + (*tls ? 6 : 5);
   slash = strchr(p, '/');
   end = slash ? slash : p + strlen(p);
   *path = slash ? slash : "/";
   hl = (size_t)(end - p);
-  if (hl == 0 || hl + 4 > cap)
+  if (hl == 0 || hl + 5 > cap)
     return -EINVAL;
   memcpy(hostport, p, hl);
   hostport[hl] = '\0';
   /* No port: the last ':' is absent, or inside a v6 literal. */
   const char *colon = strrchr(hostport, ':');
   if (!colon || (hostport[0] == '[' && hostport[hl - 1] == ']'))
-    strcat(hostport, ":80");
+    strcat(hostport, *tls ? ":443" : ":80");
   return 0;
 }
 
@@ -73,13 +75,16 @@ int gev_ws_connect(gev_loop *l, const char *url, const gev_ws_handler *h,
   gev_connect_options co = {0};
   char hostport[300];
   const char *path;
+  bool tls;
   gev_ws *ws;
   int r;
 
   if (!l || !url || !h)
     return -EINVAL;
-  if ((r = parse_url(url, hostport, sizeof(hostport), &path)) < 0)
+  if ((r = parse_url(url, hostport, sizeof(hostport), &path, &tls)) < 0)
     return r;
+  if (tls && !(wo && wo->transport))
+    return -EPROTONOSUPPORT; /* TLS lives in libgev-tls */
   if (!(ws = gev__ws_new(h, wo, ctx, true)))
     return -ENOMEM;
   if (!ws->o.connect_timeout_ms)
@@ -94,6 +99,8 @@ int gev_ws_connect(gev_loop *l, const char *url, const gev_ws_handler *h,
   co.context = ws;
   co.on_result = on_result;
   co.arg = ws;
+  co.transport = ws->o.transport;
+  co.transport_arg = ws->o.transport_arg;
   if ((r = gev_loop_connect(l, &ch, &co)) < 0)
     gev__ws_free(ws);
   return r;

@@ -30,12 +30,16 @@ int gev__ws_parse_header(const unsigned char *p, size_t n, gev__ws_header *h)
     return 0;
   if (len7 == 126) {
     h->len = (uint64_t)p[2] << 8 | p[3];
+    if (h->len < 126)
+      return -1002; /* 5.2: the minimal number of bytes must be used */
   } else if (len7 == 127) {
     if (p[2] & 0x80)
       return -1002; /* 5.2: the most significant bit must be 0 */
     h->len = 0;
     for (int i = 0; i < 8; i++)
       h->len = h->len << 8 | p[2 + i];
+    if (h->len <= 0xffff)
+      return -1002; /* not minimal: 126 would have done */
   } else {
     h->len = len7;
   }

@@ -10,13 +10,20 @@
  *   HANDSHAKE   FAIL         CLOSING     close TCP after the queued answer
  *   HANDSHAKE   TIMEOUT      CLOSING     close TCP
  *   OPEN        LOCAL_CLOSE  CLOSE_SENT  send Close, arm the close timer
- *   OPEN        PEER_CLOSE   CLOSING     echo the Close, close TCP after it
+ *   OPEN        PEER_CLOSE   CLOSING     echo the Close, end TCP after it
  *   OPEN        FAIL         CLOSING     send Close(code), close TCP
  *   OPEN        TIMEOUT      CLOSING     close TCP (no pong came)
- *   CLOSE_SENT  PEER_CLOSE   CLOSING     close TCP
+ *   CLOSE_SENT  PEER_CLOSE   CLOSING     end TCP
  *   CLOSE_SENT  FAIL         CLOSING     close TCP
  *   CLOSE_SENT  TIMEOUT      CLOSING     close TCP
+ *   CLOSING     TIMEOUT      CLOSING     a client stops waiting: close TCP
  *   any but GONE TCP_CLOSED  GONE        on_close (or on_fail), timers off
+ *
+ * "End TCP", after a clean close handshake (both Closes), is a close for
+ * a server, but a client waits for the server's (RFC 6455 7.1.1: the
+ * server closes first, so TIME_WAIT stays on its side), at most the close
+ * timeout (the one armed with our Close, else a new one); then it closes
+ * itself. A failed connection is closed at once on either side.
  *
  * "Close TCP" is a lingering close: the queued output (our Close) goes
  * out, then FIN, and the peer's last bytes are read and dropped, so the
@@ -46,6 +53,8 @@ enum {
   A_ECHO_CLOSE,
   A_FAIL,
   A_LINGER,
+  A_END,
+  A_WAITED,
   A_GONE
 };
 
@@ -66,10 +75,11 @@ static const edge table[GEV__WS_COUNT][GEV__WE_COUNT] = {
     E(OPEN, FAIL, CLOSING, FAIL),
     E(OPEN, TIMEOUT, CLOSING, ABORT),
     E(OPEN, TCP_CLOSED, GONE, GONE),
-    E(CLOSE_SENT, PEER_CLOSE, CLOSING, LINGER),
+    E(CLOSE_SENT, PEER_CLOSE, CLOSING, END),
     E(CLOSE_SENT, FAIL, CLOSING, LINGER),
     E(CLOSE_SENT, TIMEOUT, CLOSING, ABORT),
     E(CLOSE_SENT, TCP_CLOSED, GONE, GONE),
+    E(CLOSING, TIMEOUT, CLOSING, WAITED),
     E(CLOSING, TCP_CLOSED, GONE, GONE),
 };
 
@@ -217,8 +227,14 @@ static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
 {
   ringbuffer *out = ws->c->cur_out;
   unsigned char hb[GEV__WS_MAX_HEADER + SMALL_FRAME];
-  size_t hl = gev__ws_build_header(hb, op, true, n, NULL);
-  size_t lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+  size_t hl = 2, lim = ringbuffer_limit(out), used = ringbuffer_len(out);
+
+  if (n < 126) { /* the echo's usual header, without the call */
+    hb[0] = (unsigned char)(0x80 | op);
+    hb[1] = (unsigned char)n;
+  } else {
+    hl = gev__ws_build_header(hb, op, true, n, NULL);
+  }
 
   if (!gev__conn_state_sends(gev__conn_state(ws->c)))
     return -ENOTCONN;
@@ -281,6 +297,15 @@ int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n)
     return -EINVAL;
   if (opcode == GEV_WS_TEXT && !gev__utf8_valid(p, n))
     return -EINVAL;
+  /* A server's reply from inside its own on_message goes straight into
+   * `out` without mu: mu orders this frame against our Close, and a Close
+   * started here is this thread's own doing, while one started by another
+   * thread is queued behind `out` by its task (and published its state
+   * with release, read here with acquire). */
+  if (!ws->client && gev_loop_in_thread(ws->c->loop) && ws->c->cur_out)
+    return __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE) == GEV__WS_OPEN
+               ? send_into_out(ws, (unsigned)opcode, p, n)
+               : -ENOTCONN;
   pthread_mutex_lock(&ws->mu);
   r = ws->state == GEV__WS_OPEN ? send_frame_locked(ws, (unsigned)opcode, p, n)
                                 : -ENOTCONN;
@@ -304,7 +329,7 @@ static size_t close_payload(unsigned char *out, int code, const char *reason)
 
 typedef struct close_task {
   gev_ws *ws;
-  bool linger;
+  int then; /* THEN_* */
   size_t n;
   unsigned char p[GEV__WS_MAX_CONTROL];
 } close_task;
@@ -314,15 +339,35 @@ static void linger(gev_ws *ws)
   gev_conn_close_lingering(ws->c, ws->o.close_timeout_ms);
 }
 
+/* Both Closes are through: see "end TCP" at the head. Under mu. */
+static void end_tcp_locked(gev_ws *ws)
+{
+  if (!ws->client)
+    linger(ws);
+  else if (!ws->close_timer)
+    gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms,
+                gev__ws_on_timeout);
+}
+
+/* What follows our Close frame. */
+enum { THEN_NOTHING = 0, THEN_END, THEN_LINGER };
+
+static void after_close_locked(gev_ws *ws, int then)
+{
+  if (then == THEN_END)
+    end_tcp_locked(ws);
+  else if (then == THEN_LINGER)
+    linger(ws);
+}
+
 static void close_task_run(void *arg)
 {
   close_task *t = arg;
 
   pthread_mutex_lock(&t->ws->mu);
   send_frame_locked(t->ws, GEV_WS_CLOSE, t->p, t->n);
+  after_close_locked(t->ws, t->then);
   pthread_mutex_unlock(&t->ws->mu);
-  if (t->linger)
-    linger(t->ws);
   gev_conn_unref(t->ws->c);
   free(t);
 }
@@ -331,7 +376,7 @@ static void close_task_run(void *arg)
  * threads travel in tasks of the loop: while some are on their way
  * (reserved), a Close written now from the loop's thread would overtake
  * them, so it takes the same road. Under mu; the linger runs after it. */
-static void emit_close(gev_ws *ws, int code, const char *reason, bool then)
+static void emit_close(gev_ws *ws, int code, const char *reason, int then)
 {
   close_task *t;
 
@@ -340,12 +385,11 @@ static void emit_close(gev_ws *ws, int code, const char *reason, bool then)
     unsigned char p[GEV__WS_MAX_CONTROL];
 
     send_frame_locked(ws, GEV_WS_CLOSE, p, close_payload(p, code, reason));
-    if (then)
-      linger(ws);
+    after_close_locked(ws, then);
     return;
   }
   t->ws = ws;
-  t->linger = then;
+  t->then = then;
   t->n = close_payload(t->p, code, reason);
   gev_conn_ref(ws->c);
   if (gev_loop_post(gev_conn_loop(ws->c), close_task_run, t) < 0) {
@@ -387,17 +431,18 @@ static void act_locked(gev_ws *ws, int action, int code, const char *reason)
 {
   switch (action) {
   case A_SEND_CLOSE:
-    emit_close(ws, code < 0 ? 0 : code, reason, false);
+    emit_close(ws, code < 0 ? 0 : code, reason, THEN_NOTHING);
     gev__ws_arm(ws, &ws->close_timer, ws->o.close_timeout_ms,
                 gev__ws_on_timeout);
     break;
   case A_ECHO_CLOSE:
     emit_close(ws, ws->code == GEV_WS_CLOSE_NO_STATUS ? 0 : ws->code, NULL,
-               true);
+               THEN_END);
     break;
+  case A_END: end_tcp_locked(ws); break;
   case A_FAIL:
     ws->code = code;
-    emit_close(ws, code, local_reason(code), true);
+    emit_close(ws, code, local_reason(code), THEN_LINGER);
     break;
   }
 }
@@ -434,6 +479,10 @@ static void act_unlocked(gev_ws *ws, int action)
     break;
   case A_ABORT: gev_conn_close(ws->c); break;
   case A_LINGER: linger(ws); break;
+  case A_WAITED:
+    if (ws->client)
+      gev_conn_close(ws->c); /* the server did not close in time */
+    break;
   case A_GONE: act_gone(ws); break;
   }
 }

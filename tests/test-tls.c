@@ -1336,6 +1336,160 @@ static void make_certs(void)
   }
 }
 
+/* ---- WebSocket over TLS: a wss:// client against a wss server -------- */
+
+typedef struct wss_run {
+  gev_loop *l;
+  int opens, fails, fail_err, closes, close_code, msgs;
+  bool srv_tls; /* the server's side of the connection was TLS */
+  char sni[64]; /* the server name the server saw ("" for none) */
+} wss_run;
+
+static const size_t wss_lens[] = {5, 70000, 0};
+static unsigned char wss_buf[70000];
+
+static void wss_srv_open(gev_ws *ws)
+{
+  wss_run *r = gev_ws_arg(ws);
+
+  const char *sni = gev_tls_server_name(gev_ws_conn(ws));
+
+  pthread_mutex_lock(&mu);
+  snprintf(r->sni, sizeof(r->sni), "%s", sni ? sni : "");
+  pthread_mutex_unlock(&mu);
+  __atomic_store_n(&r->srv_tls, gev_tls_is_tls(gev_ws_conn(ws)),
+                   __ATOMIC_SEQ_CST);
+}
+
+static void wss_srv_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  gev_ws_send(ws, op, p, n);
+}
+
+static void wss_send_next(gev_ws *ws, wss_run *r)
+{
+  if (r->msgs < 3)
+    ck_assert_int_eq(gev_ws_send(ws, GEV_WS_BINARY, wss_buf, wss_lens[r->msgs]),
+                     0);
+  else
+    ck_assert_int_eq(gev_ws_close(ws, 1000, "done"), 0);
+}
+
+static void wss_open(gev_ws *ws)
+{
+  wss_run *r = gev_ws_context(ws);
+
+  th_inc(&r->opens);
+  wss_send_next(ws, r);
+}
+
+static void wss_message(gev_ws *ws, int op, const void *p, size_t n)
+{
+  wss_run *r = gev_ws_context(ws);
+
+  ck_assert_int_eq(op, GEV_WS_BINARY);
+  ck_assert_uint_eq(n, wss_lens[r->msgs]);
+  ck_assert(n == 0 || memcmp(p, wss_buf, n) == 0);
+  r->msgs++;
+  wss_send_next(ws, r);
+}
+
+static void wss_close(gev_ws *ws, int code, const char *reason)
+{
+  wss_run *r = gev_ws_context(ws);
+
+  (void)reason;
+  th_st(&r->close_code, code);
+  th_inc(&r->closes);
+  gev_loop_stop(r->l);
+}
+
+static void wss_fail(void *ctx, int err)
+{
+  wss_run *r = ctx;
+
+  th_st(&r->fail_err, err);
+  th_inc(&r->fails);
+  gev_loop_stop(r->l);
+}
+
+static void *wss_srv_main(void *arg)
+{
+  gev_server_start(arg);
+  return NULL;
+}
+
+static void *wss_loop(void *arg)
+{
+  gev_loop_run(((wss_run *)arg)->l);
+  return NULL;
+}
+
+/* One wss:// client run against a wss server with @p cert, to @p host. */
+static void wss_case(const char *cert, const char *host, wss_run *r)
+{
+  static const gev_ws_handler sh = {.on_open = wss_srv_open,
+                                    .on_message = wss_srv_message};
+  static const gev_ws_handler ch = {.on_open = wss_open,
+                                    .on_message = wss_message,
+                                    .on_close = wss_close,
+                                    .on_fail = wss_fail};
+  gev_tls_ctx *sx = server_ctx(cert), *cx = client_ctx(NULL);
+  gev_options opt = {.address = "127.0.0.1:0", .num_loops = 1};
+  gev_ws_options swo = {.arg = r}, cwo = {0};
+  gev_server *s;
+  pthread_t st, ct;
+  char url[64];
+
+  for (size_t i = 0; i < sizeof(wss_buf); i++)
+    wss_buf[i] = (unsigned char)(i * 31 + 7);
+  ck_assert_int_eq(gev_tls_server_options(&opt, sx), 0);
+  ck_assert_int_eq(gev_ws_server_new(&s, &sh, &swo, &opt), 0);
+  ck_assert_int_eq(pthread_create(&st, NULL, wss_srv_main, s), 0);
+  snprintf(url, sizeof(url), "wss://%s:%d/echo", host, gev_server_port(s));
+  ck_assert_int_eq(gev_loop_new(&r->l), 0);
+  /* No transport: the core library cannot do wss:// by itself. */
+  ck_assert_int_eq(gev_ws_connect(r->l, url, &ch, &cwo, r), -EPROTONOSUPPORT);
+  ck_assert_int_eq(gev_tls_ws_options(&cwo, cx, "http://x/"), -EINVAL);
+  ck_assert_int_eq(gev_tls_ws_options(&cwo, cx, url), 0);
+  ck_assert_int_eq(gev_ws_connect(r->l, url, &ch, &cwo, r), 0);
+  ck_assert_int_eq(pthread_create(&ct, NULL, wss_loop, r), 0);
+  th_join(ct, 30);
+  gev_loop_free(r->l);
+  gev_server_stop(s);
+  th_join(st, 20);
+  gev_ws_server_free(s);
+  gev_tls_ctx_unref(sx);
+  gev_tls_ctx_unref(cx);
+}
+
+START_TEST(test_wss)
+{
+  wss_run r = {0}, bad = {0}, named = {0};
+
+  wss_case("server", "127.0.0.1", &r);
+  ck_assert_int_eq(r.fails, 0);
+  ck_assert_int_eq(r.opens, 1);
+  ck_assert_int_eq(r.msgs, 3);
+  ck_assert_int_eq(r.closes, 1);
+  ck_assert_int_eq(r.close_code, 1000);
+  ck_assert(__atomic_load_n(&r.srv_tls, __ATOMIC_SEQ_CST));
+  ck_assert_str_eq(r.sni, ""); /* an IP literal is sent as no SNI */
+  /* A DNS name: sent as SNI, and the certificate verified against it. */
+  wss_case("server", "localhost", &named);
+  ck_assert_int_eq(named.fails, 0);
+  ck_assert_int_eq(named.msgs, 3);
+  ck_assert_int_eq(named.close_code, 1000);
+  ck_assert_str_eq(named.sni, "localhost");
+  /* A certificate for another name: the client's verification refuses
+   * it, before any WebSocket byte. */
+  wss_case("wronghost", "127.0.0.1", &bad);
+  ck_assert_int_eq(bad.fails, 1);
+  ck_assert_int_lt(bad.fail_err, 0);
+  ck_assert_int_eq(bad.opens + bad.closes, 0);
+}
+END_TEST
+
 int main(void)
 {
   const th_case unit[] = {
@@ -1358,6 +1512,7 @@ int main(void)
       {"sni", test_sni, 60},
       {"resumption", test_resumption, 60},
       {"cross_thread_send", test_cross_thread_send, 120},
+      {"wss", test_wss, 60},
   };
   const th_case stress[] = {{"idle_memory", test_idle_memory, 600}};
   const char *which = getenv("GEV_TLS_SUITE");

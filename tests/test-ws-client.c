@@ -499,6 +499,63 @@ START_TEST(test_raw_masked_frame)
 }
 END_TEST
 
+/* RFC 6455 7.1.1: after the close handshake the client waits for the
+ * server to close TCP (so TIME_WAIT is the server's), bounded by the
+ * close timeout. @p server_first: the server starts the handshake;
+ * @p server_closes: it then closes TCP (else the client's timeout ends
+ * it). */
+static void close_wait_case(bool server_first, bool server_closes)
+{
+  int port, lfd = raw_listen(&port), fd;
+  char url[64], head[2048], resp[512];
+  gev_ws_options wo = {.close_timeout_ms = server_closes ? 10000 : 300};
+  run r = {.send_op = GEV_WS_TEXT, .expect = server_first ? -1 : 0};
+  struct pollfd pf;
+  unsigned char p[125];
+  unsigned b0;
+
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/path?q=1", port);
+  client_start(&r, url, &wo);
+  fd = raw_accept(lfd);
+  snprintf(resp, sizeof(resp),
+           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+           read_request(fd, head, sizeof(head)));
+  ck_assert(th_write_all(fd, resp, strlen(resp)));
+  if (server_first) {
+    raw_send_chunked(fd, 0x88, "\x0f\xa1", 2, false, 0); /* 4001 */
+    read_masked(fd, &b0, p, 2);                          /* the echo */
+    ck_assert_uint_eq(b0, 0x88);
+    ck_assert_int_eq(p[0] << 8 | p[1], 4001);
+  } else {
+    ck_assert_int_eq(read_close(fd), 1000);
+    raw_send_chunked(fd, 0x88, "\x03\xe8", 2, false, 0);
+  }
+  if (server_closes) {
+    /* The client keeps TCP open: no FIN within 300 ms. */
+    pf = (struct pollfd){.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pf, 1, 300), 0);
+    ck_assert_int_eq(th_ld(&r.closes), 0);
+    close(fd);
+  } else {
+    ck_assert_msg(th_wait_eof(fd, 10000), "the client never closed");
+    close(fd);
+  }
+  close(lfd);
+  client_join(&r);
+  ck_assert_int_eq(r.closes, 1);
+  ck_assert_int_eq(r.close_code, server_first ? 4001 : 1000);
+}
+
+START_TEST(test_close_waits_for_server)
+{
+  close_wait_case(false, true);
+  close_wait_case(true, true);
+  close_wait_case(false, false);
+  close_wait_case(true, false);
+}
+END_TEST
+
 int main(void)
 {
   const th_case cases[] = {
@@ -509,6 +566,7 @@ int main(void)
       {"raw-good", test_raw_good, 30},
       {"raw-bad-handshake", test_raw_bad_accept, 30},
       {"raw-masked-frame", test_raw_masked_frame, 30},
+      {"close-waits-for-server", test_close_waits_for_server, 60},
   };
   return th_run(th_suite("ws-client", cases, sizeof(cases) / sizeof(cases[0])));
 }

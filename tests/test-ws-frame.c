@@ -137,6 +137,64 @@ START_TEST(test_header_refusals)
   ck_assert_int_eq(gev__ws_parse_header(top_bit, 10, &h), -1002);
   ck_assert_int_eq(gev__ws_parse_header(ok, 10, &h), 10);
   ck_assert(h.len == INT64_MAX);
+  /* 5.2: a length in more bytes than it needs. */
+  {
+    unsigned char l16_125[] = {0x82, 126, 0, 125};
+    unsigned char l16_0[] = {0x82, 126, 0, 0};
+    unsigned char l16_126[] = {0x82, 126, 0, 126};
+    unsigned char l64_65535[] = {0x82, 127, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned char l64_1[] = {0x82, 127, 0, 0, 0, 0, 0, 0, 0, 1};
+    unsigned char l64_65536[] = {0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0};
+
+    ck_assert_int_eq(gev__ws_parse_header(l16_125, 4, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l16_0, 4, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l64_65535, 10, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l64_1, 10, &h), -1002);
+    ck_assert_int_eq(gev__ws_parse_header(l16_126, 4, &h), 4);
+    ck_assert(h.len == 126);
+    ck_assert_int_eq(gev__ws_parse_header(l64_65536, 10, &h), 10);
+    ck_assert(h.len == 65536);
+  }
+}
+END_TEST
+
+/* The header at the front of a ring buffer that wraps inside it, at every
+ * split point: gev__ws_peek_header reads it across the wrap (the input
+ * of a connection wraps when a read fills it to its end). */
+START_TEST(test_peek_header_wrapped)
+{
+  unsigned char hb[GEV__WS_MAX_HEADER], mask[4] = {9, 8, 7, 6}, fill[64] = {0};
+  size_t n = gev__ws_build_header(hb, 2, true, 70000, mask);
+
+  ck_assert_uint_eq(n, 14);
+  for (size_t k = 0; k <= n; k++) {
+    ringbuffer *rb = ringbuffer_new(64);
+    size_t cap = ringbuffer_cap(rb);
+    struct iovec seg[2];
+    gev__ws_header h;
+
+    /* Front at cap - k: the header's first k bytes end the ring (one
+     * filler byte stays until the header is in: an empty ring rewinds). */
+    ck_assert_int_eq(ringbuffer_write(rb, fill, cap - k), 0);
+    ringbuffer_retrieve(rb, cap - k - 1);
+    ck_assert_int_eq(ringbuffer_write(rb, hb, n), 0);
+    ringbuffer_retrieve(rb, 1);
+    ck_assert_uint_eq(ringbuffer_cap(rb), cap); /* no growth: it wraps */
+    ringbuffer_peek(rb, n, seg);
+    if (k > 0 && k < n)
+      ck_assert_uint_eq(seg[0].iov_len, k);
+    ck_assert_int_eq(gev__ws_peek_header(rb, &h), (int)n);
+    ck_assert(h.len == 70000 && h.masked && h.fin && h.opcode == 2);
+    ck_assert(memcmp(h.mask, mask, 4) == 0);
+    /* Short of one byte: more is needed, across the wrap too. */
+    ringbuffer_retrieve_all(rb);
+    ck_assert_int_eq(ringbuffer_write(rb, fill, cap - k), 0);
+    ringbuffer_retrieve(rb, cap - k - 1);
+    ck_assert_int_eq(ringbuffer_write(rb, hb, n - 1), 0);
+    ringbuffer_retrieve(rb, 1);
+    ck_assert_int_eq(gev__ws_peek_header(rb, &h), 0);
+    ringbuffer_free(rb);
+  }
 }
 END_TEST
 
@@ -231,6 +289,7 @@ int main(void)
       {"base64", test_base64_rfc4648, 10},
       {"accept-key", test_accept_key, 10},
       {"header-roundtrip", test_header_roundtrip, 30},
+      {"peek-header-wrapped", test_peek_header_wrapped, 30},
       {"header-refusals", test_header_refusals, 10},
       {"unmask", test_unmask_pieces, 10},
       {"utf8", test_utf8, 10},

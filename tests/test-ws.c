@@ -287,6 +287,38 @@ START_TEST(test_unmasked_refused)
 }
 END_TEST
 
+/* 5.2: a payload length in more bytes than needed fails with 1002. */
+static void fails_on_raw(const unsigned char *f, size_t n)
+{
+  ws_srv *w = echo_start();
+  int fd = raw_open(w->port, "/");
+
+  raw_send(fd, 0x81, "ok", 2);
+  raw_expect(fd, 0x81, "ok", 2);
+  ck_assert(th_write_all(fd, f, n));
+  fails_with(fd, 1002);
+  ck_assert_int_eq(th_ld(&messages), 1); /* the bad frame was not shown */
+  srv_stop(w);
+}
+
+START_TEST(test_non_minimal_length)
+{
+  /* 126 for 5 bytes, 127 for 5 bytes, 127 for 65535 bytes; masked with a
+   * zero key, so the payload is as written. */
+  static const unsigned char l16[] = {0x82, 0x80 | 126, 0,   5,   0,   0,  0,
+                                      0,    'a',        'b', 'c', 'd', 'e'};
+  static const unsigned char l64[] = {0x82, 0x80 | 127, 0,   0,   0,  0, 0,
+                                      0,    0,          5,   0,   0,  0, 0,
+                                      'a',  'b',        'c', 'd', 'e'};
+  static const unsigned char l64big[] = {0x82, 0x80 | 127, 0,    0, 0, 0, 0,
+                                         0,    0xff,       0xff, 0, 0, 0, 0};
+
+  fails_on_raw(l16, sizeof(l16));
+  fails_on_raw(l64, sizeof(l64));
+  fails_on_raw(l64big, sizeof(l64big));
+}
+END_TEST
+
 /* ---- 5: fragmentation ------------------------------------------------- */
 
 START_TEST(test_fragmentation)
@@ -843,6 +875,10 @@ START_TEST(test_send_from_thread)
              "\x03\xe8"
              "bye",
              5);
+  /* After our Close, the peer's data frames are still delivered (ws.h:
+   * the peer may have sent them before it saw our Close). */
+  raw_send(fd, 0x81, "still", 5);
+  ck_assert(th_wait_int(&messages, 1, 10000));
   raw_send(fd, 0x88, "\x0f\xa0", 2); /* the peer answers 4000 */
   ck_assert(th_wait_eof(fd, 10000));
   ck_assert(th_wait_int(&closes, 1, 10000));
@@ -981,6 +1017,7 @@ int main(void)
       {"reserved-bits", test_reserved_bits, 60},
       {"opcodes", test_opcodes, 60},
       {"unmasked", test_unmasked_refused, 30},
+      {"non-minimal-length", test_non_minimal_length, 60},
       {"fragmentation", test_fragmentation, 60},
       {"fragment-sequence", test_fragment_sequence_errors, 60},
       {"utf8-valid", test_utf8_valid_split_everywhere, 60},

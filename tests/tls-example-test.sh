@@ -2,10 +2,14 @@
 # tls-example-test.sh BUILD_EXAMPLES_DIR CERTS_SCRIPT - the examples over
 # TLS against real clients: echo --tls-cert with tls-client and openssl
 # s_client; http --tls-cert with curl (GET, keep-alive reuse) and a
-# pipelined pair through s_client. Every step is bounded by timeout(1).
+# pipelined pair through s_client; websocket --tls-cert with node's ws
+# and Python's websockets over wss:// (each step skips, saying so, without
+# its package). Every step
+# is bounded by timeout(1).
 # Exit 77 (skip) only when openssl or curl is missing, saying which.
 set -u
 bin=$1 certs=$2
+here=$(cd "$(dirname "$0")" && pwd)
 for tool in openssl curl timeout; do
   command -v $tool >/dev/null 2>&1 || { echo "SKIP: $tool not found"; exit 77; }
 done
@@ -52,4 +56,28 @@ printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\nC
   | timeout 10 openssl s_client -connect "127.0.0.1:$port" -CAfile "$tmp/ca.pem" \
     -verify_return_error -quiet 2>/dev/null >"$tmp/pipelined"
 [ "$(grep -o 'HTTP/1.1 200 OK' "$tmp/pipelined" | wc -l)" = 2 ] || fail "pipelined pair: $(cat "$tmp/pipelined")"
-echo "ok: echo and http over TLS (tls-client, s_client, curl)"
+
+# websocket: node's ws (Debian node-ws) over wss:// against /echo, the
+# server verified with the test CA (WS_CA), every length class.
+start websocket
+export NODE_PATH=/usr/share/nodejs:/usr/lib/nodejs
+if command -v node >/dev/null && node -e "require('ws')" 2>/dev/null; then
+  WS_CA="$tmp/ca.pem" timeout 30 node "$here/ws/node-client.js" "wss://localhost:$port/echo" \
+    >"$tmp/node.out" 2>&1 || fail "node ws over wss: $(cat "$tmp/node.out")"
+  cat "$tmp/node.out"
+  if WS_CA="$tmp/rogue-ca.pem" timeout 30 node "$here/ws/node-client.js" \
+    "wss://localhost:$port/echo" >/dev/null 2>&1; then
+    fail "node ws accepted a certificate from another CA"
+  fi
+else
+  echo "SKIP (this step only): node or node-ws not installed; CI installs them"
+fi
+# And Python's websockets (Debian python3-websockets), Debian's interpreter.
+if /usr/bin/python3 -c 'import websockets' 2>/dev/null; then
+  WS_CA="$tmp/ca.pem" timeout 30 /usr/bin/python3 "$here/ws/py-client.py" \
+    "wss://localhost:$port/echo" >"$tmp/py.out" 2>&1 || fail "python websockets over wss: $(cat "$tmp/py.out")"
+  cat "$tmp/py.out"
+else
+  echo "SKIP (this step only): python3-websockets not installed; CI installs it"
+fi
+echo "ok: echo, http and websocket over TLS (tls-client, s_client, curl, node ws, python websockets)"

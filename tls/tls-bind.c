@@ -112,6 +112,39 @@ int gev_tls_connect_options(gev_connect_options *o, gev_tls_ctx *ctx,
   return 0;
 }
 
+int gev_tls_ws_options(gev_ws_options *wo, gev_tls_ctx *ctx, const char *url)
+{
+  gev_connect_options co = {0};
+  char addr[300];
+  const char *p;
+  size_t n;
+  int err;
+
+  if (!wo || !url) {
+    gev__tls_set_error("NULL argument");
+    return -EINVAL;
+  }
+  p = strncmp(url, "wss://", 6) == 0  ? url + 6
+      : strncmp(url, "ws://", 5) == 0 ? url + 5
+                                      : NULL;
+  n = p ? strcspn(p, "/") : 0;
+  if (n == 0 || n + 5 > sizeof(addr)) {
+    gev__tls_set_error("not a ws:// or wss:// URL with a host");
+    return -EINVAL;
+  }
+  /* host_of wants "host:port": give a bare host a port it ignores. */
+  memcpy(addr, p, n);
+  addr[n] = '\0';
+  if (addr[n - 1] == ']' || !strchr(addr, ':'))
+    strcat(addr, ":443");
+  co.address = addr;
+  if ((err = gev_tls_connect_options(&co, ctx, NULL)) < 0)
+    return err;
+  wo->transport = co.transport;
+  wo->transport_arg = co.transport_arg;
+  return 0;
+}
+
 /* ---- sessions ----------------------------------------------------------- */
 
 int gev__tls_new_session(SSL *ssl, SSL_SESSION *sess)

@@ -32,6 +32,7 @@
 #include <gev/common.h>
 #include <gev/server.h>
 #include <gev/transport.h>
+#include <gev/ws.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -200,6 +201,23 @@ GEV_EXPORT int gev_tls_listener_options(gev_listener_options *o,
  */
 GEV_EXPORT int gev_tls_connect_options(gev_connect_options *o, gev_tls_ctx *ctx,
                                        const char *server_name);
+
+/**
+ * Make a WebSocket client (gev_ws_connect) TLS, for a wss:// URL: sets
+ * @p wo->transport and wo->transport_arg as gev_tls_connect_options does,
+ * with the host of @p url ("wss://host[:port]/path") as the server name:
+ * a DNS name is sent as SNI and verified against the server's
+ * certificate, an IP literal is verified against its IP entries. The
+ * name is kept inside @p ctx, so @p wo serves any number of connections
+ * to that host while ctx lives. Any thread.
+ * @param wo  the WebSocket options, changed in place.
+ * @param ctx the context; it must outlive the connections.
+ * @param url the URL to be passed to gev_ws_connect.
+ * @return 0; -EINVAL for NULL, or a URL with no host or not wss:// (or
+ *         ws://); -ENOMEM.
+ */
+GEV_EXPORT int gev_tls_ws_options(gev_ws_options *wo, gev_tls_ctx *ctx,
+                                  const char *url);
 
 /* ---- one connection: what the handshake settled ------------------------
  * Owning loop's thread (e.g. in on_connect), from on_connect until

@@ -28,7 +28,13 @@
  * gev_ws_send while it reads what comes back) keeps being given messages,
  * so that two peers streaming at each other cannot wait for each other.
  *
- * Failing the connection. A protocol error by the peer sends a Close frame
+ * After a Close. Data frames that follow the peer's Close frame are not
+ * delivered (RFC 6455 5.5.1: the peer sends nothing after it); the ones
+ * that arrive after our own Close but before the peer's still are (the
+ * peer may have sent them before it saw ours).
+ *
+ * Failing the connection. A protocol error by the peer (a bad frame header,
+ * a payload length not in its shortest form included) sends a Close frame
  * with the code of RFC 6455 7.4.1 (1002 protocol error, 1007 invalid
  * UTF-8, 1009 message too big) and closes the TCP connection after it;
  * on_close then reports that code.
@@ -134,6 +140,14 @@ typedef struct gev_ws_options {
   uint64_t connect_timeout_ms;
   /** Passed to select_protocol and check_origin; gev_ws_arg returns it. */
   void *arg;
+  /** Clients: how the connection moves its bytes (as
+   * gev_connect_options.transport); a wss:// URL needs one: with
+   * libgev-tls, gev_tls_ws_options sets both fields so that the URL's
+   * host is sent as SNI and verified against the server's certificate.
+   * NULL: plaintext. Servers take theirs from gev_options (for TLS,
+   * gev_tls_server_options). */
+  const struct gev_transport *transport;
+  void *transport_arg; /**< passed to its open() */
 } gev_ws_options;
 
 /**
@@ -197,20 +211,23 @@ GEV_EXPORT int gev_ws_upgrade(gev_conn *c, ringbuffer *in, ringbuffer *out,
 
 /**
  * Open a WebSocket client connection to @p url ("ws://host:port/path";
- * port 80 when absent; the host may be a name, an IPv4 address or
+ * port 80 when absent, 443 for "wss://host/path", which needs
+ * @p wo->transport; the host may be a name, an IPv4 address or
  * "[v6]") on loop @p l (gev_loop_connect). The handshake sends a random
  * 16-byte key and checks the server's Sec-WebSocket-Accept; then on_open
  * runs. Every frame the client sends is masked with a fresh random key.
  * A failure before on_open is reported by on_fail. Any thread.
  * @param l the loop the connection lives on
- * @param url the server's URL (wss:// is not supported)
+ * @param url the server's URL
  * @param h the handler, copied
  * @param wo the options, copied (NULL: defaults); strings and arg must
  *           outlive the connection
  * @param ctx the initial gev_ws_context, also passed to on_fail
  * @return 0 when the attempt started (on_open or on_fail follows, as long
  *         as the loop runs); -EINVAL for NULL or a malformed URL;
- *         -EPROTONOSUPPORT for another scheme; -ENOMEM; the errors of
+ *         -EPROTONOSUPPORT for a scheme other than ws:// and wss://, or
+ *         wss:// without @p wo->transport (the core library has no TLS:
+ *         see gev_tls_ws_options); -ENOMEM; the errors of
  *         gev_loop_connect. On error no callback runs.
  */
 GEV_EXPORT int gev_ws_connect(gev_loop *l, const char *url,
@@ -233,7 +250,9 @@ GEV_EXPORT int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n);
 /**
  * Start the close handshake: send a Close frame and, once the peer's Close
  * came (or close_timeout_ms passed), close the connection; on_close
- * follows. Messages that arrive meanwhile are still delivered. Any thread.
+ * follows. A client, after a complete handshake (either side started
+ * it), leaves the TCP close to the server (RFC 6455 7.1.1) and closes
+ * itself only if the server has not within close_timeout_ms of our Close. Messages that arrive meanwhile are still delivered. Any thread.
  * @param ws the connection
  * @param code a status code (1000 normal; 0 sends a Close without one)
  * @param reason UTF-8, at most 123 bytes; NULL for none

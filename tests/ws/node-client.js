@@ -4,8 +4,13 @@
 // matched, 1 otherwise (within 20 s).
 'use strict';
 const WebSocket = require('ws');
+const fs = require('fs');
 
-const ws = new WebSocket(process.argv[2], { maxPayload: 32 << 20 });
+// wss://: WS_CA names the PEM file of the CA that must have signed the
+// server's certificate (verified, host name included).
+const opts = { maxPayload: 32 << 20 };
+if (process.env.WS_CA) opts.ca = fs.readFileSync(process.env.WS_CA);
+const ws = new WebSocket(process.argv[2], opts);
 const sizes = [0, 1, 125, 126, 127, 65535, 65536, 1 << 20];
 const cases = [];
 for (const n of sizes) {

@@ -2,8 +2,11 @@
 """py-client.py URL - Python's websockets (Debian python3-websockets) as a
 client of a gev WebSocket echo server: text and binary messages of every
 length class, multi-byte UTF-8, a ping, a close handshake. Exit 0 when every
-echo matched."""
+echo matched. For wss:// the environment's WS_CA names the PEM file of the
+CA the server's certificate must chain to (host name verified too)."""
 import asyncio
+import os
+import ssl
 import sys
 
 import websockets
@@ -11,7 +14,11 @@ import websockets
 
 async def main(url):
     sizes = [0, 1, 125, 126, 127, 65535, 65536, 1 << 20]
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
+    extra = {}
+    if url.startswith("wss://"):
+        extra["ssl"] = ssl.create_default_context(cafile=os.environ["WS_CA"])
+    async with websockets.connect(url, max_size=None, compression=None,
+                                  **extra) as ws:
         n = 0
         for size in sizes:
             text = ("κόσμε a" * (size // 7 + 1))[:size]
