@@ -302,14 +302,19 @@ int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n)
    * started here is this thread's own doing, while one started by another
    * thread is queued behind `out` by its task (and published its state
    * with release, read here with acquire). */
-  if (!ws->client && gev_loop_in_thread(ws->c->loop) && ws->c->cur_out)
-    return __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE) == GEV__WS_OPEN
-               ? send_into_out(ws, (unsigned)opcode, p, n)
-               : -ENOTCONN;
+  if (!ws->client && ws->c->cur_out && gev_loop_in_thread(ws->c->loop)) {
+    r = __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE) == GEV__WS_OPEN
+            ? send_into_out(ws, (unsigned)opcode, p, n)
+            : -ENOTCONN;
+    ws->sent_here += r == 0;
+    return r;
+  }
   pthread_mutex_lock(&ws->mu);
   r = ws->state == GEV__WS_OPEN ? send_frame_locked(ws, (unsigned)opcode, p, n)
                                 : -ENOTCONN;
   pthread_mutex_unlock(&ws->mu);
+  if (r == 0 && gev_loop_in_thread(ws->c->loop))
+    ws->sent_here++; /* read by the receive path, in this thread only */
   return r;
 }
 

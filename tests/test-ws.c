@@ -436,6 +436,27 @@ START_TEST(test_utf8_invalid_everywhere)
       ck_assert_int_eq(th_ld(&messages), 0);
       srv_stop(w);
     }
+    /* Whole, in one frame, after a good one in the same write: the sweep
+     * over whole small frames checks them too. */
+    {
+      ws_srv *w = echo_start();
+      int fd = raw_open(w->port, "/");
+      size_t n1, n2;
+      unsigned char *f1 = raw_frame(0x81, "ok", 2, true, &n1);
+      unsigned char *f2 = raw_frame(0x81, bad[b], n, true, &n2);
+      unsigned char *both = malloc(n1 + n2);
+
+      memcpy(both, f1, n1);
+      memcpy(both + n1, f2, n2);
+      ck_assert(th_write_all(fd, both, n1 + n2));
+      raw_expect(fd, 0x81, "ok", 2);
+      fails_with(fd, 1007);
+      ck_assert_int_eq(th_ld(&messages), 1);
+      srv_stop(w);
+      free(f1);
+      free(f2);
+      free(both);
+    }
   }
 }
 END_TEST
@@ -573,6 +594,18 @@ START_TEST(test_message_limit)
   raw_send(fd, 0x80, p, 401);
   fails_with(fd, 1009);
   srv_stop(w);
+  /* A small limit and a small frame past it, whole in one read. */
+  {
+    gev_ws_options small = {.max_message = 50};
+
+    w = srv_start(&echo, &small, 0);
+    fd = raw_open(w->port, "/");
+    raw_send(fd, 0x82, p, 50);
+    raw_expect(fd, 0x82, p, 50);
+    raw_send(fd, 0x82, p, 51);
+    fails_with(fd, 1009);
+    srv_stop(w);
+  }
   /* The header alone is enough: a 1 GiB frame announced, nothing sent. */
   {
     unsigned char h[14] = {0x82, 0xff, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4};
