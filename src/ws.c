@@ -227,17 +227,22 @@ static int send_into_out(gev_ws *ws, unsigned op, const void *p, size_t n)
 {
   ringbuffer *out = ws->c->cur_out;
   unsigned char hb[GEV__WS_MAX_HEADER + SMALL_FRAME];
-  size_t hl = 2, lim = ringbuffer_limit(out), used = ringbuffer_len(out);
-
-  if (n < 126) { /* the echo's usual header, without the call */
-    hb[0] = (unsigned char)(0x80 | op);
-    hb[1] = (unsigned char)n;
-  } else {
-    hl = gev__ws_build_header(hb, op, true, n, NULL);
-  }
+  size_t hl, lim, used;
 
   if (!gev__conn_state_sends(gev__conn_state(ws->c)))
     return -ENOTCONN;
+  if (n < 126) {
+    /* The echo's usual frame: one all-or-nothing write, whose own check
+     * of the limit (-ENOBUFS) is the only one needed. */
+    hb[0] = (unsigned char)(0x80 | op);
+    hb[1] = (unsigned char)n;
+    if (n)
+      memcpy(hb + 2, p, n);
+    return ringbuffer_write(out, hb, 2 + n);
+  }
+  hl = gev__ws_build_header(hb, op, true, n, NULL);
+  lim = ringbuffer_limit(out);
+  used = ringbuffer_len(out);
   if (lim && (used > lim || lim - used < hl || lim - used - hl < n))
     return -ENOBUFS;
   if (n <= SMALL_FRAME) {
