@@ -310,6 +310,10 @@ static int raw_handshake(int fd)
     if (got >= 4 && !memcmp(resp + got - 4, "\r\n\r\n", 4))
       break;
   }
+  /* A 500 is the server failing this one connection visibly (it could
+   * not allocate what the upgrade needs), as a Close would be later. */
+  if (!strncmp(resp, "HTTP/1.1 500", 12))
+    return CL_CLOSED;
   if (strncmp(resp, "HTTP/1.1 101", 12) ||
       !strstr(resp, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
     return CL_BAD;
