@@ -40,13 +40,13 @@ enum {
   GEV__S_HANDSHAKE_FAILED,
   GEV__S_TASKS_RUN,
   GEV__S_TIMERS_FIRED,
-  GEV__S_SENDS_IN, /* sends that came from other threads */
-  GEV__S_PAUSES,   /* reading paused for backpressure */
-  GEV__S_LAG_MS,   /* worst timer lateness in the current second */
-  GEV__S_LAG_PREV, /* ... and in the one before */
-  GEV__S_LAG_SEC,  /* which second LAG_MS is about */
-  GEV__S_BUSY_US,  /* the loop thread's CPU time, at publication */
-  GEV__S_WALL_US,  /* time since the loop started, at publication */
+  GEV__S_SENDS_IN,  /* sends that came from other threads */
+  GEV__S_PAUSES,    /* reading paused for backpressure */
+  GEV__S_LAG_MS,    /* worst timer lateness in the current second */
+  GEV__S_LAG_PREV,  /* ... and in the one before */
+  GEV__S_LAG_SEC,   /* which second LAG_MS is about */
+  GEV__S_BUSY_US,   /* the loop thread's CPU time, at publication */
+  GEV__S_WALL_US,   /* time since the loop started, at publication */
   GEV__S_DGRAMS_IN, /* datagrams received by the loop's UDP sockets */
   GEV__S_DGRAMS_OUT,
   GEV__S_DGRAM_BYTES_IN,

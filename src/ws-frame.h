@@ -28,7 +28,8 @@ typedef struct gev__ws_header {
  * code that fails the connection: -1002 for reserved bits, an unknown
  * opcode, a fragmented or long control frame, a length with its top
  * bit set or in more bytes than needed (5.2: 126 for a length below 126,
- * 127 for one below 65536). Masking rules depend on the side: the caller checks them. */
+ * 127 for one below 65536). Masking rules depend on the side: the caller checks
+ * them. */
 int gev__ws_parse_header(const unsigned char *p, size_t n, gev__ws_header *h);
 
 /* Writes a header for a frame of len bytes to out (room for

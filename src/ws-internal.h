@@ -53,7 +53,7 @@ struct gev_ws {
   unsigned char *msg;
   size_t msg_len, msg_cap;
   gev__utf8 utf8;
-  bool answers; /* the handler queued output for the last data message */
+  bool answers;       /* the handler queued output for the last data message */
   unsigned sent_here; /* frames queued in the loop's thread (wraps) */
 
   /* Closing; under mu. code/reason: what on_close reports. */

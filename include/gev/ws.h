@@ -252,7 +252,8 @@ GEV_EXPORT int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n);
  * came (or close_timeout_ms passed), close the connection; on_close
  * follows. A client, after a complete handshake (either side started
  * it), leaves the TCP close to the server (RFC 6455 7.1.1) and closes
- * itself only if the server has not within close_timeout_ms of our Close. Messages that arrive meanwhile are still delivered. Any thread.
+ * itself only if the server has not within close_timeout_ms of our Close.
+ * Messages that arrive meanwhile are still delivered. Any thread.
  * @param ws the connection
  * @param code a status code (1000 normal; 0 sends a Close without one)
  * @param reason UTF-8, at most 123 bytes; NULL for none
