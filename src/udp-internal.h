@@ -125,11 +125,12 @@ struct gev_udp {
 
   /* The loop's thread only. */
   gev__udp_state state;
-  gev__udp_ctx *ctx; /* the loop's shared buffers, from the start on */
-  gev__udp_q q;      /* pushed back by the kernel, in order */
-  int pending_err;   /* a refused send, for on_error after the pass */
-  int io_err;        /* udp-io.c saw the poller fail: udp.c closes */
-  bool holding;      /* DRAINING with a queue: holds the server's shutdown */
+  gev__udp_ctx *ctx;   /* the loop's shared buffers, from the start on */
+  gev__udp_ctx *spare; /* allocated at creation, taken at the start */
+  gev__udp_q q;        /* pushed back by the kernel, in order */
+  int pending_err;     /* a refused send, for on_error after the pass */
+  int io_err;          /* udp-io.c saw the poller fail: udp.c closes */
+  bool holding;        /* DRAINING with a queue: holds the server's shutdown */
 };
 
 /* ---- udp.c ------------------------------------------------------------ */
@@ -146,9 +147,16 @@ static inline void gev__udp_count(gev_udp *u, int i, uint64_t n)
 }
 
 /* ---- udp-io.c (the loop's thread) ------------------------------------- */
-/* The loop's shared buffers, taken by each socket at its start. NULL on
- * ENOMEM. */
-gev__udp_ctx *gev__udp_ctx_get(gev_loop *l);
+/* The loop's shared buffers. Each socket allocates a set when it is
+ * created, in the caller's thread (NULL on ENOMEM), so that a socket that
+ * cannot get them fails there, with -ENOMEM, rather than in its loop after
+ * its address is bound and peers may already be sending to it. */
+gev__udp_ctx *gev__udp_ctx_new(void);
+void gev__udp_ctx_free(gev__udp_ctx *c);
+/* Loop thread, at the socket's start: the loop's set, and *spare is freed;
+ * or *spare becomes the loop's set. Takes *spare (set to NULL); never
+ * fails. */
+gev__udp_ctx *gev__udp_ctx_get(gev_loop *l, gev__udp_ctx **spare);
 void gev__udp_ctx_put(gev__udp_ctx *c);
 /* The poller's callback. */
 void gev__udp_io_cb(gev__io *io, unsigned events);

@@ -60,22 +60,16 @@ struct gev__udp_ctx {
 
 static _Thread_local gev__udp_ctx *tls_ctx;
 
-gev__udp_ctx *gev__udp_ctx_get(gev_loop *l)
+gev__udp_ctx *gev__udp_ctx_new(void)
 {
-  gev__udp_ctx *c = tls_ctx;
+  gev__udp_ctx *c = calloc(1, sizeof(*c));
 
-  if (c && c->l == l) {
-    c->refs++;
-    return c;
-  }
-  if (!(c = calloc(1, sizeof(*c))))
+  if (!c)
     return NULL;
   c->rbuf = malloc((size_t)GEV_UDP_BATCH_MAX * GEV_UDP_MAX_DATAGRAM);
   c->arena = malloc(GEV__UDP_ARENA);
   if (!c->rbuf || !c->arena) {
-    free(c->rbuf);
-    free(c->arena);
-    free(c);
+    gev__udp_ctx_free(c);
     return NULL;
   }
   for (int i = 0; i < GEV_UDP_BATCH_MAX; i++) {
@@ -88,9 +82,32 @@ gev__udp_ctx *gev__udp_ctx_get(gev_loop *l)
     c->smsg[i].msg_hdr.msg_iovlen = 1;
   }
   c->rdirty = GEV_UDP_BATCH_MAX;
-  c->l = l;
-  c->refs = 1;
-  tls_ctx = c; /* a nested loop's buffers replace these here; fine */
+  return c;
+}
+
+void gev__udp_ctx_free(gev__udp_ctx *c)
+{
+  if (!c)
+    return;
+  free(c->rbuf);
+  free(c->arena);
+  free(c);
+}
+
+gev__udp_ctx *gev__udp_ctx_get(gev_loop *l, gev__udp_ctx **spare)
+{
+  gev__udp_ctx *c = tls_ctx;
+
+  if (c && c->l == l) {
+    c->refs++;
+    gev__udp_ctx_free(*spare);
+  } else {
+    c = *spare;
+    c->l = l;
+    c->refs = 1;
+    tls_ctx = c; /* a nested loop's buffers replace these here; fine */
+  }
+  *spare = NULL;
   return c;
 }
 
@@ -100,9 +117,7 @@ void gev__udp_ctx_put(gev__udp_ctx *c)
     return;
   if (tls_ctx == c)
     tls_ctx = NULL;
-  free(c->rbuf);
-  free(c->arena);
-  free(c);
+  gev__udp_ctx_free(c);
 }
 
 /* ---- the send queue ---------------------------------------------------- */

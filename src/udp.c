@@ -51,7 +51,8 @@ void gev__udp_unref(gev_udp *u)
     return;
   gev__udp_q_free(&u->inbox);
   gev__udp_q_free(&u->q);
-  if (u->io.fd >= 0) { /* never started: the loop never had it */
+  gev__udp_ctx_free(u->spare); /* never started */
+  if (u->io.fd >= 0) {         /* never started: the loop never had it */
     close(u->io.fd);
     if (u->own_path)
       unlink(((struct sockaddr_un *)&u->bound.ss)->sun_path);
@@ -238,11 +239,11 @@ static void start_task(void *arg)
   int err;
 
   gev__handle_register(&u->handle);
-  u->ctx = gev__udp_ctx_get(u->l);
+  u->ctx = gev__udp_ctx_get(u->l, &u->spare);
   /* io.fd is under mu: an option call (gev_udp_connect, setsockopt) may
    * be using the fd in another thread right now. */
   pthread_mutex_lock(&u->mu);
-  err = u->ctx ? gev__loop_io_add(u->l, &u->io, 0) : -ENOMEM;
+  err = gev__loop_io_add(u->l, &u->io, 0);
   closed = atomic_load(&u->closed);
   pthread_mutex_unlock(&u->mu);
   if (err < 0 && u->h.on_error)
@@ -354,9 +355,14 @@ int gev__udp_new_at(gev_udp **out, gev_loop *l, const gev_udp_handler *h,
   }
   if (!(u = alloc_udp(l, h, o)))
     return -ENOMEM;
-  if ((err = open_socket(u, o, bind_to, o->connect ? &peer : NULL)) < 0 ||
-      (*out = u, err = gev__loop_post_owned(l, start_task, u, start_drop)) <
-          0) {
+  err = (u->spare = gev__udp_ctx_new()) ? 0 : -ENOMEM;
+  if (err == 0)
+    err = open_socket(u, o, bind_to, o->connect ? &peer : NULL);
+  if (err == 0) {
+    *out = u; /* before the post: the start task may run at once */
+    err = gev__loop_post_owned(l, start_task, u, start_drop);
+  }
+  if (err < 0) {
     *out = NULL;
     atomic_store(&u->refs, 1);
     gev__udp_unref(u);

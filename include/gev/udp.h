@@ -129,10 +129,12 @@ typedef struct gev_udp_options {
 
 /**
  * Open a datagram socket on loop @p l. The socket is created, configured
- * and bound in the calling thread, so a bad address or a port in use fails
- * here; it starts reading once @p l runs the start task (at once when
- * called from @p l's thread, after the current pass).
- * Any thread; @p l may be a server's loop or a standalone one.
+ * and bound in the calling thread, and the memory its loop reads into is
+ * taken here, so a bad address, a port in use or no memory fails here (a
+ * socket that failed in its loop after binding would lose what peers had
+ * already sent to it); it starts reading once @p l runs the start task (at once
+ * when called from @p l's thread, after the current pass). Any thread; @p l may
+ * be a server's loop or a standalone one.
  * @param out receives the socket; the caller owns one reference
  *            (gev_udp_free). Set before any callback can run.
  * @param l the owning loop

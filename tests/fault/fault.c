@@ -3,6 +3,7 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -106,6 +107,10 @@ static uint64_t hit(fault_kind k, bool transient_ok)
   case MODE_NTH:
     if (atomic_load(&nth_kind) == (int)k && n == atomic_load(&nth_at)) {
       atomic_fetch_add(&injected, 1);
+      if (getenv("FAULT_BACKTRACE")) { /* where the failed call was made */
+        void *frames[24];
+        backtrace_symbols_fd(frames, backtrace(frames, 24), 2);
+      }
       return 1;
     }
     return 0;

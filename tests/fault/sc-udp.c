@@ -19,7 +19,7 @@
 enum { DGRAMS = 240, WINDOW = 12 };
 static const size_t sizes[] = {4, 100, 1400, 9000, 60000};
 
-static atomic_int got, dups, bad, errors, send_errs, closes;
+static atomic_int got, dups, bad, errors, send_errs, closes, srv_closes;
 static atomic_uchar seen[DGRAMS];
 
 static size_t size_of(uint32_t seq)
@@ -77,6 +77,11 @@ static void on_close(gev_udp *u)
   (void)u;
   atomic_fetch_add(&closes, 1);
 }
+static void on_srv_close(gev_udp *u)
+{
+  on_close(u);
+  atomic_fetch_add(&srv_closes, 1);
+}
 
 static void nap_ms(long ms)
 {
@@ -128,10 +133,13 @@ static long reported(gev_udp *cu, gev_udp_server *us)
   return n;
 }
 
-static int verdict(fault_run *r, int refused, long rep, int nsock)
+static int verdict(fault_run *r, int refused, long rep, int nsock, int early)
 {
   int lost = DGRAMS - refused - atomic_load(&got);
   bool quiet = r->how == RUN_COUNT || fault_injected() == 0;
+  bool alloc =
+      r->how == RUN_NTH &&
+      (r->kind == FK_MALLOC || r->kind == FK_CALLOC || r->kind == FK_REALLOC);
 
   if (atomic_load(&bad) || atomic_load(&dups))
     return fr_fail(r, "%d corrupt, %d duplicated datagrams", atomic_load(&bad),
@@ -142,6 +150,12 @@ static int verdict(fault_run *r, int refused, long rep, int nsock)
   if (quiet && (lost || refused || rep || atomic_load(&closes) != nsock + 1))
     return fr_fail(r, "no fault: %d lost, %d refused, %ld reported, %d closes",
                    lost, refused, rep, atomic_load(&closes));
+  /* Memory a socket needs is taken when it is created: past a successful
+   * gev_udp_server_new, no allocation failure may close a server socket
+   * (its peers' datagrams would be lost with it). */
+  if (alloc && early)
+    return fr_fail(r, "%d server sockets closed under an allocation fault",
+                   early);
   if (r->how == RUN_RANDOM && lost)
     return fr_fail(r, "%d datagrams lost to transient faults", lost);
   if (lost > rep)
@@ -154,7 +168,7 @@ int sc_udp(fault_run *r)
   gev_handler th = {0};
   gev_options o = {.num_loops = 2};
   gev_udp_handler sh = {
-      .on_datagram = echo, .on_error = on_error, .on_close = on_close};
+      .on_datagram = echo, .on_error = on_error, .on_close = on_srv_close};
   gev_udp_handler ch = {
       .on_datagram = check, .on_error = on_error, .on_close = on_close};
   gev_udp_options uo = {.address = "127.0.0.1:0", .rcvbuf = 1 << 20};
@@ -163,7 +177,7 @@ int sc_udp(fault_run *r)
   gev_udp *cu = NULL;
   fr_server sv;
   fr_loop cl;
-  int err, err2, refused, first = 0, nsock, fail;
+  int err, err2, refused, first = 0, nsock, fail, early;
   long rep;
 
   fr_logger_install();
@@ -195,6 +209,7 @@ int sc_udp(fault_run *r)
     nap_ms(10);
   }
   rep = reported(cu, us);
+  early = atomic_load(&srv_closes);
   nsock = gev_udp_server_num_sockets(us);
   gev_udp_free(cu);
   err = fr_loop_close(&cl);
@@ -204,7 +219,7 @@ int sc_udp(fault_run *r)
     r->gev_error = err2;
     return fr_finish(r, 0, 1, true);
   }
-  fail = verdict(r, refused, rep, nsock);
+  fail = verdict(r, refused, rep, nsock, early);
   r->gev_error = err < 0 ? err : first;
   return fail | fr_finish(r, 1, 1, false);
 }
