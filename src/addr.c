@@ -172,8 +172,7 @@ static int bind_listen(int fd, const gev__addr *a, int backlog)
   return listen(fd, backlog) < 0 ? -errno : 0;
 }
 
-/* "[::]" serves IPv4 too, whatever net.ipv6.bindv6only says. */
-static int set_dual_stack(int fd, const gev__addr *a)
+int gev__addr_dual_stack(int fd, const gev__addr *a)
 {
   const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
   int zero = 0;
@@ -199,7 +198,7 @@ int gev__addr_listen(const gev__addr *a, int backlog, bool reuse_port,
     if (!err && reuse_port)
       err = set_opt(fd, SOL_SOCKET, SO_REUSEPORT);
     if (!err)
-      err = set_dual_stack(fd, a);
+      err = gev__addr_dual_stack(fd, a);
   }
   if (!err && so)
     err = gev__sockopts_buffers(fd, so); /* inherited by accepted sockets */

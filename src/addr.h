@@ -24,6 +24,11 @@ int gev__addr_parse(const char *s, gev__addr *out);
 int gev__addr_listen(const gev__addr *a, int backlog, bool reuse_port,
                      const gev__sockopts *so, int *fd_out);
 
+/* Before the bind: "[::]" serves IPv4 too (as ::ffff:a.b.c.d), whatever
+ * net.ipv6.bindv6only says, so a wildcard means the same on every host.
+ * Other addresses are left alone. 0 or -errno. */
+int gev__addr_dual_stack(int fd, const gev__addr *a);
+
 /* "ip:port", "[v6]:port", the unix path, or "" when unnamed. */
 void gev__addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                       size_t n);

@@ -65,12 +65,13 @@ static int bind_to(int fd, const gev__addr *a, bool *own_path)
   return 0;
 }
 
-static int configure(int fd, int family, const gev_udp_options *o,
+static int configure(int fd, const gev__addr *a, const gev_udp_options *o,
                      bool any_port)
 {
-  int err = 0;
+  int family = a->ss.ss_family;
+  int err = gev__addr_dual_stack(fd, a);
 
-  if (o->reuse_port && family != AF_UNIX && !any_port)
+  if (!err && o->reuse_port && family != AF_UNIX && !any_port)
     err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && o->broadcast && family == AF_INET)
     err = set_int(fd, SOL_SOCKET, SO_BROADCAST, 1);
@@ -106,7 +107,7 @@ int gev__udp_socket(const gev__addr *a, const gev_udp_options *o, int *fd_out,
    * split each other's datagrams. Bound without it, the port is one
    * nobody holds; the flag set after the bind still lets the server's
    * other sockets join this one's group. */
-  if ((err = configure(fd, family, o, any_port)) < 0 ||
+  if ((err = configure(fd, a, o, any_port)) < 0 ||
       (err = bind_to(fd, a, own_path)) < 0 ||
       (o->reuse_port && any_port &&
        (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)) < 0)) {

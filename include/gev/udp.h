@@ -106,7 +106,10 @@ typedef struct gev_udp_handler {
 typedef struct gev_udp_options {
   /** Where to bind: "127.0.0.1:5353", ":5353" (0.0.0.0), "[::]:0",
    *  "[::1]:0", "unix:/path" or "unix:@abstract". NULL: an IPv4 socket
-   *  bound to an ephemeral port (a client). */
+   *  bound to an ephemeral port (a client). "[::]" is dual stack on
+   *  every host (as for stream listeners): IPv4 peers and local
+   *  addresses appear as ::ffff:a.b.c.d, and replies to them go out as
+   *  IPv4. */
   const char *address;
   /** Optional: the socket's peer from the start (gev_udp_connect). */
   const char *connect;
