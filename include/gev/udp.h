@@ -108,8 +108,8 @@ typedef struct gev_udp_options {
    *  "[::1]:0", "unix:/path" or "unix:@abstract". NULL: an IPv4 socket
    *  bound to an ephemeral port (a client). "[::]" is dual stack on
    *  every host (as for stream listeners): IPv4 peers and local
-   *  addresses appear as ::ffff:a.b.c.d, and replies to them go out as
-   *  IPv4. */
+   *  addresses appear as IPv4-mapped IPv6 addresses, and replies to them
+   *  go out as IPv4. */
   const char *address;
   /** Optional: the socket's peer from the start (gev_udp_connect). */
   const char *connect;
