@@ -2,7 +2,9 @@
  * and the opening handshake parsers (src/ws-handshake.c). The first byte
  * picks the mode:
  *   0: a stream of frames. Each header is parsed from every prefix too (a
- *      prefix must ask for more, never misparse: byte-by-byte safety), the
+ *      prefix must ask for more, never misparse: byte-by-byte safety) and
+ *      from a ring buffer that wraps inside it (gev__ws_peek_header, whose
+ *      shortcut for the common frame must agree with the parser), the
  *      length is checked against what is left before anything is taken,
  *      payloads are unmasked in two pieces and compared with one pass, and
  *      text is UTF-8-checked piecewise and whole, which must agree;
@@ -17,11 +19,50 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The header at p, read from a ring whose first segment ends `at` bytes
+ * into it, must parse as it does in one piece (r, h). */
+static void peek_agrees(const uint8_t *p, size_t n, size_t at, int r,
+                        const gev__ws_header *h)
+{
+  static const uint8_t pad[128];
+  size_t take = n < GEV__WS_MAX_HEADER ? n : GEV__WS_MAX_HEADER;
+  ringbuffer *rb = ringbuffer_new(64);
+  gev__ws_header hr;
+
+  if (!rb)
+    abort();
+  size_t cap = ringbuffer_cap(rb);
+  if (cap > sizeof(pad))
+    abort();
+  at %= take + 1;
+  /* The front at cap - at: the header's first `at` bytes end the ring
+   * (one filler byte stays until it is in: an empty ring rewinds). */
+  if (ringbuffer_write(rb, pad, cap - at) != 0)
+    abort();
+  ringbuffer_retrieve(rb, cap - at - 1);
+  if (ringbuffer_write(rb, p, take) != 0)
+    abort();
+  ringbuffer_retrieve(rb, 1);
+  if (ringbuffer_cap(rb) != cap)
+    abort(); /* it grew instead of wrapping: the case tests nothing */
+  int rr = gev__ws_peek_header(rb, &hr, NULL, NULL);
+  if (rr != r)
+    abort();
+  if (r > 0 &&
+      (hr.fin != h->fin || hr.masked != h->masked || hr.opcode != h->opcode ||
+       hr.len != h->len || hr.size != h->size ||
+       (h->masked && memcmp(hr.mask, h->mask, 4) != 0)))
+    abort();
+  ringbuffer_free(rb);
+}
+
 static void frames(const uint8_t *p, size_t n)
 {
   while (n > 0) {
     gev__ws_header h, hp;
     int r = gev__ws_parse_header(p, n, &h);
+
+    peek_agrees(p, n, n > 1 ? p[n - 1] : 0, r, &h);
 
     for (size_t k = 0; k < n && k < (r > 0 ? (size_t)r : GEV__WS_MAX_HEADER);
          k++) {

@@ -3,6 +3,7 @@
 #include "ws-frame.h"
 
 #include <string.h>
+#include <sys/uio.h>
 
 static bool opcode_known(unsigned op)
 {
@@ -208,4 +209,40 @@ bool gev__ws_close_code_ok(unsigned code)
   default:
     return false; /* 1004-1006 and 1015 are never sent; the rest reserved */
   }
+}
+
+int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh,
+                        unsigned char **front, size_t *front_len)
+{
+  unsigned char hb[GEV__WS_MAX_HEADER];
+  const unsigned char *hp;
+  struct iovec seg[2];
+  size_t got = ringbuffer_peek(in, ringbuffer_len(in), seg);
+  size_t avail = got < sizeof(hb) ? got : sizeof(hb);
+
+  /* Parsed where it lies unless the ring wraps inside it. */
+  hp = seg[0].iov_base;
+  if (avail > seg[0].iov_len) {
+    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
+    memcpy(hb + seg[0].iov_len, seg[1].iov_base, avail - seg[0].iov_len);
+    hp = hb;
+  }
+  if (front) {
+    *front = seg[0].iov_base;
+    *front_len = seg[0].iov_len;
+  }
+  /* The echo's usual frame (FIN, no RSV bit, text or binary, masked, a
+   * length below 126) is read here; anything else goes through the
+   * parser's every check. */
+  if (avail >= 6 && (hp[0] == 0x81 || hp[0] == 0x82) && hp[1] >= 0x80 &&
+      hp[1] < 0x80 + 126) {
+    fh->fin = true;
+    fh->opcode = hp[0] & 0x0f;
+    fh->masked = true;
+    fh->len = hp[1] & 0x7f;
+    memcpy(fh->mask, hp + 2, 4);
+    fh->size = 6;
+    return 6;
+  }
+  return gev__ws_parse_header(hp, avail, fh);
 }

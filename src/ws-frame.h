@@ -1,13 +1,16 @@
 /* ws-frame.h - internal: the RFC 6455 wire format with no connection
- * attached: frame headers (parse and build), masking, incremental UTF-8
- * validation and close-code rules. Pure functions, so the fuzz target and
- * the unit tests reach them without a socket. */
+ * attached: frame headers (parse and build, also from a ring buffer),
+ * masking, incremental UTF-8 validation and close-code rules. Pure
+ * functions, so the fuzz target and the unit tests reach them without a
+ * socket. */
 #ifndef GEV_SRC_WS_FRAME_H
 #define GEV_SRC_WS_FRAME_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <gev/ringbuffer.h>
 
 /* The longest header: 2 bytes, an 8-byte length, a 4-byte mask. */
 #define GEV__WS_MAX_HEADER 14
@@ -31,6 +34,17 @@ typedef struct gev__ws_header {
  * 127 for one below 65536). Masking rules depend on the side: the caller checks
  * them. */
 int gev__ws_parse_header(const unsigned char *p, size_t n, gev__ws_header *h);
+
+/* As gev__ws_parse_header for the header at the front of @p in, also
+ * when the ring wraps inside it (at most GEV__WS_MAX_HEADER bytes are
+ * copied then). The echo's usual frame (FIN, no RSV bit, text or binary,
+ * masked, a length below 126) is read by a shortcut that must agree with
+ * the parser (fuzz-ws checks that it does). *front (when not NULL) gets
+ * the start of the ring's first contiguous segment and *front_len its
+ * length (every byte in `in` up to the wrap), so a frame lying there
+ * whole needs no ringbuffer_linearize. */
+int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh,
+                        unsigned char **front, size_t *front_len);
 
 /* Writes a header for a frame of len bytes to out (room for
  * GEV__WS_MAX_HEADER); mask NULL for an unmasked frame. Returns its size. */

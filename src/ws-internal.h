@@ -91,10 +91,6 @@ void gev__ws_accept_key(const char *key, size_t len, char out[29]);
 /* Builds the client's request into ws->request and ws->accept. */
 int gev__ws_client_request(gev_ws *ws, const char *hostport, const char *path);
 
-/* ws-rx.c: parses the frame header at the front of @p in (as
- * gev__ws_parse_header), also when the ring wraps inside it. */
-int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh);
-
 /* ws-server.c: the options of a gev_ws_server_new server, for on_connect. */
 void gev__ws_server_on_connect(gev_conn *c);
 

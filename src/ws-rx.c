@@ -179,51 +179,6 @@ static int on_payload(gev_ws *ws, ringbuffer *in)
   return ws->fh.fin ? finish_message(ws) : 1;
 }
 
-/* As gev__ws_peek_header; *front (when not NULL) also gets the start of
- * the ring's first contiguous segment and *front_len its length (every
- * byte in `in` up to the wrap), so a frame lying there whole needs no
- * ringbuffer_linearize. */
-static int peek_header(ringbuffer *in, gev__ws_header *fh,
-                       unsigned char **front, size_t *front_len)
-{
-  unsigned char hb[GEV__WS_MAX_HEADER];
-  const unsigned char *hp;
-  struct iovec seg[2];
-  size_t got = ringbuffer_peek(in, ringbuffer_len(in), seg);
-  size_t avail = got < sizeof(hb) ? got : sizeof(hb);
-
-  /* Parsed where it lies unless the ring wraps inside it. */
-  hp = seg[0].iov_base;
-  if (avail > seg[0].iov_len) {
-    memcpy(hb, seg[0].iov_base, seg[0].iov_len);
-    memcpy(hb + seg[0].iov_len, seg[1].iov_base, avail - seg[0].iov_len);
-    hp = hb;
-  }
-  if (front) {
-    *front = seg[0].iov_base;
-    *front_len = seg[0].iov_len;
-  }
-  /* The echo's usual frame (FIN, no RSV bit, text or binary, masked, a
-   * length below 126) is read here; anything else goes through the
-   * parser's every check. */
-  if (avail >= 6 && (hp[0] == 0x81 || hp[0] == 0x82) && hp[1] >= 0x80 &&
-      hp[1] < 0x80 + 126) {
-    fh->fin = true;
-    fh->opcode = hp[0] & 0x0f;
-    fh->masked = true;
-    fh->len = hp[1] & 0x7f;
-    memcpy(fh->mask, hp + 2, 4);
-    fh->size = 6;
-    return 6;
-  }
-  return gev__ws_parse_header(hp, avail, fh);
-}
-
-int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh)
-{
-  return peek_header(in, fh, NULL, NULL);
-}
-
 /* A whole unfragmented message in `in`: unmasked where it lies, @p front
  * when the ring does not wrap inside it (front_len covers it). */
 static int on_whole(gev_ws *ws, const gev__ws_header *fh, ringbuffer *in,
@@ -270,7 +225,7 @@ static int rx_step(gev_ws *ws, ringbuffer *in)
 
   if (ws->in_frame)
     return on_payload(ws, in);
-  if ((r = peek_header(in, &fh, &front, &front_len)) <= 0)
+  if ((r = gev__ws_peek_header(in, &fh, &front, &front_len)) <= 0)
     return r;
   if (fh.masked == ws->client)
     return -GEV_WS_CLOSE_PROTOCOL_ERROR; /* 5.1: clients mask, servers not */

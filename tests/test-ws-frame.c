@@ -183,7 +183,7 @@ START_TEST(test_peek_header_wrapped)
     ringbuffer_peek(rb, n, seg);
     if (k > 0 && k < n)
       ck_assert_uint_eq(seg[0].iov_len, k);
-    ck_assert_int_eq(gev__ws_peek_header(rb, &h), (int)n);
+    ck_assert_int_eq(gev__ws_peek_header(rb, &h, NULL, NULL), (int)n);
     ck_assert(h.len == 70000 && h.masked && h.fin && h.opcode == 2);
     ck_assert(memcmp(h.mask, mask, 4) == 0);
     /* Short of one byte: more is needed, across the wrap too. */
@@ -192,7 +192,7 @@ START_TEST(test_peek_header_wrapped)
     ringbuffer_retrieve(rb, cap - k - 1);
     ck_assert_int_eq(ringbuffer_write(rb, hb, n - 1), 0);
     ringbuffer_retrieve(rb, 1);
-    ck_assert_int_eq(gev__ws_peek_header(rb, &h), 0);
+    ck_assert_int_eq(gev__ws_peek_header(rb, &h, NULL, NULL), 0);
     ringbuffer_free(rb);
   }
 }
