@@ -2,9 +2,9 @@
 # tls-example-test.sh BUILD_EXAMPLES_DIR CERTS_SCRIPT - the examples over
 # TLS against real clients: echo --tls-cert with tls-client and openssl
 # s_client; http --tls-cert with curl (GET, keep-alive reuse) and a
-# pipelined pair through s_client; websocket --tls-cert with node's ws
-# and Python's websockets over wss:// (each step skips, saying so, without
-# its package). Every step
+# pipelined pair through s_client; websocket --tls-cert with node's ws,
+# Python's websockets (each skips, saying so, without its package) and
+# gev's ws-client over wss://. Every step
 # is bounded by timeout(1).
 # Exit 77 (skip) only when openssl or curl is missing, saying which.
 set -u
@@ -72,6 +72,19 @@ if command -v node >/dev/null && node -e "require('ws')" 2>/dev/null; then
 else
   echo "SKIP (this step only): node or node-ws not installed; CI installs them"
 fi
+# gev's own ws-client over wss://, by name and by IP, text and binary;
+# a certificate from another CA is refused before any message.
+printf 'one\ntwo\n' | timeout 20 "$bin/ws-client" -c "$tmp/ca.pem" \
+  "wss://localhost:$port/echo" >"$tmp/wsc.out" 2>&1 || fail "ws-client over wss: $(cat "$tmp/wsc.out")"
+[ "$(cat "$tmp/wsc.out")" = "$(printf 'one\ntwo\nclosed 1000')" ] || fail "ws-client over wss: $(cat "$tmp/wsc.out")"
+printf 'bin\n' | timeout 20 "$bin/ws-client" -b --ca "$tmp/ca.pem" \
+  "wss://127.0.0.1:$port/echo" >"$tmp/wsc.out" 2>&1 || fail "ws-client over wss by IP: $(cat "$tmp/wsc.out")"
+[ "$(cat "$tmp/wsc.out")" = "$(printf 'binary 3\nclosed 1000')" ] || fail "ws-client over wss by IP: $(cat "$tmp/wsc.out")"
+if printf 'x\n' | timeout 20 "$bin/ws-client" -c "$tmp/rogue-ca.pem" \
+  "wss://localhost:$port/echo" >"$tmp/wsc.out" 2>&1; then
+  fail "ws-client accepted a certificate from another CA: $(cat "$tmp/wsc.out")"
+fi
+grep -q '^x$' "$tmp/wsc.out" && fail "ws-client echoed through an unverified server"
 # And Python's websockets (Debian python3-websockets), Debian's interpreter.
 if /usr/bin/python3 -c 'import websockets' 2>/dev/null; then
   WS_CA="$tmp/ca.pem" timeout 30 /usr/bin/python3 "$here/ws/py-client.py" \
@@ -80,4 +93,4 @@ if /usr/bin/python3 -c 'import websockets' 2>/dev/null; then
 else
   echo "SKIP (this step only): python3-websockets not installed; CI installs it"
 fi
-echo "ok: echo, http and websocket over TLS (tls-client, s_client, curl, node ws, python websockets)"
+echo "ok: echo, http and websocket over TLS (tls-client, s_client, curl, node ws, python websockets, ws-client)"

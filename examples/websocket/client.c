@@ -5,8 +5,15 @@
  * "closed CODE", or "closed CODE" as soon as the server closes. Exits 0
  * after a close, 1 on a failure or after 10 s (-t MS).
  *
- *   ws-client [-b] [-n COUNT] [-t MS] [-p PROTOCOLS] ws://host:port/path */
+ *   ws-client [-b] [-n COUNT] [-t MS] [-p PROTOCOLS] [-c CA] URL
+ *
+ * URL is ws://host:port/path, or wss:// in a build with libgev-tls: the
+ * server's certificate is verified against the host's name (or IP
+ * address) and CA (-c/--ca FILE; the system's store without it). */
 #include <gev/gev.h>
+#ifdef GEV_EXAMPLE_TLS
+#include <gev/tls.h>
+#endif
 
 #include <getopt.h>
 #include <stdio.h>
@@ -83,32 +90,62 @@ int main(int argc, char **argv)
   long timeout_ms = 10000;
   int c, r;
 
-  while ((c = getopt(argc, argv, "bn:t:p:")) != -1) {
+  static const struct option lo[] = {{"ca", required_argument, 0, 'c'},
+                                     {0, 0, 0, 0}};
+  const char *ca = NULL, *url;
+
+  while ((c = getopt_long(argc, argv, "bn:t:p:c:", lo, NULL)) != -1) {
     switch (c) {
     case 'b': opcode = GEV_WS_BINARY; break;
     case 'n': want = atol(optarg); break;
     case 't': timeout_ms = atol(optarg); break;
     case 'p': wo.protocols = optarg; break;
+    case 'c': ca = optarg; break;
     default:
-      fprintf(stderr, "usage: %s [-b] [-n COUNT] [-t MS] [-p PROTOCOLS] URL\n",
+      fprintf(stderr,
+              "usage: %s [-b] [-n COUNT] [-t MS] [-p PROTOCOLS] [-c CA] URL\n",
               argv[0]);
       return 2;
     }
   }
   if (optind + 1 != argc)
     return 2;
+  url = argv[optind];
   read_lines();
   if (want < 0)
     want = (long)nlines;
-  if (gev_loop_new(&loop) < 0)
-    return 1;
-  if ((r = gev_ws_connect(loop, argv[optind], &h, &wo, NULL)) < 0) {
-    fprintf(stderr, "ws-client: %s\n", gev_strerror(r));
+#ifdef GEV_EXAMPLE_TLS
+  gev_tls_ctx *tls = NULL;
+  if (strncmp(url, "wss://", 6) == 0) {
+    gev_tls_options to = {.ca_file = ca};
+    if (gev_tls_ctx_new(&tls, &to) < 0) {
+      fprintf(stderr, "ws-client: %s\n", gev_tls_error());
+      return 1;
+    }
+    if ((r = gev_tls_ws_options(&wo, tls, url)) < 0) {
+      fprintf(stderr, "ws-client: %s: %s\n", url, gev_strerror(r));
+      gev_tls_ctx_unref(tls);
+      return 1;
+    }
+  }
+#else
+  if (strncmp(url, "wss://", 6) == 0 || ca) {
+    fprintf(stderr, "ws-client: wss:// and --ca need a build with "
+                    "libgev-tls (OpenSSL)\n");
     return 1;
   }
-  gev_loop_run_after(loop, (uint64_t)timeout_ms, on_deadline, NULL);
-  gev_loop_run(loop);
-  gev_loop_free(loop);
+#endif
+  if ((r = gev_loop_new(&loop)) < 0 ||
+      (r = gev_ws_connect(loop, url, &h, &wo, NULL)) < 0)
+    fprintf(stderr, "ws-client: %s\n", gev_strerror(r));
+  else {
+    gev_loop_run_after(loop, (uint64_t)timeout_ms, on_deadline, NULL);
+    gev_loop_run(loop);
+  }
+  gev_loop_free(loop); /* NULL when it was not made */
+#ifdef GEV_EXAMPLE_TLS
+  gev_tls_ctx_unref(tls); /* after the loop: its connections used it */
+#endif
   for (size_t i = 0; i < nlines; i++)
     free(lines[i]);
   free(lines);
