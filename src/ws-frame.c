@@ -231,11 +231,8 @@ int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh,
     *front = seg[0].iov_base;
     *front_len = seg[0].iov_len;
   }
-  /* The echo's usual frame (FIN, no RSV bit, text or binary, masked, a
-   * length below 126) is read here; anything else goes through the
-   * parser's every check. */
-  if (avail >= 6 && (hp[0] == 0x81 || hp[0] == 0x82) && hp[1] >= 0x80 &&
-      hp[1] < 0x80 + 126) {
+  /* Anything but the usual frame goes through the parser's every check. */
+  if (avail >= 6 && gev__ws_short_masked(hp)) {
     fh->fin = true;
     fh->opcode = hp[0] & 0x0f;
     fh->masked = true;

@@ -35,14 +35,21 @@ typedef struct gev__ws_header {
  * them. */
 int gev__ws_parse_header(const unsigned char *p, size_t n, gev__ws_header *h);
 
+/* The usual frame of a client's echo traffic, in a 6-byte header: FIN,
+ * no RSV bit, text or binary, masked, a length below 126 (h[0..2) is
+ * read). The receive path takes such frames without the parser, so this
+ * must accept only headers the parser accepts alike (fuzz-ws checks). */
+static inline bool gev__ws_short_masked(const unsigned char *h)
+{
+  return (h[0] == 0x81 || h[0] == 0x82) && h[1] >= 0x80 && h[1] < 0x80 + 126;
+}
+
 /* As gev__ws_parse_header for the header at the front of @p in, also
  * when the ring wraps inside it (at most GEV__WS_MAX_HEADER bytes are
- * copied then). The echo's usual frame (FIN, no RSV bit, text or binary,
- * masked, a length below 126) is read by a shortcut that must agree with
- * the parser (fuzz-ws checks that it does). *front (when not NULL) gets
- * the start of the ring's first contiguous segment and *front_len its
- * length (every byte in `in` up to the wrap), so a frame lying there
- * whole needs no ringbuffer_linearize. */
+ * copied then); gev__ws_short_masked frames by a shortcut. *front (when
+ * not NULL) gets the start of the ring's first contiguous segment and
+ * *front_len its length (every byte in `in` up to the wrap), so a frame
+ * lying there whole needs no ringbuffer_linearize. */
 int gev__ws_peek_header(ringbuffer *in, gev__ws_header *fh,
                         unsigned char **front, size_t *front_len);
 

@@ -275,8 +275,7 @@ static int rx_burst(gev_ws *ws, ringbuffer *in, ringbuffer *out)
     unsigned char *h = p + off;
     size_t n = h[1] & 0x7f;
 
-    if ((h[0] != 0x81 && h[0] != 0x82) || h[1] < 0x80 || n >= 126 ||
-        n0 - off - 6 < n || n > ws->max_message)
+    if (!gev__ws_short_masked(h) || n0 - off - 6 < n || n > ws->max_message)
       break;
     if (shown && ws->answers && output_high(ws, out))
       break;
