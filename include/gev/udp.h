@@ -7,6 +7,11 @@
  * `batch` datagrams with one recvmmsg into buffers the loop owns (no
  * allocation per datagram), and the replies sent during those callbacks
  * leave together with one sendmmsg once the batch has been handled.
+ * Those buffers are GEV_UDP_BATCH_MAX slots of GEV_UDP_MAX_DATAGRAM bytes
+ * (4 MiB of address space) and a 256 KiB send area per loop that has a
+ * UDP socket, kept until the loop ends; only the pages datagrams have
+ * filled become resident (a burst of 64 KiB datagrams can make it a few
+ * MiB; small ones, the first page of each slot used).
  *
  * Sending. gev_udp_send_to copies the datagram and returns at once, from
  * any thread. The kernel's EAGAIN never reaches the caller: a datagram the
