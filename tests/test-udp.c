@@ -868,21 +868,36 @@ static void reply_dgram(gev_udp *u, const gev_udp_datagram *d)
 
 static const gev_udp_handler reply_h = {reply_dgram, count_error, count_close};
 
-/* The source address of a reply to `fd`'s datagram sent to ip:port. */
-static void source_of_reply(int fd, const char *ip, int port, char *out,
-                            size_t cap)
+/* The source address of the reply to a datagram sent from `fd` (of
+ * `family`) to ip:port; over IPv6 an IPv4 address is ::ffff:a.b.c.d. */
+static void source_of_reply(int fd, int family, const char *ip, int port,
+                            char *out, size_t cap)
 {
-  struct sockaddr_in to = v4(ip, port), from;
-  socklen_t len = sizeof(from);
-  char buf[16];
+  struct sockaddr_storage to = {.ss_family = (sa_family_t)family}, from;
+  struct sockaddr_in *t4 = (struct sockaddr_in *)&to;
+  struct sockaddr_in6 *t6 = (struct sockaddr_in6 *)&to;
+  socklen_t len = sizeof(from),
+            tlen = family == AF_INET ? sizeof(*t4) : sizeof(*t6);
+  char buf[64];
 
-  ck_assert_int_eq(
-      sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to, sizeof(to)),
-      (ssize_t)strlen(ip));
+  if (family == AF_INET) {
+    t4->sin_port = htons((uint16_t)port);
+    ck_assert_int_eq(inet_pton(AF_INET, ip, &t4->sin_addr), 1);
+  } else {
+    t6->sin6_port = htons((uint16_t)port);
+    ck_assert_int_eq(inet_pton(AF_INET6, ip, &t6->sin6_addr), 1);
+  }
+  ck_assert_int_eq(sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to, tlen),
+                   (ssize_t)strlen(ip));
   ck_assert_int_eq(
       recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
       (ssize_t)strlen(ip));
-  inet_ntop(AF_INET, &from.sin_addr, out, (socklen_t)cap);
+  if (family == AF_INET)
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&from)->sin_addr, out,
+              (socklen_t)cap);
+  else
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&from)->sin6_addr, out,
+              (socklen_t)cap);
 }
 
 /* gev_udp_reply on a wildcard bind answers from the address the client
@@ -903,11 +918,11 @@ START_TEST(reply_from_local)
   getsockname(fd, (struct sockaddr *)&me, &len);
   th_lt_start(&lt);
   ck_assert_int_eq(gev_udp_new(&u, lt.l, &reply_h, &o), 0);
-  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
   ck_assert_str_eq(src, "127.0.0.2");
-  source_of_reply(fd, "127.0.0.1", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET, "127.0.0.1", gev_udp_port(u), src, sizeof(src));
   ck_assert_str_eq(src, "127.0.0.1");
-  source_of_reply(fd, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET, "127.0.0.2", gev_udp_port(u), src, sizeof(src));
   ck_assert_str_eq(src, "127.0.0.2");
 
   local = v4("127.0.0.2", gev_udp_port(u));
@@ -932,27 +947,6 @@ START_TEST(reply_from_local)
 }
 END_TEST
 
-/* The source address of the reply to a datagram sent from `fd` to
- * ip:port over IPv6 (an IPv4 address as ::ffff:a.b.c.d). */
-static void source_of_reply6(int fd, const char *ip, int port, char *out,
-                             size_t cap)
-{
-  struct sockaddr_in6 to = {.sin6_family = AF_INET6,
-                            .sin6_port = htons((uint16_t)port)},
-                      from;
-  socklen_t len = sizeof(from);
-  char buf[64];
-
-  ck_assert_int_eq(inet_pton(AF_INET6, ip, &to.sin6_addr), 1);
-  ck_assert_int_eq(
-      sendto(fd, ip, strlen(ip), 0, (struct sockaddr *)&to, sizeof(to)),
-      (ssize_t)strlen(ip));
-  ck_assert_int_eq(
-      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
-      (ssize_t)strlen(ip));
-  inet_ntop(AF_INET6, &from.sin6_addr, out, (socklen_t)cap);
-}
-
 /* gev_udp_reply over IPv6: "[::]" is dual stack, so IPv4 datagrams
  * arrive with a mapped local address (IPV6_PKTINFO says ::ffff:127.0.0.2)
  * and the reply must leave from it as IPv4 (the kernel takes a mapped
@@ -975,11 +969,13 @@ START_TEST(reply_from_local_v6)
   getsockname(fd, (struct sockaddr *)&me, &len);
   th_lt_start(&lt);
   ck_assert_int_eq(gev_udp_new(&u, lt.l, &reply_h, &o), 0);
-  source_of_reply6(fd, "::ffff:127.0.0.2", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET6, "::ffff:127.0.0.2", gev_udp_port(u), src,
+                  sizeof(src));
   ck_assert_str_eq(src, "::ffff:127.0.0.2");
-  source_of_reply6(fd, "::1", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET6, "::1", gev_udp_port(u), src, sizeof(src));
   ck_assert_str_eq(src, "::1");
-  source_of_reply6(fd, "::ffff:127.0.0.3", gev_udp_port(u), src, sizeof(src));
+  source_of_reply(fd, AF_INET6, "::ffff:127.0.0.3", gev_udp_port(u), src,
+                  sizeof(src));
   ck_assert_str_eq(src, "::ffff:127.0.0.3");
 
   /* From this thread (the send queue) to a mapped peer. */
