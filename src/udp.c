@@ -320,6 +320,11 @@ static int open_socket(gev_udp *u, const gev_udp_options *o,
     return err;
   u->bound = *bind_to;
   u->family = bind_to->ss.ss_family;
+  /* No control buffer on a unix socket: a local peer could attach
+   * SCM_RIGHTS to a datagram, and given one, the kernel would install
+   * those fds here, where nothing closes them. Without it, it drops them. */
+  if (u->family == AF_UNIX)
+    u->pktinfo = false;
   u->port = gev__addr_local_port(u->io.fd);
   atomic_store(&u->fd_pub, u->io.fd);
   if (peer) {

@@ -832,6 +832,57 @@ START_TEST(connected_mode)
 }
 END_TEST
 
+/* A local peer may attach file descriptors (SCM_RIGHTS) to a unix
+ * datagram. With a control buffer the kernel installs them in this
+ * process, where nothing would close them; pktinfo (meaningless on a unix
+ * socket) must not bring one. 20 datagrams x 3 fds each. */
+START_TEST(unix_passed_fds_dropped)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  char spath[64], addr[80];
+  struct sockaddr_un sa;
+  th_loop_thread lt;
+  gev_udp_options o = {.pktinfo = true};
+  gev_udp *u;
+  int fd, before;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-scm-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  o.address = addr;
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &count_h, &o), 0);
+  unix_addr(&sa, spath);
+  fd = cli(AF_UNIX, NULL, 0);
+  th_run_in_loop(lt.l, th_noop, NULL); /* started */
+  before = th_count_fds();
+  for (int i = 0; i < 20; i++) {
+    int fds[3] = {0, 1, 2};
+    _Alignas(struct cmsghdr) unsigned char cbuf[CMSG_SPACE(sizeof(fds))];
+    struct iovec iov = {(void *)"x", 1};
+    struct msghdr m = {.msg_name = &sa,
+                       .msg_namelen = sizeof(sa),
+                       .msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = cbuf,
+                       .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+
+    memset(cbuf, 0, sizeof(cbuf));
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+    ck_assert_int_eq(sendmsg(fd, &m, 0), 1);
+  }
+  ck_assert(th_wait_int((const volatile int *)&n_dgrams, 20, 5000));
+  ck_assert_int_eq(th_count_fds(), before);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 /* ---- options ------------------------------------------------------------ */
 
 /* IP_PKTINFO on a wildcard bind tells which local address was asked:
@@ -1338,6 +1389,7 @@ static Suite *udp_suite(void)
       {"pktinfo_local", pktinfo_local, 30},
       {"reply_from_local", reply_from_local, 30},
       {"reply_from_local_v6", reply_from_local_v6, 30},
+      {"unix_passed_fds_dropped", unix_passed_fds_dropped, 30},
       {"wildcard_v6_dual_stack", wildcard_v6_dual_stack, 30},
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},

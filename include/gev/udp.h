@@ -121,7 +121,9 @@ typedef struct gev_udp_options {
   bool reuse_port; /**< SO_REUSEPORT: several sockets share the address */
   bool broadcast;  /**< SO_BROADCAST: may send to broadcast addresses */
   /** IP_PKTINFO / IPV6_RECVPKTINFO: fill gev_udp_datagram.local (and
-   *  let gev_udp_reply answer from it). */
+   *  let gev_udp_reply answer from it). Ignored on unix sockets, which
+   *  read no control data at all: file descriptors a peer attaches
+   *  (SCM_RIGHTS) are closed by the kernel, never installed here. */
   bool pktinfo;
   int batch;  /**< datagrams per recvmmsg; 0 = 32; 1..GEV_UDP_BATCH_MAX */
   int rcvbuf; /**< > 0: SO_RCVBUF */
