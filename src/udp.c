@@ -257,11 +257,16 @@ static void start_task(void *arg)
     gev__udp_move(u, GEV__UE_DRAIN);
 }
 
-/* The loop was freed with the start task unrun. */
+/* The loop was freed with the start task unrun: the socket is closed as
+ * by a loop that ended, so later sends fail instead of posting to the
+ * freed loop. */
 static void start_drop(void *arg)
 {
   gev_udp *u = arg;
 
+  pthread_mutex_lock(&u->mu);
+  atomic_store(&u->closed, true);
+  pthread_mutex_unlock(&u->mu);
   atomic_store(&u->detached, true);
   gev__udp_unref(u);
 }

@@ -230,7 +230,8 @@ GEV_EXPORT int gev_udp_connect(gev_udp *u, const char *address);
  * on_close runs in the loop's thread. Sends fail with -ENOTCONN from the
  * return on. Any thread; idempotent. The reference stays the caller's.
  * @param u the socket
- * @return 0; -EINVAL for NULL; -EALREADY when it was closed before.
+ * @return 0; -EINVAL for NULL; -EALREADY when it was closed before
+ *         (also by its loop: it ended, or was freed before it ran).
  */
 GEV_EXPORT int gev_udp_close(gev_udp *u);
 
