@@ -464,6 +464,12 @@ static socklen_t local_of(const gev_udp *u, struct msghdr *h,
       struct sockaddr_in *a = (struct sockaddr_in *)out;
       struct in_pktinfo pi;
       memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+      /* A broadcast was not sent to one of this host's addresses: the
+       * one of the interface it came in on (ipi_spec_dst) is what was
+       * asked, and what a reply may leave from. A group stays itself. */
+      if (!IN_MULTICAST(ntohl(pi.ipi_addr.s_addr)) &&
+          pi.ipi_addr.s_addr != pi.ipi_spec_dst.s_addr)
+        pi.ipi_addr = pi.ipi_spec_dst;
       *a = (struct sockaddr_in){.sin_family = AF_INET,
                                 .sin_port = htons((uint16_t)u->port),
                                 .sin_addr = pi.ipi_addr};

@@ -573,13 +573,20 @@ static int src_of(const gev_udp *u, const gev_udp_datagram *d,
     return 0; /* not known: the kernel's choice */
   if (d->local->sa_family != u->family)
     return -EINVAL;
+  /* No datagram may leave from a group or a broadcast address: a reply
+   * to one sent there leaves from the kernel's choice. */
   if (u->family == AF_INET && d->local_len >= sizeof(struct sockaddr_in)) {
+    struct in_addr a = ((const struct sockaddr_in *)d->local)->sin_addr;
+    if (IN_MULTICAST(ntohl(a.s_addr)) || a.s_addr == htonl(INADDR_BROADCAST))
+      return 0;
     out->family = AF_INET;
-    out->a.v4 = ((const struct sockaddr_in *)d->local)->sin_addr;
+    out->a.v4 = a;
     return 0;
   }
   if (u->family == AF_INET6 && d->local_len >= sizeof(struct sockaddr_in6)) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)d->local;
+    if (IN6_IS_ADDR_MULTICAST(&a->sin6_addr))
+      return 0;
     out->family = AF_INET6;
     out->a.v6 = a->sin6_addr;
     out->ifindex = a->sin6_scope_id;

@@ -1173,6 +1173,56 @@ START_TEST(broadcast)
 }
 END_TEST
 
+/* gev_udp_reply to a broadcast: the reply cannot leave from
+ * 127.255.255.255 (the kernel refused it, -ENETUNREACH, and the client
+ * heard nothing); it leaves from the interface's address, 127.0.0.1,
+ * which is also what datagram.local shows. */
+static char reply_local[64];
+
+static void reply_note_local(gev_udp *u, const gev_udp_datagram *d)
+{
+  const struct sockaddr_in *a = (const struct sockaddr_in *)d->local;
+
+  if (a)
+    inet_ntop(AF_INET, &a->sin_addr, reply_local, sizeof(reply_local));
+  reply_dgram(u, d);
+}
+
+static const gev_udp_handler reply_note_h = {reply_note_local, count_error,
+                                             count_close};
+
+START_TEST(reply_to_broadcast)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  th_loop_thread lt;
+  gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
+  struct sockaddr_in from;
+  socklen_t len = sizeof(from);
+  char buf[8], src[INET_ADDRSTRLEN];
+  int one = 1, fd = cli(AF_INET, NULL, 0);
+  gev_udp *u;
+
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)),
+                   0);
+  th_lt_start(&lt);
+  ck_assert_int_eq(gev_udp_new(&u, lt.l, &reply_note_h, &o), 0);
+  struct sockaddr_in to = v4("127.255.255.255", gev_udp_port(u));
+  ck_assert_int_eq(sendto(fd, "all", 3, 0, (struct sockaddr *)&to, sizeof(to)),
+                   3);
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len), 3);
+  inet_ntop(AF_INET, &from.sin_addr, src, sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.1");
+  th_run_in_loop(lt.l, th_noop, NULL); /* reply_local was written there */
+  ck_assert_str_eq(reply_local, "127.0.0.1");
+  ck_assert_int_eq(atomic_load(&n_errors), 0);
+  close(fd);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+}
+END_TEST
+
 /* Multicast on loopback: a socket joined to 239.255.0.1 on 127.0.0.1
  * receives what a sender sends to the group through 127.0.0.1; after
  * leaving, it receives nothing more. */
@@ -1395,6 +1445,7 @@ static Suite *udp_suite(void)
       {"reply_from_local", reply_from_local, 30},
       {"reply_from_local_v6", reply_from_local_v6, 30},
       {"unix_passed_fds_dropped", unix_passed_fds_dropped, 30},
+      {"reply_to_broadcast", reply_to_broadcast, 30},
       {"wildcard_v6_dual_stack", wildcard_v6_dual_stack, 30},
       {"broadcast", broadcast, 30},
       {"multicast", multicast, 30},

@@ -80,6 +80,9 @@ typedef struct gev_udp_datagram {
   /** With gev_udp_options.pktinfo: the address the datagram was sent to
    *  (the destination IP, with the socket's port), which tells a socket
    *  bound to a wildcard address which of the host's addresses was asked.
+   *  A datagram sent to a broadcast address shows the address of the
+   *  interface it came in on; one sent to a multicast group shows the
+   *  group (gev_udp_reply then leaves from the kernel's choice).
    *  NULL (local_len 0) without the option or for unix sockets. */
   const struct sockaddr *local;
   socklen_t local_len;
