@@ -105,6 +105,17 @@ static int header_line(const char *p, const char *eol, head *h)
   return 0;
 }
 
+/* No control character in a line but HTAB (RFC 7230 3.2): a bare LF
+ * would otherwise stay inside a value, and a value the server echoes
+ * (the subprotocol) could then carry a header line of the peer's own. */
+static bool line_chars_ok(const char *p, const char *eol)
+{
+  for (; p < eol; p++)
+    if (((unsigned char)*p < 32 && *p != '\t') || *p == 127)
+      return false;
+  return true;
+}
+
 static int parse_head(const char *p, size_t n, head *h)
 {
   const char *end = p + n - 2; /* the blank line's CRLF */
@@ -114,7 +125,7 @@ static int parse_head(const char *p, size_t n, head *h)
   while (p < end) {
     const char *eol = memchr(p, '\r', (size_t)(end - p));
 
-    if (!eol || eol[1] != '\n')
+    if (!eol || eol[1] != '\n' || !line_chars_ok(p, eol))
       return -1;
     if (first ? first_line(p, eol, h) : header_line(p, eol, h))
       return -1;
@@ -127,6 +138,12 @@ static int parse_head(const char *p, size_t n, head *h)
 static bool span_is(span s, const char *lit)
 {
   return s.n == strlen(lit) && strncasecmp(s.p, lit, s.n) == 0;
+}
+
+/* Case matters: the method, the HTTP version and base64 values. */
+static bool span_eq(span s, const char *lit)
+{
+  return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
 }
 
 /* The index of header @p name from @p from on, or -1. */
@@ -193,6 +210,9 @@ static bool add_offer(span t, void *arg)
 
   if (o->n == PROTOCOLS_MAX || o->used + t.n + 1 > sizeof(o->buf))
     return true; /* the rest are not offered */
+  for (size_t i = 0; i < t.n; i++)
+    if (!token_char(t.p[i]))
+      return false; /* not a token (4.1): not offered */
   memcpy(o->buf + o->used, t.p, t.n);
   o->buf[o->used + t.n] = '\0';
   o->list[o->n++] = o->buf + o->used;
@@ -231,7 +251,7 @@ static int check_request(gev_ws *ws, const head *h, char accept[29])
   unsigned char key[20];
   int k = find(h, "Sec-WebSocket-Key", 0), v;
 
-  if (!span_is(h->first[0], "GET"))
+  if (!span_eq(h->first[0], "GET"))
     return 400;
   if (h->first[2].n != 8 || strncmp(h->first[2].p, "HTTP/1.", 7) ||
       h->first[2].p[7] < '1' || h->first[2].p[7] > '9')
@@ -365,12 +385,12 @@ static bool check_answer(gev_ws *ws, const head *h)
   int a = find(h, "Sec-WebSocket-Accept", 0), p;
   char pick[256];
 
-  if (!span_is(h->first[0], "HTTP/1.1") || !span_is(h->first[1], "101"))
+  if (!span_eq(h->first[0], "HTTP/1.1") || !span_eq(h->first[1], "101"))
     return false;
   if (!has_token(h, "Upgrade", "websocket") ||
       !has_token(h, "Connection", "upgrade"))
     return false;
-  if (a < 0 || !span_is(h->value[a], ws->accept))
+  if (a < 0 || !span_eq(h->value[a], ws->accept))
     return false;
   if (find(h, "Sec-WebSocket-Extensions", 0) >= 0)
     return false; /* none was offered */

@@ -4,6 +4,7 @@
  * answers wrongly on purpose (a bad Sec-WebSocket-Accept, no 101, masked
  * frames). */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -422,7 +423,14 @@ static int read_close(int fd)
   return p[0] << 8 | p[1];
 }
 
-typedef enum { GOOD, BAD_ACCEPT, NOT_101, MASKED_FRAME, EXTENSION } answer;
+typedef enum {
+  GOOD,
+  BAD_ACCEPT,
+  ACCEPT_CASE, /* the right value with one letter's case changed */
+  NOT_101,
+  MASKED_FRAME,
+  EXTENSION
+} answer;
 
 static void raw_server_case(answer how, int want_fails, int want_code)
 {
@@ -439,6 +447,16 @@ static void raw_server_case(answer how, int want_fails, int want_code)
   client_start(&r, url, NULL);
   fd = raw_accept(lfd);
   accept = read_request(fd, head, sizeof(head));
+  char swapped[64];
+  snprintf(swapped, sizeof(swapped), "%s", accept);
+  for (char *q = swapped; how == ACCEPT_CASE && *q; q++)
+    if (isalpha((unsigned char)*q)) { /* base64 is case-sensitive */
+      *q = (char)(islower((unsigned char)*q) ? toupper((unsigned char)*q)
+                                             : tolower((unsigned char)*q));
+      break;
+    }
+  if (how == ACCEPT_CASE)
+    accept = swapped;
   snprintf(resp, sizeof(resp),
            how == NOT_101 ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
                           : "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "
@@ -488,6 +506,7 @@ END_TEST
 START_TEST(test_raw_bad_accept)
 {
   raw_server_case(BAD_ACCEPT, 1, 0);
+  raw_server_case(ACCEPT_CASE, 1, 0);
   raw_server_case(NOT_101, 1, 0);
   raw_server_case(EXTENSION, 1, 0);
 }

@@ -727,6 +727,14 @@ START_TEST(test_handshake_validation)
       {"GET / HTTP/1.1\r\nHost: h\r\nOrigin: http://evil.example\r\n" UPG KEY
            V13 "\r\n",
        403},
+      /* The method is case-sensitive (RFC 7230 3.1.1). */
+      {"get / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13 "\r\n", 400},
+      /* A bare LF inside a value: the offered subprotocol would carry a
+       * header line of its own into the answer. */
+      {"GET / HTTP/1.1\r\nHost: h\r\n" UPG KEY V13
+       "Sec-WebSocket-Protocol: superchat\nSet-Cookie: evil=1\r\n\r\n",
+       400},
+      {"GET / HTTP/1.1\r\nHost: h\x01\r\n" UPG KEY V13 "\r\n", 400},
   };
   gev_ws_options wo = {.select_protocol = offer_pick,
                        .check_origin = origin_ok};
