@@ -61,6 +61,10 @@ struct gev_ws {
   int code;
   char reason[124];
   gev_timer_id close_timer, ping_timer, pong_timer;
+  /* Our Close waits in a task of the loop (behind other threads' frames);
+   * what follows it (end or close TCP) waits for it: the task runs it. */
+  bool close_queued;
+  int then_deferred; /* THEN_* of ws.c, while close_queued */
 
   char *path;      /* request target; owned */
   char *protocol;  /* agreed subprotocol, "" for none; owned */

@@ -370,14 +370,29 @@ static void after_close_locked(gev_ws *ws, int then)
     linger(ws);
 }
 
+/* End or close TCP, but never before our Close is out: while its task
+ * waits, a lingering close now would refuse the frame (the peer would see
+ * FIN and no Close), so the task does it. The stronger of two wins. */
+static void finish_locked(gev_ws *ws, int then)
+{
+  if (!ws->close_queued)
+    after_close_locked(ws, then);
+  else if (then > ws->then_deferred)
+    ws->then_deferred = then;
+}
+
 static void close_task_run(void *arg)
 {
   close_task *t = arg;
+  gev_ws *ws = t->ws;
 
-  pthread_mutex_lock(&t->ws->mu);
-  send_frame_locked(t->ws, GEV_WS_CLOSE, t->p, t->n);
-  after_close_locked(t->ws, t->then);
-  pthread_mutex_unlock(&t->ws->mu);
+  pthread_mutex_lock(&ws->mu);
+  send_frame_locked(ws, GEV_WS_CLOSE, t->p, t->n);
+  ws->close_queued = false;
+  after_close_locked(ws,
+                     t->then > ws->then_deferred ? t->then : ws->then_deferred);
+  ws->then_deferred = THEN_NOTHING;
+  pthread_mutex_unlock(&ws->mu);
   gev_conn_unref(t->ws->c);
   free(t);
 }
@@ -395,7 +410,7 @@ static void emit_close(gev_ws *ws, int code, const char *reason, int then)
     unsigned char p[GEV__WS_MAX_CONTROL];
 
     send_frame_locked(ws, GEV_WS_CLOSE, p, close_payload(p, code, reason));
-    after_close_locked(ws, then);
+    finish_locked(ws, then);
     return;
   }
   t->ws = ws;
@@ -406,7 +421,9 @@ static void emit_close(gev_ws *ws, int code, const char *reason, int then)
     gev_conn_unref(ws->c);
     free(t);
     linger(ws);
+    return;
   }
+  ws->close_queued = true;
 }
 
 int gev_ws_close(gev_ws *ws, int code, const char *reason)
@@ -436,7 +453,8 @@ static const char *local_reason(int code)
 }
 
 /* The actions that send run under mu (a sender must not slip a frame in
- * after the Close); the rest run after it. */
+ * after the Close), and so do those that end TCP (they wait for a Close
+ * still queued); the rest run after it. */
 static void act_locked(gev_ws *ws, int action, int code, const char *reason)
 {
   switch (action) {
@@ -449,7 +467,8 @@ static void act_locked(gev_ws *ws, int action, int code, const char *reason)
     emit_close(ws, ws->code == GEV_WS_CLOSE_NO_STATUS ? 0 : ws->code, NULL,
                THEN_END);
     break;
-  case A_END: end_tcp_locked(ws); break;
+  case A_END: finish_locked(ws, THEN_END); break;
+  case A_LINGER: finish_locked(ws, THEN_LINGER); break;
   case A_FAIL:
     ws->code = code;
     emit_close(ws, code, local_reason(code), THEN_LINGER);
@@ -488,7 +507,6 @@ static void act_unlocked(gev_ws *ws, int action)
       ws->h.on_open(ws);
     break;
   case A_ABORT: gev_conn_close(ws->c); break;
-  case A_LINGER: linger(ws); break;
   case A_WAITED:
     if (ws->client)
       gev_conn_close(ws->c); /* the server did not close in time */

@@ -657,6 +657,71 @@ START_TEST(test_big_fragmented_message)
 }
 END_TEST
 
+/* ---- our Close behind another thread's frame ------------------------- */
+
+static void *send_x(void *ws)
+{
+  ck_assert_int_eq(gev_ws_send(ws, GEV_WS_TEXT, "x", 1), 0);
+  return NULL;
+}
+
+/* "go": another thread sends "x" (its frame travels in a task of the
+ * loop), then this one closes: the Close must follow "x", so it waits in
+ * a task too. */
+static void go_then_close(gev_ws *ws, int op, const void *p, size_t n)
+{
+  pthread_t t;
+
+  (void)op;
+  if (n != 2 || memcmp(p, "go", 2) != 0)
+    return;
+  ck_assert_int_eq(pthread_create(&t, NULL, send_x, ws), 0);
+  th_join(t, 10);
+  ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), 0);
+}
+
+static const gev_ws_handler go_close = {.on_message = go_then_close,
+                                        .on_close = echo_close};
+
+/* The peer's next frame is in the same read as "go": its Close (both
+ * Closes through: end TCP) or a protocol error (close TCP). Either must
+ * wait for our queued Close; before, the connection closed first and the
+ * peer got "x", then FIN, never a Close. */
+static void close_behind_case(bool peer_close)
+{
+  ws_srv *w = srv_start(&go_close, NULL, 0);
+  int fd = raw_open(w->port, "/");
+  size_t n1, n2;
+  unsigned char *f1 = raw_frame(0x81, "go", 2, true, &n1);
+  unsigned char *f2 = peer_close ? raw_frame(0x88, "\x03\xe8", 2, true, &n2)
+                                 : raw_frame(0x81, "u", 1, false, &n2);
+  unsigned char both[64];
+
+  th_reset_counters();
+  th_st(&closes, 0);
+  memcpy(both, f1, n1);
+  memcpy(both + n1, f2, n2);
+  ck_assert(th_write_all(fd, both, n1 + n2));
+  raw_expect(fd, 0x81, "x", 1);
+  raw_expect(fd, 0x88,
+             "\x03\xe8"
+             "bye",
+             5);
+  ck_assert(th_wait_eof(fd, 10000));
+  ck_assert(th_wait_int(&closes, 1, 10000));
+  free(f1);
+  free(f2);
+  close(fd);
+  srv_stop(w);
+}
+
+START_TEST(test_close_behind_send)
+{
+  close_behind_case(true);
+  close_behind_case(false);
+}
+END_TEST
+
 /* ---- the opening handshake (RFC 6455 4.2) ------------------------------ */
 
 static const char *offer_pick(const char *const *offered, size_t n, void *arg)
@@ -1069,6 +1134,7 @@ int main(void)
       {"close-then-data", test_close_then_data, 60},
       {"message-limit", test_message_limit, 60},
       {"big-message", test_big_fragmented_message, 120},
+      {"close-behind-send", test_close_behind_send, 30},
       {"handshake-validation", test_handshake_validation, 60},
       {"handshake-limits", test_handshake_limits, 60},
       {"handshake-then-frames", test_handshake_then_frames, 30},
