@@ -131,6 +131,12 @@ struct gev_udp {
   int pending_err;     /* a refused send, for on_error after the pass */
   int io_err;          /* udp-io.c saw the poller fail: udp.c closes */
   bool holding;        /* DRAINING with a queue: holds the server's shutdown */
+  /* An unconnected unix socket learns of room at a peer from no poller
+   * (see udp-io.c): a pushed-back queue is retried on this timer, every
+   * retry_ms (1 to 64, doubling while nothing goes; it holds a ref). */
+  gev_timer_id retry;
+  unsigned retry_ms;
+  bool retry_failed; /* no timer could be had: wait for EPOLLOUT instead */
 };
 
 /* ---- udp.c ------------------------------------------------------------ */
@@ -175,6 +181,8 @@ void gev__udp_flush_queue(gev_udp *u);
  * queue emptied) it reports by scheduling the handle, and udp.c's
  * after-pass call acts. */
 int gev__udp_watch(gev_udp *u);
+/* Stops the retry timer of a pushed-back unix queue (entering CLOSING). */
+void gev__udp_retry_cancel(gev_udp *u);
 /* Frees every datagram of q; returns how many there were. */
 uint64_t gev__udp_q_free(gev__udp_q *q);
 static inline void gev__udp_q_init(gev__udp_q *q)

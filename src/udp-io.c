@@ -187,22 +187,66 @@ static void publish_q(gev_udp *u)
   atomic_store_explicit(&u->q_bytes, u->q.bytes, memory_order_relaxed);
 }
 
+/* Whether EPOLLOUT means the head of the queue may go now. Not on an
+ * unconnected unix socket: its poll reports it writable whatever the
+ * queue of the peer that refused (EAGAIN) holds, so waiting for EPOLLOUT
+ * would spin, one sendmmsg per wake-up, until that peer reads. */
+static bool write_wakes(const gev_udp *u)
+{
+  return u->family != AF_UNIX || atomic_load(&u->connected) || u->retry_failed;
+}
+
 int gev__udp_watch(gev_udp *u)
 {
   unsigned want = 0;
 
   if (u->state == GEV__US_OPEN)
     want |= GEV__EV_READ;
-  if (u->q.head && u->state < GEV__US_CLOSING)
+  if (u->q.head && u->state < GEV__US_CLOSING && write_wakes(u))
     want |= GEV__EV_WRITE;
   return gev__loop_io_set(u->l, &u->io, want);
+}
+
+static void retry_due(void *arg)
+{
+  gev_udp *u = arg;
+
+  u->retry = 0;
+  if (u->q.head && u->state < GEV__US_CLOSING)
+    gev__udp_flush_queue(u); /* arms the next retry if still refused */
+  gev__udp_unref(u);
+}
+
+static void arm_retry(gev_udp *u)
+{
+  if (u->retry)
+    return;
+  u->retry_ms = !u->retry_ms ? 1 : u->retry_ms >= 64 ? 64 : u->retry_ms * 2;
+  gev__udp_ref(u);
+  if (!(u->retry = gev_loop_run_after(u->l, u->retry_ms, retry_due, u))) {
+    gev__udp_unref(u);
+    u->retry_failed = true; /* spinning beats stalling */
+  }
+}
+
+void gev__udp_retry_cancel(gev_udp *u)
+{
+  if (u->retry) {
+    gev_loop_cancel(u->l, u->retry);
+    u->retry = 0;
+    gev__udp_unref(u); /* not the last: the loop's ref lasts to CLOSED */
+  }
 }
 
 /* The queue changed here, where nothing may close the socket: a poller
  * failure is recorded and udp.c's after-pass call acts on it. */
 static void rewatch(gev_udp *u)
 {
-  int err = gev__udp_watch(u);
+  int err;
+
+  if (u->q.head && u->state < GEV__US_CLOSING && !write_wakes(u))
+    arm_retry(u);
+  err = gev__udp_watch(u);
 
   if (err < 0 && u->state < GEV__US_CLOSING && !u->io_err) {
     u->io_err = err;
@@ -304,10 +348,78 @@ static bool flush_some(gev_udp *u)
   return true;
 }
 
+/* An unconnected unix socket's EAGAIN is one peer's full queue, not the
+ * socket's: datagrams to other peers go on, each peer's in order (one
+ * that refused gets nothing after it this round). One sendmmsg of one
+ * datagram each; this runs only while some peer refuses. At most
+ * BLOCKED_MAX refusing peers are stepped around per round. */
+#define BLOCKED_MAX 8
+
+static gev__udp_pkt *q_unlink(gev__udp_q *q, gev__udp_pkt **pp)
+{
+  gev__udp_pkt *k = *pp;
+
+  *pp = k->next;
+  if (q->tail == &k->next)
+    q->tail = pp;
+  q->bytes -= k->len;
+  return k;
+}
+
+static bool same_peer(const gev__udp_pkt *a, const gev__udp_pkt *b)
+{
+  return a->to_len == b->to_len && memcmp(&a->to, &b->to, a->to_len) == 0;
+}
+
+static void flush_around(gev_udp *u)
+{
+  const gev__udp_pkt *blocked[BLOCKED_MAX];
+  gev__udp_pkt **pp = &u->q.head;
+  int nb = 0;
+
+  while (*pp) {
+    gev__udp_pkt *k = *pp;
+    bool skip = false;
+
+    for (int i = 0; i < nb && !skip; i++)
+      skip = same_peer(blocked[i], k);
+    if (skip) {
+      pp = &k->next;
+      continue;
+    }
+    struct iovec iov = {k->data, k->len};
+    struct mmsghdr m = {.msg_hdr = {.msg_name = &k->to,
+                                    .msg_namelen = k->to_len,
+                                    .msg_iov = &iov,
+                                    .msg_iovlen = 1}};
+    gev__udp_count(u, GEV__UC_SEND_CALLS, 1);
+    if (gev__sys_sendmmsg(u->io.fd, &m, 1) == 1) {
+      sent(u, 1, k->len);
+      free(q_unlink(&u->q, pp));
+    } else if (errno == EINTR) {
+      continue;
+    } else if (pushed_back(errno)) {
+      if (nb == BLOCKED_MAX)
+        break;
+      blocked[nb++] = k;
+      pp = &k->next;
+    } else {
+      send_failed(u, -errno);
+      free(q_unlink(&u->q, pp));
+    }
+  }
+}
+
 void gev__udp_flush_queue(gev_udp *u)
 {
   while (u->q.head && flush_some(u))
     ;
+  if (u->q.head && !write_wakes(u))
+    flush_around(u);
+  if (!u->q.head) { /* all out: the next pushback starts its retries anew */
+    u->retry_ms = 0;
+    u->retry_failed = false;
+  }
   publish_q(u);
   rewatch(u);
   if (!u->q.head && u->state == GEV__US_DRAINING)
@@ -362,8 +474,11 @@ static void flush_batch(gev__udp_ctx *c)
       i++; /* that one datagram is refused; the rest may go */
     }
   }
-  if (i < c->nsend)
+  if (i < c->nsend) {
     batch_to_queue(u, c, i);
+    if (!write_wakes(u))
+      gev__udp_flush_queue(u); /* one peer refused: the others go now */
+  }
   for (int j = 0; c->with_src && j < c->nsend; j++) {
     c->smsg[j].msg_hdr.msg_control = NULL;
     c->smsg[j].msg_hdr.msg_controllen = 0;

@@ -110,6 +110,7 @@ static void enter_closing(gev_udp *u)
   }
   dropped(u, gev__udp_q_free(&u->q) + gev__udp_q_free(&taken));
   atomic_store_explicit(&u->q_bytes, 0, memory_order_relaxed);
+  gev__udp_retry_cancel(u);
   close_fd(u);
   gev__handle_schedule(&u->handle);
   if (u->holding) { /* last: it may end the server's shutdown */

@@ -832,6 +832,69 @@ START_TEST(connected_mode)
 }
 END_TEST
 
+/* A unix datagram server whose peer c1 stops reading: once c1's queue is
+ * full (net.unix.max_dgram_qlen, 10 by default) the kernel refuses it
+ * with EAGAIN, but poll keeps saying the socket is writable. Before: one
+ * sendmmsg per wake-up (100,000 in 500 ms), and c2's datagram waited
+ * behind c1's forever. Now c2's goes at once, the retries are few, and
+ * when c1 reads it gets all of its datagrams, in order. */
+START_TEST(unix_full_peer_no_spin)
+{
+  reset(); /* CK_FORK=no (valgrind) runs every case in one process */
+  char spath[64], p1[64], p2[64], addr[80], buf[16];
+  struct sockaddr_un c1, c2;
+  th_loop_thread lt;
+  gev_udp_stats s0, s1;
+  gev_udp *u;
+  int f1, f2;
+
+  snprintf(spath, sizeof(spath), "/tmp/gev-udp-fs-%d", (int)getpid());
+  snprintf(p1, sizeof(p1), "/tmp/gev-udp-f1-%d", (int)getpid());
+  snprintf(p2, sizeof(p2), "/tmp/gev-udp-f2-%d", (int)getpid());
+  snprintf(addr, sizeof(addr), "unix:%s", spath);
+  unlink(p1);
+  unlink(p2);
+  unix_addr(&c1, p1);
+  unix_addr(&c2, p2);
+  f1 = cli(AF_UNIX, (struct sockaddr *)&c1, sizeof(c1));
+  f2 = cli(AF_UNIX, (struct sockaddr *)&c2, sizeof(c2));
+  th_lt_start(&lt);
+  u = open_udp(lt.l, &count_h, addr);
+  for (int i = 0; i < 50; i++) {
+    snprintf(buf, sizeof(buf), "%d", i);
+    ck_assert_int_eq(gev_udp_send_to(u, (struct sockaddr *)&c1, sizeof(c1), buf,
+                                     strlen(buf)),
+                     0);
+  }
+  ck_assert_int_eq(
+      gev_udp_send_to(u, (struct sockaddr *)&c2, sizeof(c2), "hello", 5), 0);
+  ck_assert_int_eq(recv(f2, buf, sizeof(buf), 0), 5); /* 5 s timeout */
+  ck_assert(memcmp(buf, "hello", 5) == 0);
+  ck_assert_int_eq(gev_udp_get_stats(u, &s0), 0);
+  usleep(300 * 1000);
+  ck_assert_int_eq(gev_udp_get_stats(u, &s1), 0);
+  /* Retries back off to one per 64 ms: a handful in 300 ms. */
+  ck_assert_uint_le(s1.send_calls - s0.send_calls, 30);
+  for (int i = 0; i < 50; i++) {
+    char want[16];
+    ssize_t n = recv(f1, buf, sizeof(buf) - 1, 0);
+
+    ck_assert_int_ge(n, 1);
+    buf[n] = '\0';
+    snprintf(want, sizeof(want), "%d", i);
+    ck_assert_str_eq(buf, want);
+  }
+  ck_assert_int_eq(atomic_load(&n_errors), 0);
+  gev_udp_free(u);
+  th_lt_stop(&lt);
+  gev_loop_free(lt.l);
+  close(f1);
+  close(f2);
+  unlink(p1);
+  unlink(p2);
+}
+END_TEST
+
 /* A local peer may attach file descriptors (SCM_RIGHTS) to a unix
  * datagram. With a control buffer the kernel installs them in this
  * process, where nothing would close them; pktinfo (meaningless on a unix
@@ -1445,6 +1508,7 @@ static Suite *udp_suite(void)
       {"reply_from_local", reply_from_local, 30},
       {"reply_from_local_v6", reply_from_local_v6, 30},
       {"unix_passed_fds_dropped", unix_passed_fds_dropped, 30},
+      {"unix_full_peer_no_spin", unix_full_peer_no_spin, 30},
       {"reply_to_broadcast", reply_to_broadcast, 30},
       {"wildcard_v6_dual_stack", wildcard_v6_dual_stack, 30},
       {"broadcast", broadcast, 30},

@@ -21,7 +21,10 @@
  * kernel unless the socket closes first; the kernel or the network may
  * still drop it, as UDP does. Errors the kernel reports for a datagram it
  * refused (-EMSGSIZE, -ECONNREFUSED, -EACCES without broadcast, ...) come
- * to on_error, after the call.
+ * to on_error, after the call. On an unconnected unix socket the kernel
+ * pushes back per peer (a peer's queue is full: it is not reading); the
+ * datagrams to it wait, retried every 1 to 64 ms, while those to other
+ * peers go on; each peer's arrive in the order they were sent.
  *
  * Lifetime. gev_udp_new gives the caller one reference; gev_udp_free
  * closes the socket (if it is open) and drops it, and must be called once
