@@ -8,7 +8,7 @@
  *   state       event        next        action
  *   HANDSHAKE   OPENED       OPEN        on_open, start keepalive
  *   HANDSHAKE   FAIL         CLOSING     close TCP after the queued answer
- *   HANDSHAKE   TIMEOUT      CLOSING     close TCP
+ *   HANDSHAKE   TIMEOUT      CLOSING     close TCP (a client: -ETIMEDOUT)
  *   OPEN        LOCAL_CLOSE  CLOSE_SENT  send Close, arm the close timer
  *   OPEN        PEER_CLOSE   CLOSING     echo the Close, end TCP after it
  *   OPEN        FAIL         CLOSING     send Close(code), close TCP
@@ -55,6 +55,7 @@ enum {
   A_LINGER,
   A_END,
   A_WAITED,
+  A_HS_TIMEOUT,
   A_GONE
 };
 
@@ -68,7 +69,7 @@ typedef struct edge {
 static const edge table[GEV__WS_COUNT][GEV__WE_COUNT] = {
     E(HANDSHAKE, OPENED, OPEN, OPEN),
     E(HANDSHAKE, FAIL, CLOSING, LINGER),
-    E(HANDSHAKE, TIMEOUT, CLOSING, ABORT),
+    E(HANDSHAKE, TIMEOUT, CLOSING, HS_TIMEOUT),
     E(HANDSHAKE, TCP_CLOSED, GONE, GONE),
     E(OPEN, LOCAL_CLOSE, CLOSE_SENT, SEND_CLOSE),
     E(OPEN, PEER_CLOSE, CLOSING, ECHO_CLOSE),
@@ -306,8 +307,9 @@ int gev_ws_send(gev_ws *ws, int opcode, const void *p, size_t n)
    * `out` without mu: mu orders this frame against our Close, and a Close
    * started here is this thread's own doing, while one started by another
    * thread is queued behind `out` by its task (and published its state
-   * with release, read here with acquire). */
-  if (!ws->client && ws->c->cur_out && gev_loop_in_thread(ws->c->loop)) {
+   * with release, read here with acquire). cur_out is the loop's: read
+   * only in its thread. */
+  if (!ws->client && gev_loop_in_thread(ws->c->loop) && ws->c->cur_out) {
     r = __atomic_load_n(&ws->state, __ATOMIC_ACQUIRE) == GEV__WS_OPEN
             ? send_into_out(ws, (unsigned)opcode, p, n)
             : -ENOTCONN;
@@ -507,6 +509,11 @@ static void act_unlocked(gev_ws *ws, int action)
       ws->h.on_open(ws);
     break;
   case A_ABORT: gev_conn_close(ws->c); break;
+  case A_HS_TIMEOUT:
+    if (!ws->hs_err)
+      ws->hs_err = -ETIMEDOUT; /* a client's on_fail says so */
+    gev_conn_close(ws->c);
+    break;
   case A_WAITED:
     if (ws->client)
       gev_conn_close(ws->c); /* the server did not close in time */

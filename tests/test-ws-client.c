@@ -497,6 +497,27 @@ static void raw_server_case(answer how, int want_fails, int want_code)
     ck_assert_int_eq(r.closes, 1);
 }
 
+/* A server that accepts and never answers the upgrade: on_fail says
+ * -ETIMEDOUT once connect_timeout_ms has passed (it said -ECONNRESET). */
+START_TEST(test_handshake_timeout)
+{
+  int port, lfd = raw_listen(&port), fd;
+  gev_ws_options wo = {.connect_timeout_ms = 300};
+  run r = {0};
+  char url[64];
+
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", port);
+  client_start(&r, url, &wo);
+  fd = raw_accept(lfd);
+  client_join(&r);
+  ck_assert_int_eq(r.fails, 1);
+  ck_assert_int_eq(r.fail_err, -ETIMEDOUT);
+  ck_assert_int_eq(r.opens + r.closes, 0);
+  close(fd);
+  close(lfd);
+}
+END_TEST
+
 START_TEST(test_raw_good)
 {
   raw_server_case(GOOD, 0, 1000);
@@ -584,6 +605,7 @@ int main(void)
       {"bad-urls", test_bad_urls, 10},
       {"raw-good", test_raw_good, 30},
       {"raw-bad-handshake", test_raw_bad_accept, 30},
+      {"handshake-timeout", test_handshake_timeout, 30},
       {"raw-masked-frame", test_raw_masked_frame, 30},
       {"close-waits-for-server", test_close_waits_for_server, 60},
   };

@@ -101,7 +101,8 @@ typedef struct gev_ws_handler {
    * gev_loop_connect (-ECONNREFUSED, -ETIMEDOUT, ...), -EPROTO when the
    * server refused the upgrade or answered it wrongly (a bad
    * Sec-WebSocket-Accept, say), -ECONNRESET when it closed during the
-   * handshake. @p ctx is the context given to gev_ws_connect. */
+   * handshake, -ETIMEDOUT when its answer did not come within
+   * connect_timeout_ms. @p ctx is the context given to gev_ws_connect. */
   void (*on_fail)(void *ctx, int err);
 } gev_ws_handler;
 
