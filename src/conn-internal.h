@@ -193,6 +193,13 @@ static inline bool gev__conn_visible(const gev_conn *c)
 
 /* ---- connect.c, for client.c ------------------------------------------- */
 
+/* gev_loop_connect whose opt->context is the library's own: when the loop
+ * is freed before the request ever ran (no on_result), drop_context(it)
+ * frees it. On a negative return the caller still owns it. */
+int gev__loop_connect_owned(gev_loop *l, const gev_handler *h,
+                            const gev_connect_options *opt,
+                            void (*drop_context)(void *context));
+
 /* -EINVAL when a socket option or idle timeout of opt is negative, else 0. */
 int gev__connect_check(const gev_connect_options *opt);
 

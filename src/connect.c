@@ -47,6 +47,7 @@ typedef struct connecting {
   void *owner_arg;
   gev_connect_options opt; /* address not kept: parsed into target */
   gev__target target;
+  void (*drop_context)(void *context); /* the loop was freed unrun */
 } connecting;
 
 /* How long an attempt has to itself before the next address is tried
@@ -330,6 +331,16 @@ static void start_task(void *arg)
     fail(cx, err);
 }
 
+/* The loop was freed with the start task unrun. */
+static void drop_unstarted(void *arg)
+{
+  connecting *cx = arg;
+
+  if (cx->drop_context)
+    cx->drop_context(cx->opt.context);
+  free(cx);
+}
+
 static int submit(connecting *cx, gev_loop *l, const gev_connect_options *opt)
 {
   int err;
@@ -340,7 +351,7 @@ static int submit(connecting *cx, gev_loop *l, const gev_connect_options *opt)
   /* Always through the queue, also from the loop's own thread: on_result
    * then never runs inside the caller's callback. If the loop is freed
    * before it ever runs, the request is freed and on_result does not run. */
-  if ((err = gev__loop_post_owned(l, start_task, cx, free)) < 0) {
+  if ((err = gev__loop_post_owned(l, start_task, cx, drop_unstarted)) < 0) {
     free(cx);
     return err;
   }
@@ -363,8 +374,9 @@ int gev__connect_shared(gev_loop *l, const gev_handler *h,
   return submit(cx, l, opt);
 }
 
-int gev_loop_connect(gev_loop *l, const gev_handler *h,
-                     const gev_connect_options *opt)
+int gev__loop_connect_owned(gev_loop *l, const gev_handler *h,
+                            const gev_connect_options *opt,
+                            void (*drop_context)(void *context))
 {
   connecting *cx;
   int err;
@@ -379,5 +391,12 @@ int gev_loop_connect(gev_loop *l, const gev_handler *h,
     return err;
   }
   cx->h = *h;
+  cx->drop_context = drop_context;
   return submit(cx, l, opt);
+}
+
+int gev_loop_connect(gev_loop *l, const gev_handler *h,
+                     const gev_connect_options *opt)
+{
+  return gev__loop_connect_owned(l, h, opt, NULL);
 }

@@ -1,5 +1,6 @@
 /* ws-client.c - WebSocket clients: a URL, a gev_loop_connect, the
  * handshake request, then the same connection handler as servers use. */
+#include "conn-internal.h"
 #include "ws-internal.h"
 
 #include <gev/client.h>
@@ -101,7 +102,7 @@ int gev_ws_connect(gev_loop *l, const char *url, const gev_ws_handler *h,
   co.arg = ws;
   co.transport = ws->o.transport;
   co.transport_arg = ws->o.transport_arg;
-  if ((r = gev_loop_connect(l, &ch, &co)) < 0)
+  if ((r = gev__loop_connect_owned(l, &ch, &co, gev__ws_free)) < 0)
     gev__ws_free(ws);
   return r;
 }

@@ -322,6 +322,22 @@ START_TEST(test_refused)
 }
 END_TEST
 
+/* A connect whose loop is freed before it ever ran: the request is
+ * dropped, no callback runs, and the library's WebSocket state goes with
+ * it (it leaked: the ASan and valgrind runs see to it). */
+START_TEST(test_loop_freed_unrun)
+{
+  gev_loop *l;
+  run r = {0};
+
+  ck_assert_int_eq(gev_loop_new(&l), 0);
+  ck_assert_int_eq(
+      gev_ws_connect(l, "ws://127.0.0.1:9/path", &client_h, NULL, &r), 0);
+  gev_loop_free(l);
+  ck_assert_int_eq(r.fails + r.opens + r.closes, 0);
+}
+END_TEST
+
 START_TEST(test_bad_urls)
 {
   gev_loop *l;
@@ -606,6 +622,7 @@ int main(void)
       {"raw-good", test_raw_good, 30},
       {"raw-bad-handshake", test_raw_bad_accept, 30},
       {"handshake-timeout", test_handshake_timeout, 30},
+      {"loop-freed-unrun", test_loop_freed_unrun, 30},
       {"raw-masked-frame", test_raw_masked_frame, 30},
       {"close-waits-for-server", test_close_waits_for_server, 60},
   };
