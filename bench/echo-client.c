@@ -12,7 +12,10 @@
  * it is a terminal.
  *
  *   echo-client -p PORT [-H 127.0.0.1 | -U /path] [-c 50] [-P 1] [-s 64]
- *               [-d 5] [-w 0] [-t 1] [-n MSGS_PER_CONN] [--csv]
+ *               [-d 5] [-w 0] [-g 1] [-t 1] [-n MSGS_PER_CONN] [--csv]
+ *
+ * -g: after the run, how many seconds of silence a connection may take to
+ * bring its last replies before they count as lost (failed_conns).
  *
  * Exit status: 0 when every byte matched and every connection worked. */
 #include <arpa/inet.h>
@@ -37,13 +40,14 @@
   100000 /* 1 us buckets up to 100 ms, then one overflow bucket                \
           */
 #define PATTERN_SPAN 251
-#define STOP_IDLE_WAITS 10 /* 100 ms epoll_waits without events */
+#define IDLE_WAIT_MS 100 /* one epoll_wait without events */
 
 typedef struct cfg {
   const char *host, *unix_path;
   int port, conns, pipeline, threads;
   size_t size;
   double duration, warmup;
+  double grace; /* -g: silence after the stop before a reply counts lost */
   long long per_conn; /* stop after this many messages per connection */
   int csv;
 } cfg;
@@ -237,7 +241,7 @@ static void *worker_main(void *arg)
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
   }
   while (open_conns > 0) {
-    int n = epoll_wait(ep, ev, 256, 100);
+    int n = epoll_wait(ep, ev, 256, IDLE_WAIT_MS);
     for (int i = 0; i < n; i++) {
       conn *c = ev[i].data.ptr;
       if (c->done)
@@ -254,9 +258,11 @@ static void *worker_main(void *arg)
       }
     }
     idle = n == 0 ? idle + 1 : 0;
-    if (idle >= STOP_IDLE_WAITS && atomic_load(&stopping)) {
-      /* Replies that never came within 1 s of silence after the stop count
-       * as failures (a loaded machine can stall a server for 100 ms). */
+    if (idle >= C.grace * 1000 / IDLE_WAIT_MS && atomic_load(&stopping)) {
+      /* Replies that never came within -g seconds (1) of silence after the
+       * stop count as failures (a loaded machine can stall a server for
+       * 100 ms; a lossy link after an outage, TCP's backed-off
+       * retransmission, for seconds). */
       for (int i = 0; i < w->n; i++)
         if (!w->c[i].done) {
           if (w->c[i].recvd != w->c[i].sent)
@@ -275,7 +281,8 @@ static void usage(int st)
 {
   fprintf(st ? stderr : stdout,
           "usage: echo-client -p PORT [-H HOST | -U PATH] [-c CONNS] "
-          "[-P PIPELINE] [-s SIZE] [-d SECONDS] [-w WARMUP] [-t THREADS] "
+          "[-P PIPELINE] [-s SIZE] [-d SECONDS] [-w WARMUP] [-g GRACE] "
+          "[-t THREADS] "
           "[-n MSGS_PER_CONN] [--csv]\n");
   exit(st);
 }
@@ -292,8 +299,10 @@ static void parse(int argc, char **argv)
             .pipeline = 1,
             .threads = 1,
             .size = 64,
-            .duration = 5};
-  while ((ch = getopt_long(argc, argv, "H:U:p:c:P:s:d:w:t:n:h", lo, 0)) != -1) {
+            .duration = 5,
+            .grace = 1};
+  while ((ch = getopt_long(argc, argv, "H:U:p:c:P:s:d:w:g:t:n:h", lo, 0)) !=
+         -1) {
     switch (ch) {
     case 'H': C.host = optarg; break;
     case 'U': C.unix_path = optarg; break;
@@ -303,6 +312,7 @@ static void parse(int argc, char **argv)
     case 's': C.size = (size_t)atol(optarg); break;
     case 'd': C.duration = atof(optarg); break;
     case 'w': C.warmup = atof(optarg); break;
+    case 'g': C.grace = atof(optarg); break;
     case 't': C.threads = atoi(optarg); break;
     case 'n': C.per_conn = atoll(optarg); break;
     case 'C': C.csv = 1; break;
@@ -311,7 +321,8 @@ static void parse(int argc, char **argv)
     }
   }
   if ((!C.unix_path && (C.port <= 0 || C.port > 65535)) || C.conns <= 0 ||
-      C.pipeline <= 0 || C.size == 0 || C.threads <= 0 || C.duration <= 0)
+      C.pipeline <= 0 || C.size == 0 || C.threads <= 0 || C.duration <= 0 ||
+      C.grace <= 0)
     usage(2);
   if (C.threads > C.conns)
     C.threads = C.conns;

@@ -135,7 +135,11 @@ if inB timeout 60 python3 "$src/tests/netns/ws-udp-peer.py" udp $IPA 7400 800 >"
 else bad "udp (server alive: $(kill -0 "$udppid" 2>/dev/null && echo yes || echo no))"; cat "$work/udp" "$work/udp.log"; fi
 
 # link-down: an echo load and a reconnecting client across a 3 s cut
-ip netns exec "$B" "$build/bench/echo-client" -H $IPA -p 7000 -c 4 -s 512 -d 10 >"$work/ec3" 2>&1 &
+# After the 3 s cut TCP retransmits with backoff (up to ~6.4 s apart, more
+# with the link's loss): replies may take that long, so -g 15 lets them
+# (with the default 1 s, a connection stalled at the end of the run failed
+# it in a CI simulation, max latency 7.7 s).
+ip netns exec "$B" "$build/bench/echo-client" -H $IPA -p 7000 -c 4 -s 512 -d 10 -g 15 >"$work/ec3" 2>&1 &
 ecpid=$!
 ip netns exec "$B" "$build/tests/netns/netns-peer" reconnect $IPA:7000 14 >"$work/rc" 2>&1 &
 rcpid=$!
