@@ -982,6 +982,17 @@ static void reply_dgram(gev_udp *u, const gev_udp_datagram *d)
 
 static const gev_udp_handler reply_h = {reply_dgram, count_error, count_close};
 
+/* The IP of an IPv4 or IPv6 address, as text. */
+static void ip_text(const struct sockaddr_storage *a, char *out, size_t cap)
+{
+  if (a->ss_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out,
+              (socklen_t)cap);
+  else
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, out,
+              (socklen_t)cap);
+}
+
 /* The source address of the reply to a datagram sent from `fd` (of
  * `family`) to ip:port; over IPv6 an IPv4 address is ::ffff:a.b.c.d. */
 static void source_of_reply(int fd, int family, const char *ip, int port,
@@ -1006,12 +1017,27 @@ static void source_of_reply(int fd, int family, const char *ip, int port,
   ck_assert_int_eq(
       recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len),
       (ssize_t)strlen(ip));
-  if (family == AF_INET)
-    inet_ntop(AF_INET, &((struct sockaddr_in *)&from)->sin_addr, out,
-              (socklen_t)cap);
-  else
-    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&from)->sin6_addr, out,
-              (socklen_t)cap);
+  ip_text(&from, out, cap);
+}
+
+/* gev_udp_reply from this thread (through the send queue) to peer, as if
+ * it had sent to local: the source of what `fd` receives. */
+static void source_of_queued_reply(gev_udp *u, int fd, struct sockaddr *peer,
+                                   socklen_t peer_len, struct sockaddr *local,
+                                   socklen_t local_len, char *out, size_t cap)
+{
+  gev_udp_datagram d = {.peer = peer,
+                        .peer_len = peer_len,
+                        .local = local,
+                        .local_len = local_len};
+  struct sockaddr_storage from;
+  socklen_t len = sizeof(from);
+  char buf[8];
+
+  ck_assert_int_eq(gev_udp_reply(u, &d, "far", 3), 0);
+  ck_assert_int_eq(
+      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len), 3);
+  ip_text(&from, out, cap);
 }
 
 /* gev_udp_reply on a wildcard bind answers from the address the client
@@ -1025,7 +1051,7 @@ START_TEST(reply_from_local)
   gev_udp_options o = {.address = "0.0.0.0:0", .pktinfo = true};
   struct sockaddr_in me = v4("127.0.0.1", 0), local;
   socklen_t len = sizeof(me);
-  char src[INET_ADDRSTRLEN], buf[8];
+  char src[INET_ADDRSTRLEN];
   gev_udp *u;
   int fd = cli(AF_INET, (struct sockaddr *)&me, sizeof(me));
 
@@ -1040,17 +1066,13 @@ START_TEST(reply_from_local)
   ck_assert_str_eq(src, "127.0.0.2");
 
   local = v4("127.0.0.2", gev_udp_port(u));
+  source_of_queued_reply(u, fd, (struct sockaddr *)&me, sizeof(me),
+                         (struct sockaddr *)&local, sizeof(local), src,
+                         sizeof(src));
+  ck_assert_str_eq(src, "127.0.0.2");
   gev_udp_datagram d = {.peer = (struct sockaddr *)&me,
-                        .peer_len = sizeof(me),
                         .local = (struct sockaddr *)&local,
                         .local_len = sizeof(local)};
-  ck_assert_int_eq(gev_udp_reply(u, &d, "far", 3), 0);
-  len = sizeof(local);
-  ck_assert_int_eq(
-      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&local, &len), 3);
-  inet_ntop(AF_INET, &local.sin_addr, src, sizeof(src));
-  ck_assert_str_eq(src, "127.0.0.2");
-  d.peer_len = 0;
   ck_assert_int_eq(gev_udp_reply(u, &d, "x", 1), -EDESTADDRREQ);
   ck_assert_int_eq(gev_udp_reply(u, NULL, "x", 1), -EINVAL);
   ck_assert_int_eq(atomic_load(&n_errors), 0);
@@ -1076,7 +1098,7 @@ START_TEST(reply_from_local_v6)
                             .sin6_addr = IN6ADDR_ANY_INIT},
                       local = {.sin6_family = AF_INET6};
   socklen_t len = sizeof(me);
-  char src[INET6_ADDRSTRLEN], buf[8];
+  char src[INET6_ADDRSTRLEN];
   gev_udp *u;
   int fd = cli(AF_INET6, (struct sockaddr *)&me, sizeof(me));
 
@@ -1096,19 +1118,15 @@ START_TEST(reply_from_local_v6)
   inet_pton(AF_INET6, "::ffff:127.0.0.1", &me.sin6_addr);
   inet_pton(AF_INET6, "::ffff:127.0.0.2", &local.sin6_addr);
   local.sin6_port = htons((uint16_t)gev_udp_port(u));
-  gev_udp_datagram d = {.peer = (struct sockaddr *)&me,
-                        .peer_len = sizeof(me),
-                        .local = (struct sockaddr *)&local,
-                        .local_len = sizeof(local)};
-  ck_assert_int_eq(gev_udp_reply(u, &d, "far", 3), 0);
-  len = sizeof(local);
-  ck_assert_int_eq(
-      recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&local, &len), 3);
-  inet_ntop(AF_INET6, &local.sin6_addr, src, sizeof(src));
+  source_of_queued_reply(u, fd, (struct sockaddr *)&me, sizeof(me),
+                         (struct sockaddr *)&local, sizeof(local), src,
+                         sizeof(src));
   ck_assert_str_eq(src, "::ffff:127.0.0.2");
   struct sockaddr_in wrong = v4("127.0.0.2", 1);
-  d.local = (struct sockaddr *)&wrong;
-  d.local_len = sizeof(wrong);
+  gev_udp_datagram d = {.peer = (struct sockaddr *)&me,
+                        .peer_len = sizeof(me),
+                        .local = (struct sockaddr *)&wrong,
+                        .local_len = sizeof(wrong)};
   ck_assert_int_eq(gev_udp_reply(u, &d, "x", 1), -EINVAL);
   ck_assert_int_eq(atomic_load(&n_errors), 0);
   close(fd);
