@@ -264,10 +264,10 @@ static void start_task(void *arg)
 static void start_drop(void *arg)
 {
   gev_udp *u = arg;
+  gev__udp_q taken;
 
-  pthread_mutex_lock(&u->mu);
-  atomic_store(&u->closed, true);
-  pthread_mutex_unlock(&u->mu);
+  refuse_sends(u, &taken);
+  gev__udp_q_free(&taken); /* never sent: there is no loop to count them */
   atomic_store(&u->detached, true);
   gev__udp_unref(u);
 }
@@ -574,11 +574,12 @@ static int src_of(const gev_udp *u, const gev_udp_datagram *d,
     return 0; /* not known: the kernel's choice */
   if (d->local->sa_family != u->family)
     return -EINVAL;
-  /* No datagram may leave from a group or a broadcast address: a reply
-   * to one sent there leaves from the kernel's choice. */
+  /* No datagram may leave from a group: a reply to one sent there leaves
+   * from the kernel's choice. (A broadcast's local is already the
+   * interface's address: udp-io.c's local_of.) */
   if (u->family == AF_INET && d->local_len >= sizeof(struct sockaddr_in)) {
     struct in_addr a = ((const struct sockaddr_in *)d->local)->sin_addr;
-    if (IN_MULTICAST(ntohl(a.s_addr)) || a.s_addr == htonl(INADDR_BROADCAST))
+    if (IN_MULTICAST(ntohl(a.s_addr)))
       return 0;
     out->family = AF_INET;
     out->a.v4 = a;

@@ -64,7 +64,7 @@ struct gev_ws {
   /* Our Close waits in a task of the loop (behind other threads' frames);
    * what follows it (end or close TCP) waits for it: the task runs it. */
   bool close_queued;
-  int then_deferred; /* THEN_* of ws.c, while close_queued */
+  int then_deferred; /* THEN_* of ws.c: what the task does after it */
 
   char *path;      /* request target; owned */
   char *protocol;  /* agreed subprotocol, "" for none; owned */

@@ -341,7 +341,6 @@ static size_t close_payload(unsigned char *out, int code, const char *reason)
 
 typedef struct close_task {
   gev_ws *ws;
-  int then; /* THEN_* */
   size_t n;
   unsigned char p[GEV__WS_MAX_CONTROL];
 } close_task;
@@ -391,11 +390,10 @@ static void close_task_run(void *arg)
   pthread_mutex_lock(&ws->mu);
   send_frame_locked(ws, GEV_WS_CLOSE, t->p, t->n);
   ws->close_queued = false;
-  after_close_locked(ws,
-                     t->then > ws->then_deferred ? t->then : ws->then_deferred);
+  after_close_locked(ws, ws->then_deferred);
   ws->then_deferred = THEN_NOTHING;
   pthread_mutex_unlock(&ws->mu);
-  gev_conn_unref(t->ws->c);
+  gev_conn_unref(ws->c);
   free(t);
 }
 
@@ -416,7 +414,6 @@ static void emit_close(gev_ws *ws, int code, const char *reason, int then)
     return;
   }
   t->ws = ws;
-  t->then = then;
   t->n = close_payload(t->p, code, reason);
   gev_conn_ref(ws->c);
   if (gev_loop_post(gev_conn_loop(ws->c), close_task_run, t) < 0) {
@@ -425,7 +422,8 @@ static void emit_close(gev_ws *ws, int code, const char *reason, int then)
     linger(ws);
     return;
   }
-  ws->close_queued = true;
+  ws->close_queued = true; /* what follows the Close waits with it */
+  ws->then_deferred = then;
 }
 
 int gev_ws_close(gev_ws *ws, int code, const char *reason)

@@ -673,11 +673,12 @@ static void go_then_close(gev_ws *ws, int op, const void *p, size_t n)
   pthread_t t;
 
   (void)op;
-  if (n != 2 || memcmp(p, "go", 2) != 0)
+  if (n != 2 || (memcmp(p, "go", 2) != 0 && memcmp(p, "gx", 2) != 0))
     return;
   ck_assert_int_eq(pthread_create(&t, NULL, send_x, ws), 0);
   th_join(t, 10);
-  ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), 0);
+  if (memcmp(p, "go", 2) == 0) /* "gx": the peer's Close will be echoed */
+    ck_assert_int_eq(gev_ws_close(ws, 1000, "bye"), 0);
 }
 
 static const gev_ws_handler go_close = {.on_message = go_then_close,
@@ -715,10 +716,36 @@ static void close_behind_case(bool peer_close)
   srv_stop(w);
 }
 
+/* "gx" and the peer's Close in one read, no Close of ours: the echo of
+ * the peer's waits behind "x", and TCP must still end once it is out. */
+static void echo_behind_case(void)
+{
+  ws_srv *w = srv_start(&go_close, NULL, 0);
+  int fd = raw_open(w->port, "/");
+  size_t n1, n2;
+  unsigned char *f1 = raw_frame(0x81, "gx", 2, true, &n1);
+  unsigned char *f2 = raw_frame(0x88, "\x03\xe8", 2, true, &n2);
+  unsigned char both[64];
+
+  th_st(&closes, 0);
+  memcpy(both, f1, n1);
+  memcpy(both + n1, f2, n2);
+  ck_assert(th_write_all(fd, both, n1 + n2));
+  raw_expect(fd, 0x81, "x", 1);
+  raw_expect(fd, 0x88, "\x03\xe8", 2);
+  ck_assert(th_wait_eof(fd, 3000)); /* the close timeout is 5 s */
+  ck_assert(th_wait_int(&closes, 1, 10000));
+  free(f1);
+  free(f2);
+  close(fd);
+  srv_stop(w);
+}
+
 START_TEST(test_close_behind_send)
 {
   close_behind_case(true);
   close_behind_case(false);
+  echo_behind_case();
 }
 END_TEST
 
