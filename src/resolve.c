@@ -131,6 +131,8 @@ static void *resolver_main(void *arg)
 {
   gev__resolve *r = arg;
 
+  /* Named so that ps, top and gdb show whose thread it is. */
+  pthread_setname_np(pthread_self(), "gev-resolve");
   r->err = lookup(&r->res);
   atomic_fetch_sub(&lookups, 1);
   pthread_mutex_lock(&r->mu);

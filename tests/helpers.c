@@ -269,6 +269,46 @@ int th_count_threads(void)
   return count_dir("/proc/self/task");
 }
 
+int th_count_threads_named(const char *name)
+{
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  char path[300], comm[32];
+  int n = 0;
+
+  if (!d)
+    return -1;
+  while ((e = readdir(d))) {
+    FILE *f;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+    if (!(f = fopen(path, "r")))
+      continue; /* the thread ended meanwhile */
+    if (fgets(comm, sizeof(comm), f)) {
+      comm[strcspn(comm, "\n")] = '\0';
+      n += strcmp(comm, name) == 0;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
+static bool named_at_most(void *arg)
+{
+  const th_named *w = arg;
+
+  return th_count_threads_named(w->name) <= w->max;
+}
+
+bool th_wait_threads_named(const char *name, int max, int timeout_ms)
+{
+  th_named w = {name, max};
+
+  return th_wait_until(named_at_most, &w, timeout_ms);
+}
+
 void th_fill(void *p, size_t n, uint32_t seed)
 {
   unsigned char *c = p;

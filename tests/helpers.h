@@ -81,6 +81,14 @@ int th_count_threads(void);
 /* Threads are reaped a moment after pthread_join returns, so a thread
  * count is awaited: true once it is at most `max`, within timeout_ms. */
 bool th_wait_threads(int max, int timeout_ms);
+/* Threads of this process whose name (comm) is `name`, and the wait for
+ * at most `max` of them (true within timeout_ms). */
+typedef struct th_named {
+  const char *name;
+  int max;
+} th_named;
+int th_count_threads_named(const char *name);
+bool th_wait_threads_named(const char *name, int max, int timeout_ms);
 uint64_t th_now_ms(void);
 /* Process CPU time (user + system) in milliseconds. */
 uint64_t th_cpu_ms(void);

@@ -65,7 +65,8 @@ typedef struct gev_connect_options {
  *
  * Names. A numeric address is used as it is. A host name is looked up off
  * the loop thread, on a short-lived thread of the library's own (one per
- * lookup, every signal blocked; getaddrinfo, whose /etc/hosts and DNS
+ * lookup, named "gev-resolve", every signal blocked; getaddrinfo, whose
+ * /etc/hosts and DNS
  * settings apply), so neither the caller nor the loop ever waits for it.
  * Its addresses are then tried in getaddrinfo's order (RFC 6724: IPv6
  * first where usable), happy-eyeballs style (RFC 8305): the next address
