@@ -61,9 +61,10 @@ int gev__conn_post(gev_conn *c, gev__conn_op *op)
     return r;
   }
   gev_conn_ref(c);
-  if (gev__loop_post_owned(c->loop, op_run, op, op_drop) < 0) {
+  if ((r = gev__loop_post_owned(c->loop, op_run, op, op_drop)) < 0) {
     op_drop(op);
-    return -ENOTCONN; /* the loop has stopped: it closed c itself */
+    /* -ESHUTDOWN: the loop has stopped, and closed c itself. */
+    return r == -ENOMEM ? -ENOMEM : -ENOTCONN;
   }
   return 0;
 }

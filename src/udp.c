@@ -460,38 +460,17 @@ static void inbox_task(void *arg)
   gev__udp_unref(u);
 }
 
-/* Takes k back out of the inbox (if the close has not freed it) and lets
- * the next send post the task; true when k was there (and is freed). */
-static bool inbox_unlink(gev_udp *u, gev__udp_pkt *k)
-{
-  gev__udp_pkt **pp;
-  bool found = false;
-
-  pthread_mutex_lock(&u->mu);
-  for (pp = &u->inbox.head; *pp; pp = &(*pp)->next) {
-    if (*pp != k)
-      continue;
-    *pp = k->next;
-    if (u->inbox.tail == &k->next)
-      u->inbox.tail = pp;
-    u->inbox.bytes -= k->len;
-    found = true;
-    break;
-  }
-  u->inbox_posted = false;
-  pthread_mutex_unlock(&u->mu);
-  if (found)
-    free(k);
-  return found;
-}
-
 /* From another thread (or before the start): into the inbox, and one task
- * per batch of such sends takes it to the loop. */
+ * per batch of such sends takes it to the loop. The task is posted under
+ * the socket's mutex (its order: u->mu, then the loop's), which keeps the
+ * inbox non-empty exactly while a task for it is queued: a send whose post
+ * fails (no memory, loop stopped) is refused, and no other thread's can
+ * join the inbox meanwhile, to wait there with no task to carry it. */
 static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
                       const gev__udp_src *from, const void *p, size_t n)
 {
   gev__udp_pkt *k = gev__udp_pkt_new(to, to_len, from, p, n);
-  bool post = false;
+  bool refused_post = false;
   int err = 0;
 
   if (!k)
@@ -501,31 +480,25 @@ static int send_cross(gev_udp *u, const struct sockaddr *to, socklen_t to_len,
     err = -ENOTCONN;
   else if (u->inbox.bytes + atomic_load(&u->q_bytes) + n > u->queue_max)
     err = -ENOBUFS;
+  if (!err && !u->inbox_posted) {
+    gev__udp_ref(u); /* the task's */
+    err = gev__loop_post_owned(u->l, inbox_task, u, unref_task);
+    refused_post = err < 0;
+    if (err == -ESHUTDOWN)
+      err = -ENOTCONN; /* the loop has stopped: it closes the socket */
+    u->inbox_posted = !refused_post;
+  }
   if (!err) {
     *u->inbox.tail = k;
     u->inbox.tail = &k->next;
     u->inbox.bytes += n;
-    post = !u->inbox_posted;
-    u->inbox_posted = true;
   }
   pthread_mutex_unlock(&u->mu);
-  if (err) {
+  if (refused_post)
+    gev__udp_unref(u); /* the caller holds one more: never the last */
+  if (err)
     free(k);
-    return err;
-  }
-  if (post) {
-    gev__udp_ref(u);
-    err = gev__loop_post_owned(u->l, inbox_task, u, unref_task);
-    if (err < 0) {
-      gev__udp_unref(u);
-      /* Stopped: the close frees the inbox. Out of memory: no task
-       * will take the inbox, so this send is refused and the next one
-       * posts again (a flag left set would hold every later send). */
-      if (err == -ENOMEM && inbox_unlink(u, k))
-        return -ENOMEM;
-    }
-  }
-  return 0;
+  return err;
 }
 
 static int check_send(gev_udp *u, const struct sockaddr *to, socklen_t to_len,

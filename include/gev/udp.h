@@ -176,7 +176,8 @@ GEV_EXPORT int gev_udp_new(gev_udp **out, gev_loop *l, const gev_udp_handler *h,
  * @param p the payload; may be NULL when @p n is 0
  * @param n its length, at most GEV_UDP_MAX_DATAGRAM (the kernel's own
  *          limit applies too: 65,507 bytes over IPv4)
- * @return 0 (accepted); -ENOTCONN once closed (gev_udp_close); -ENOBUFS
+ * @return 0 (accepted); -ENOTCONN once closed (gev_udp_close) or once
+ *         its loop has stopped (the loop closes it); -ENOBUFS
  *         when the send queue is at send_queue_max; -EMSGSIZE past
  *         GEV_UDP_MAX_DATAGRAM; -EDESTADDRREQ for NULL @p to on an
  *         unconnected socket; -EINVAL (NULL @p u, a bad address length,

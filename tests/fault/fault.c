@@ -29,6 +29,7 @@ static _Atomic uint64_t draws;
 static _Atomic int mode;
 static _Atomic int nth_kind = -1;
 static _Atomic uint64_t nth_at;
+static void (*_Atomic inject_hook)(fault_kind k);
 static uint64_t rnd_seed;
 static unsigned rnd_permille;
 
@@ -83,6 +84,11 @@ void fault_arm_random(uint64_t seed, unsigned permille)
   atomic_store(&mode, MODE_RANDOM);
 }
 
+void fault_set_hook(void (*fn)(fault_kind k))
+{
+  atomic_store(&inject_hook, fn);
+}
+
 void fault_disarm(void)
 {
   atomic_store(&mode, MODE_COUNT);
@@ -111,6 +117,9 @@ static uint64_t hit(fault_kind k, bool transient_ok)
         void *frames[24];
         backtrace_symbols_fd(frames, backtrace(frames, 24), 2);
       }
+      void (*fn)(fault_kind) = atomic_load(&inject_hook);
+      if (fn)
+        fn(k);
       return 1;
     }
     return 0;

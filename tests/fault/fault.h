@@ -48,6 +48,10 @@ void fault_arm_nth(fault_kind k, uint64_t nth);
 /* Fails about permille/1000 of all hits with a transient result drawn
  * from a generator seeded with seed. */
 void fault_arm_random(uint64_t seed, unsigned permille);
+/* Called in the failing call's thread, just before the nth hit fails
+ * (fault_arm_nth): a test uses it to interleave another thread there.
+ * NULL removes it. */
+void fault_set_hook(void (*fn)(fault_kind k));
 /* Stops injecting (the hits still count). */
 void fault_disarm(void);
 

@@ -1,0 +1,292 @@
+/* posts.c - regression tests on the failure-injection layer for a post to
+ * a loop (a task for it to run) that fails for want of memory: the loop is
+ * held inside a task with its queue full, so that the next post must grow
+ * the queue, and that one realloc fails.
+ *
+ * udp_inbox: a cross-thread UDP send whose post fails must not strand a
+ * datagram that another thread's send queued meanwhile. Sends from other
+ * threads gather in the socket's inbox, and only the first of a batch posts the
+ * task that takes them to the loop. The post used to run outside the socket's
+ * mutex: thread A marked the task posted, its post failed (-ENOMEM), and before
+ * A took its datagram back thread B queued one, saw a task marked posted, and
+ * returned 0 - with no task to carry it until some later send. Here A's post
+ * fails, and while it fails B sends. B's datagram must reach the peer without
+ * any other send.
+ *
+ * conn_send: gev_conn_send from another thread whose post fails says
+ * -ENOMEM (it said -ENOTCONN, as if the connection had closed), and the
+ * connection goes on working. */
+#include "fault.h"
+
+#include <gev/gev.h>
+#include <gev/server.h>
+#include <gev/udp.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static gev_udp *sock;
+static struct sockaddr_in peer;
+static atomic_int release, held, b_go, b_done, b_rc;
+static _Thread_local int in_a;
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Polls v until it is non-zero, within ms. */
+static int wait_flag(atomic_int *v, int ms)
+{
+  for (uint64_t end = now_ms() + (uint64_t)ms; !atomic_load(v);)
+    if (now_ms() >= end)
+      return 0;
+    else
+      usleep(1000);
+  return 1;
+}
+
+static void hold_task(void *arg)
+{
+  (void)arg;
+  atomic_store(&held, 1);
+  wait_flag(&release, 10000);
+}
+
+static void noop_task(void *arg)
+{
+  (void)arg;
+}
+
+static void on_datagram(gev_udp *u, const gev_udp_datagram *d)
+{
+  (void)u;
+  (void)d;
+}
+
+static int send_text(const char *text)
+{
+  return gev_udp_send_to(sock, (struct sockaddr *)&peer, sizeof(peer), text,
+                         strlen(text));
+}
+
+/* B sends when A's post is failing, and says when its call returned. */
+static void *thread_b(void *arg)
+{
+  (void)arg;
+  if (wait_flag(&b_go, 10000))
+    atomic_store(&b_rc, send_text("B"));
+  atomic_store(&b_done, 1);
+  return NULL;
+}
+
+/* In A's failing realloc: B's send runs now (or waits for A, as it must;
+ * the wait here is bounded, so either way A goes on). */
+static void on_inject(fault_kind k)
+{
+  (void)k;
+  if (!in_a)
+    return;
+  atomic_store(&b_go, 1);
+  wait_flag(&b_done, 300);
+}
+
+static void *run_loop(void *l)
+{
+  gev_loop_run(l);
+  return NULL;
+}
+
+/* The next datagram at fd within ms, as text; "" when none came. */
+static void recv_text(int fd, char *out, size_t n, int ms)
+{
+  struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+  ssize_t r;
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  r = recv(fd, out, n - 1, 0);
+  out[r > 0 ? r : 0] = '\0';
+}
+
+/* Holds l inside a task and fills its pending queue to its capacity,
+ * found where a post grows it (a realloc; later ones double it): the next
+ * post reallocs. 0, or -1 with a message. */
+static int hold_full(gev_loop *l)
+{
+  int grew_at = 0, cap;
+
+  atomic_store(&release, 0);
+  atomic_store(&held, 0);
+  gev_loop_post(l, hold_task, NULL);
+  if (!wait_flag(&held, 5000)) {
+    printf("posts: the loop did not run the holding task\n");
+    return -1;
+  }
+  for (int n = 1; n < 4096 && !grew_at; n++) {
+    uint64_t before = fault_hits(FK_REALLOC);
+    if (gev_loop_post(l, noop_task, NULL) < 0) {
+      printf("posts: post %d refused\n", n);
+      return -1;
+    }
+    if (fault_hits(FK_REALLOC) > before && n > 1)
+      grew_at = n;
+  }
+  if (!grew_at) {
+    printf("posts: the task queue never grew\n");
+    return -1;
+  }
+  cap = 2 * (grew_at - 1);
+  for (int n = grew_at; n < cap; n++)
+    gev_loop_post(l, noop_task, NULL);
+  return 0;
+}
+
+#define FAIL(...)                                                              \
+  do {                                                                         \
+    printf("posts: FAIL: " __VA_ARGS__);                                       \
+    printf("\n");                                                              \
+    return 1;                                                                  \
+  } while (0)
+
+static int udp_inbox(void)
+{
+  gev_udp_handler h = {.on_datagram = on_datagram};
+  gev_udp_options o = {.address = "127.0.0.1:0"};
+  socklen_t len = sizeof(peer);
+  pthread_t lt, bt;
+  gev_loop *l;
+  char got[64];
+  int fd, rc_a;
+
+  fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  peer = (struct sockaddr_in){.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (fd < 0 || bind(fd, (struct sockaddr *)&peer, sizeof(peer)) < 0 ||
+      getsockname(fd, (struct sockaddr *)&peer, &len) < 0)
+    FAIL("peer socket: %s", strerror(errno));
+  fault_arm_count();
+  if (gev_loop_new(&l) < 0 || gev_udp_new(&sock, l, &h, &o) < 0)
+    FAIL("loop or socket");
+  pthread_create(&lt, NULL, run_loop, l);
+  pthread_create(&bt, NULL, thread_b, NULL);
+  if (send_text("probe") < 0)
+    FAIL("probe send");
+  recv_text(fd, got, sizeof(got), 5000);
+  if (strcmp(got, "probe") != 0)
+    FAIL("the probe did not arrive (got '%s')", got);
+  if (hold_full(l) < 0)
+    return 1;
+
+  fault_set_hook(on_inject);
+  fault_arm_nth(FK_REALLOC, 1);
+  in_a = 1;
+  rc_a = send_text("A");
+  in_a = 0;
+  fault_disarm();
+  fault_set_hook(NULL);
+  if (fault_injected() != 1 || rc_a != -ENOMEM)
+    FAIL("udp_inbox: A's post was not the one failed (injected %llu, A %d)",
+         (unsigned long long)fault_injected(), rc_a);
+  atomic_store(&b_go, 1);
+  pthread_join(bt, NULL);
+  atomic_store(&release, 1);
+  if (atomic_load(&b_rc) != 0)
+    FAIL("udp_inbox: B's send returned %d", atomic_load(&b_rc));
+  recv_text(fd, got, sizeof(got), 3000);
+  if (strcmp(got, "B") != 0)
+    FAIL("udp_inbox: B's datagram, accepted, was not sent (got '%s')", got);
+
+  gev_udp_free(sock);
+  gev_loop_stop(l);
+  pthread_join(lt, NULL);
+  gev_loop_free(l);
+  close(fd);
+  printf("posts: udp_inbox ok (A refused with -ENOMEM, B delivered)\n");
+  return 0;
+}
+
+static gev_conn *_Atomic accepted;
+
+static void keep_conn(gev_conn *c)
+{
+  gev_conn_ref(c);
+  atomic_store(&accepted, c);
+}
+
+static void ignore_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
+{
+  (void)c;
+  (void)out;
+  ringbuffer_retrieve_all(in);
+}
+
+static void *run_server(void *s)
+{
+  gev_server_start(s);
+  return NULL;
+}
+
+static int conn_send(void)
+{
+  gev_handler h = {keep_conn, ignore_message, NULL};
+  gev_options o = {.address = "127.0.0.1:0", .num_loops = 1};
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {3, 0};
+  gev_server *s;
+  gev_conn *c;
+  pthread_t st;
+  char got[8] = {0};
+  int fd, rc;
+
+  fault_arm_count();
+  if (gev_server_new(&s, &h, &o) < 0)
+    FAIL("conn_send: server");
+  pthread_create(&st, NULL, run_server, s);
+  a.sin_port = htons((uint16_t)gev_server_port(s));
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+    FAIL("conn_send: connect: %s", strerror(errno));
+  for (int i = 0; i < 5000 && !atomic_load(&accepted); i++)
+    usleep(1000);
+  if (!(c = atomic_load(&accepted)))
+    FAIL("conn_send: no connection");
+  if (hold_full(gev_conn_loop(c)) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  rc = gev_conn_send(c, "A", 1);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (fault_injected() != 1 || rc != -ENOMEM)
+    FAIL("conn_send: a failed post returned %d (injected %llu), not -ENOMEM",
+         rc, (unsigned long long)fault_injected());
+  if ((rc = gev_conn_send(c, "B", 1)) != 0)
+    FAIL("conn_send: the send after it returned %d", rc);
+  if (recv(fd, got, sizeof(got) - 1, 0) != 1 || got[0] != 'B')
+    FAIL("conn_send: the client got '%s', not B", got);
+  close(fd);
+  gev_server_stop(s);
+  pthread_join(st, NULL);
+  gev_server_free(s);
+  gev_conn_unref(c);
+  printf("posts: conn_send ok (-ENOMEM, then served)\n");
+  return 0;
+}
+
+int main(void)
+{
+  return udp_inbox() || conn_send();
+}
