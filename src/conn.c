@@ -594,9 +594,13 @@ static void act(gev_conn *c, int action)
     /* The loop acts on the new state after the pass. */
     if (gev_loop_in_thread(c->loop))
       gev__conn_schedule(c);
-    else
-      gev__conn_call(c, wake_op, 0); /* fails only when the loop stops,
-                                        which closes c itself */
+    else if (gev__handle_schedule_remote(&c->handle) < 0)
+      /* Not registered (not begun yet, or ended): a task. The state
+       * changed already and the caller was told so, so the loop must
+       * hear of it without an allocation that could fail - the remote
+       * schedule - wherever it can. A failed post here means the loop
+       * stops, which closes c itself. */
+      gev__conn_call(c, wake_op, 0);
     break;
   case A_PEER_EOF: c->h->on_peer_eof(c); break;
   case A_FIN: send_fin(c); break;

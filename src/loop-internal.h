@@ -55,6 +55,11 @@ struct gev__handle {
   gev_loop *loop;
   gev__list link; /* in loop->handles while registered */
   gev__list due;  /* in loop->due while scheduled */
+  /* Under loop->mu: in loop->remote while another thread's schedule
+   * waits for the loop, and whether one may (from register to
+   * unregister). */
+  gev__list remote;
+  bool remote_ok;
 };
 
 struct gev_loop {
@@ -84,6 +89,7 @@ struct gev_loop {
   /* Guarded by mu, which is only ever held for a few instructions. */
   pthread_mutex_t mu;
   gev__taskq pending;
+  gev__list remote;  /* handles other threads scheduled (gev__handle) */
   bool wake_pending; /* an eventfd write is on its way: skip another */
   bool closed;       /* no longer accepts tasks or timers */
   gev__timers timers;
@@ -174,20 +180,18 @@ static inline void gev__handle_init(gev__handle *h, gev_loop *l,
   h->loop = l;
   gev__list_init(&h->link);
   gev__list_init(&h->due);
+  gev__list_init(&h->remote);
+  h->remote_ok = false;
 }
 
-/* h joins the registry: the loop stops it when it finishes. */
-static inline void gev__handle_register(gev__handle *h)
-{
-  gev__assert_in_loop(h->loop);
-  gev__list_append(&h->loop->handles, &h->link);
-}
+/* h joins the registry: the loop stops it when it finishes. From here on
+ * other threads may schedule it (gev__handle_schedule_remote). */
+void gev__handle_register(gev__handle *h);
 
-/* h leaves the registry (idempotent). */
-static inline void gev__handle_unregister(gev__handle *h)
-{
-  gev__list_remove(&h->link);
-}
+/* h leaves the registry (idempotent), and no other thread's schedule
+ * refers to it any longer: its memory may go once the loop is done with
+ * it. */
+void gev__handle_unregister(gev__handle *h);
 
 /* after_pass(h) runs at the end of this pass (or, when called while the
  * loop runs after-pass work, of the next one, which then does not sleep).
@@ -198,5 +202,14 @@ static inline void gev__handle_schedule(gev__handle *h)
   if (!gev__list_linked(&h->due))
     gev__list_append(&h->loop->due, &h->due);
 }
+
+/* From any thread: after_pass(h) runs in a pass of h's loop soon (the
+ * loop is woken). It allocates nothing, so it cannot fail for want of
+ * memory, and a state change another thread made can always be handed to
+ * the loop this way (a posted task could be refused). The caller keeps h
+ * alive during the call; after it, the loop does (h is registered). 0, or
+ * -ESHUTDOWN when h is not registered (it ended, or has not started) or
+ * the loop no longer runs. */
+int gev__handle_schedule_remote(gev__handle *h);
 
 #endif

@@ -68,6 +68,7 @@ static void init_fields(gev_loop *l, gev_server *s, int index)
   gev__timers_init(&l->timers);
   gev__list_init(&l->handles);
   gev__list_init(&l->due);
+  gev__list_init(&l->remote);
   gev__list_init(&l->active);
   atomic_init(&l->data, NULL);
   if (s && index >= 0) { /* the acceptor runs in the caller's thread */
@@ -454,8 +455,55 @@ static void trim_tasks(void *loop)
   watch_tasks(l, grown || gev__taskq_holds(&l->running));
 }
 
+/* ---- handles ---------------------------------------------------------- */
+
+void gev__handle_register(gev__handle *h)
+{
+  gev_loop *l = h->loop;
+
+  gev__assert_in_loop(l);
+  gev__list_append(&l->handles, &h->link);
+  pthread_mutex_lock(&l->mu);
+  h->remote_ok = true;
+  pthread_mutex_unlock(&l->mu);
+}
+
+void gev__handle_unregister(gev__handle *h)
+{
+  gev_loop *l = h->loop;
+
+  gev__list_remove(&h->link);
+  pthread_mutex_lock(&l->mu);
+  h->remote_ok = false;
+  gev__list_remove(&h->remote);
+  pthread_mutex_unlock(&l->mu);
+}
+
+int gev__handle_schedule_remote(gev__handle *h)
+{
+  gev_loop *l = h->loop;
+  bool wake = false;
+  int r = 0;
+
+  pthread_mutex_lock(&l->mu);
+  if (l->closed || !h->remote_ok) {
+    r = -ESHUTDOWN;
+  } else if (!gev__list_linked(&h->remote)) {
+    gev__list_append(&l->remote, &h->remote);
+    wake = !l->wake_pending;
+    l->wake_pending = true;
+  }
+  pthread_mutex_unlock(&l->mu);
+  if (wake)
+    gev__loop_wake(l);
+  return r;
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
 /* Runs the tasks queued when the pass began: one swap, so tasks that post
- * tasks cannot keep the loop from polling. */
+ * tasks cannot keep the loop from polling. The handles other threads
+ * scheduled join the pass's after-pass work. */
 static void run_tasks(gev_loop *l)
 {
   gev__taskq q;
@@ -466,6 +514,12 @@ static void run_tasks(gev_loop *l)
   l->running = q;
   l->pending.n = 0;
   l->wake_pending = false;
+  while (!gev__list_empty(&l->remote)) {
+    gev__handle *h = gev__container_of(l->remote.next, gev__handle, remote);
+
+    gev__list_remove(&h->remote);
+    gev__handle_schedule(h);
+  }
   pthread_mutex_unlock(&l->mu);
   l->local_tasks = false;
   l->st.v[GEV__S_TASKS_RUN] += q.n;
@@ -561,7 +615,7 @@ static void stop_handles(gev_loop *l)
   while (!gev__list_empty(&l->handles)) {
     gev__handle *h = gev__container_of(l->handles.next, gev__handle, link);
 
-    gev__list_remove(&h->link);
+    gev__handle_unregister(h);
     h->ops->stop(h);
   }
 }

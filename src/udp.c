@@ -187,6 +187,11 @@ static void after_pass(gev__handle *hd)
   int err = u->pending_err;
 
   u->pending_err = 0;
+  if (u->state < GEV__US_CLOSING && atomic_load(&u->closed)) {
+    u->pending_err = err;
+    gev__udp_move(u, GEV__UE_CLOSE); /* gev_udp_close in another thread */
+    return;
+  }
   if (u->state == GEV__US_CLOSING) {
     if (err) { /* why it closed (watch) */
       gev__udp_count(u, GEV__UC_ERRORS, 1);
@@ -411,6 +416,7 @@ static void close_task(void *arg)
 int gev_udp_close(gev_udp *u)
 {
   bool was;
+  int err;
 
   if (!u)
     return -EINVAL;
@@ -422,8 +428,16 @@ int gev_udp_close(gev_udp *u)
   if (atomic_load(&u->detached))
     return 0; /* the loop is done with it: closed already */
   gev__udp_ref(u);
-  if (gev__loop_call(u->l, close_task, u, unref_task) < 0)
-    gev__udp_unref(u); /* the loop has stopped: it closed the socket */
+  if ((err = gev__loop_call(u->l, close_task, u, unref_task)) < 0) {
+    gev__udp_unref(u);
+    /* A stopped loop closed the socket itself. Out of memory, after
+     * `closed` was set: the loop hears of it without an allocation, and
+     * after_pass closes (a socket not started yet is closed by its start
+     * task, which sees `closed`). The task stays the common way: it keeps
+     * the close in order with the caller's other tasks. */
+    if (err == -ENOMEM)
+      gev__handle_schedule_remote(&u->handle);
+  }
   return 0;
 }
 

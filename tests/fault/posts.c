@@ -15,7 +15,10 @@
  *
  * conn_send: gev_conn_send from another thread whose post fails says
  * -ENOMEM (it said -ENOTCONN, as if the connection had closed), and the
- * connection goes on working. */
+ * connection goes on working. Then gev_conn_close from another thread,
+ * which returns 0 once the state has changed: the loop must act on it
+ * although a post would fail (it was a task, and the close was lost, the
+ * connection left open with nothing to wake it). */
 #include "fault.h"
 
 #include <gev/gev.h>
@@ -74,6 +77,14 @@ static void on_datagram(gev_udp *u, const gev_udp_datagram *d)
 {
   (void)u;
   (void)d;
+}
+
+static atomic_int udp_closed;
+
+static void on_udp_close(gev_udp *u)
+{
+  (void)u;
+  atomic_store(&udp_closed, 1);
 }
 
 static int send_text(const char *text)
@@ -162,7 +173,7 @@ static int hold_full(gev_loop *l)
 
 static int udp_inbox(void)
 {
-  gev_udp_handler h = {.on_datagram = on_datagram};
+  gev_udp_handler h = {.on_datagram = on_datagram, .on_close = on_udp_close};
   gev_udp_options o = {.address = "127.0.0.1:0"};
   socklen_t len = sizeof(peer);
   pthread_t lt, bt;
@@ -208,12 +219,25 @@ static int udp_inbox(void)
   if (strcmp(got, "B") != 0)
     FAIL("udp_inbox: B's datagram, accepted, was not sent (got '%s')", got);
 
+  /* gev_udp_close from another thread, which cannot fail: the loop must
+   * close the socket although a post would fail now. */
+  if (hold_full(l) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  rc_a = gev_udp_close(sock);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (rc_a != 0)
+    FAIL("udp_close: returned %d", rc_a);
+  if (!wait_flag(&udp_closed, 3000))
+    FAIL("udp_close: on_close never ran (the close was lost)");
   gev_udp_free(sock);
   gev_loop_stop(l);
   pthread_join(lt, NULL);
   gev_loop_free(l);
   close(fd);
-  printf("posts: udp_inbox ok (A refused with -ENOMEM, B delivered)\n");
+  printf("posts: udp_inbox ok (A refused with -ENOMEM, B delivered; a "
+         "close carried)\n");
   return 0;
 }
 
@@ -277,12 +301,26 @@ static int conn_send(void)
     FAIL("conn_send: the send after it returned %d", rc);
   if (recv(fd, got, sizeof(got) - 1, 0) != 1 || got[0] != 'B')
     FAIL("conn_send: the client got '%s', not B", got);
+
+  /* gev_conn_close from another thread changes the state at once and
+   * returns 0; the loop must hear of it although a post would fail now. */
+  if (hold_full(gev_conn_loop(c)) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  rc = gev_conn_close(c);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (rc != 0)
+    FAIL("conn_close: returned %d", rc);
+  if ((rc = (int)recv(fd, got, sizeof(got) - 1, 0)) != 0)
+    FAIL("conn_close: the client read %d (errno %d), not the close", rc,
+         rc < 0 ? errno : 0);
   close(fd);
   gev_server_stop(s);
   pthread_join(st, NULL);
   gev_server_free(s);
   gev_conn_unref(c);
-  printf("posts: conn_send ok (-ENOMEM, then served)\n");
+  printf("posts: conn_send ok (-ENOMEM, then served; a close carried)\n");
   return 0;
 }
 
