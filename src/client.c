@@ -234,12 +234,19 @@ static void stop(gev__handle *h)
   finish(cl);
 }
 
-static void no_after_pass(gev__handle *h)
+static void stop_now(gev_client *cl);
+
+/* Only gev_client_free schedules a client, when its task could not be
+ * posted. */
+static void after_pass(gev__handle *h)
 {
-  (void)h; /* a client never schedules itself */
+  gev_client *cl = gev__container_of(h, gev_client, handle);
+
+  if (atomic_load(&cl->stopped) && !cl->done)
+    stop_now(cl);
 }
 
-static const gev__handle_ops client_ops = {"client", no_after_pass, stop, NULL};
+static const gev__handle_ops client_ops = {"client", after_pass, stop, NULL};
 
 static void start_task(void *arg)
 {
@@ -332,13 +339,21 @@ int gev__client_new_watched(gev_client **out, gev_loop *l, const gev_handler *h,
 
 void gev_client_free(gev_client *cl)
 {
+  int err;
+
   if (!cl)
     return;
   atomic_store(&cl->stopped, true);
   if (atomic_load(&cl->detached))
     unref(cl); /* the loop is done with it, and may be gone */
-  else if (gev__loop_call(cl->l, stop_task, cl, unref_task) < 0)
-    unref(cl); /* the loop has closed: it finishes the client by itself */
+  else if ((err = gev__loop_call(cl->l, stop_task, cl, unref_task)) < 0) {
+    /* A closed loop finishes the client by itself. Out of memory: the
+     * loop hears of it without an allocation (the loop's reference keeps
+     * cl; one not started yet sees `stopped` in its start task). */
+    if (err == -ENOMEM)
+      gev__handle_schedule_remote(&cl->handle);
+    unref(cl);
+  }
 }
 
 gev_conn *gev_client_conn(const gev_client *cl)

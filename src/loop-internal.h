@@ -188,9 +188,9 @@ static inline void gev__handle_init(gev__handle *h, gev_loop *l,
  * other threads may schedule it (gev__handle_schedule_remote). */
 void gev__handle_register(gev__handle *h);
 
-/* h leaves the registry (idempotent), and no other thread's schedule
- * refers to it any longer: its memory may go once the loop is done with
- * it. */
+/* h leaves the registry (idempotent) and the after-pass work, and no
+ * other thread's schedule refers to it any longer: its memory may go.
+ * (To have after_pass run once more, schedule h after this.) */
 void gev__handle_unregister(gev__handle *h);
 
 /* after_pass(h) runs at the end of this pass (or, when called while the

@@ -468,7 +468,9 @@ void gev__handle_register(gev__handle *h)
   pthread_mutex_unlock(&l->mu);
 }
 
-void gev__handle_unregister(gev__handle *h)
+/* Off the registry and out of other threads' reach; an after_pass already
+ * due still runs. */
+static void leave_registry(gev__handle *h)
 {
   gev_loop *l = h->loop;
 
@@ -477,6 +479,12 @@ void gev__handle_unregister(gev__handle *h)
   h->remote_ok = false;
   gev__list_remove(&h->remote);
   pthread_mutex_unlock(&l->mu);
+}
+
+void gev__handle_unregister(gev__handle *h)
+{
+  leave_registry(h);
+  gev__list_remove(&h->due); /* its memory may go: no after_pass either */
 }
 
 int gev__handle_schedule_remote(gev__handle *h)
@@ -615,7 +623,8 @@ static void stop_handles(gev_loop *l)
   while (!gev__list_empty(&l->handles)) {
     gev__handle *h = gev__container_of(l->handles.next, gev__handle, link);
 
-    gev__handle_unregister(h);
+    /* Its after_pass, if due, still runs (a close may wait in it). */
+    leave_registry(h);
     h->ops->stop(h);
   }
 }

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Enough for getaddrinfo and the NSS modules it loads. */
 #define RESOLVER_STACK (256 * 1024)
@@ -135,16 +136,25 @@ static void *resolver_main(void *arg)
   pthread_setname_np(pthread_self(), "gev-resolve");
   r->err = lookup(&r->res);
   atomic_fetch_sub(&lookups, 1);
-  pthread_mutex_lock(&r->mu);
-  /* The post's reference is the thread's; a refused post means the loop
-   * is finishing, which cancels the request (its connect is stopped). */
-  if (r->cancelled ||
-      gev__loop_post_owned(r->l, answer_task, r, drop_task) < 0) {
+  /* The post's reference is the thread's. A post refused because the loop
+   * is finishing cancels the request (its connect is stopped); one refused
+   * for want of memory is tried again, for the connect waits for this
+   * answer (with no timeout, for ever), until it succeeds or the connect
+   * gives up. */
+  for (int tries = 0;; tries++) {
+    int err = -ECANCELED; /* r is not touched after a post: it may be gone */
+
+    pthread_mutex_lock(&r->mu);
+    if (!r->cancelled)
+      err = gev__loop_post_owned(r->l, answer_task, r, drop_task);
     pthread_mutex_unlock(&r->mu);
-    unref(r);
-    return NULL;
+    if (err == 0)
+      return NULL;
+    if (err != -ENOMEM)
+      break;
+    usleep(tries < 10 ? 1000 : 20 * 1000);
   }
-  pthread_mutex_unlock(&r->mu);
+  unref(r);
   return NULL;
 }
 

@@ -30,6 +30,7 @@ static _Atomic int mode;
 static _Atomic int nth_kind = -1;
 static _Atomic uint64_t nth_at;
 static void (*_Atomic inject_hook)(fault_kind k);
+static void (*_Atomic hit_hook)(fault_kind k);
 static uint64_t rnd_seed;
 static unsigned rnd_permille;
 
@@ -89,6 +90,11 @@ void fault_set_hook(void (*fn)(fault_kind k))
   atomic_store(&inject_hook, fn);
 }
 
+void fault_set_hit_hook(void (*fn)(fault_kind k))
+{
+  atomic_store(&hit_hook, fn);
+}
+
 void fault_disarm(void)
 {
   atomic_store(&mode, MODE_COUNT);
@@ -107,7 +113,12 @@ static uint64_t mix(uint64_t x)
  * r a random number for the caller to pick EINTR / EAGAIN / short). */
 static uint64_t hit(fault_kind k, bool transient_ok)
 {
-  uint64_t n = atomic_fetch_add(&hits[k], 1) + 1;
+  void (*on_hit)(fault_kind) = atomic_load(&hit_hook);
+  uint64_t n;
+
+  if (on_hit) /* before the count: it may arm a fault for this very hit */
+    on_hit(k);
+  n = atomic_fetch_add(&hits[k], 1) + 1;
 
   switch (atomic_load(&mode)) {
   case MODE_NTH:

@@ -52,6 +52,10 @@ void fault_arm_random(uint64_t seed, unsigned permille);
  * (fault_arm_nth): a test uses it to interleave another thread there.
  * NULL removes it. */
 void fault_set_hook(void (*fn)(fault_kind k));
+/* Called in the calling thread at every hit, before it is counted (NULL
+ * removes it): a test uses it to act at a moment only another thread
+ * reaches, such as a resolver's lookup. */
+void fault_set_hit_hook(void (*fn)(fault_kind k));
 /* Stops injecting (the hits still count). */
 void fault_disarm(void);
 

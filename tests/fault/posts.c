@@ -22,6 +22,7 @@
 #include "fault.h"
 
 #include <gev/gev.h>
+#include <gev/client.h>
 #include <gev/server.h>
 #include <gev/udp.h>
 
@@ -324,7 +325,145 @@ static int conn_send(void)
   return 0;
 }
 
+/* A listening socket of the test's own on 127.0.0.1 (its port in *port). */
+static int listener(int *port)
+{
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+      listen(fd, 8) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+    return -1;
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* The next connection on lfd within 3 s, with a receive timeout of 3 s. */
+static int accept_within(int lfd)
+{
+  struct timeval tv = {3, 0};
+  int fd;
+
+  setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if ((fd = accept(lfd, NULL, NULL)) >= 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+static gev_handler quiet = {NULL, ignore_message, NULL};
+static atomic_int connect_done, connect_err;
+static gev_loop *resolve_loop;
+
+static void on_result(gev_conn *c, int err, void *arg)
+{
+  (void)c;
+  (void)arg;
+  atomic_store(&connect_err, err);
+  atomic_store(&connect_done, 1);
+}
+
+/* client_free: gev_client_free from another thread, which cannot fail,
+ * must end the client's connection although a post would fail (it was a
+ * task, and the client went on with its connection open). */
+static int client_free(void)
+{
+  gev_client_options co = {.connect = {.on_result = on_result}};
+  char addr[32], b;
+  gev_client *cl;
+  pthread_t lt;
+  gev_loop *l;
+  int lfd, fd, port, rc;
+
+  if ((lfd = listener(&port)) < 0)
+    FAIL("client_free: listener");
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+  co.connect.address = addr;
+  fault_arm_count();
+  atomic_store(&connect_done, 0);
+  if (gev_loop_new(&l) < 0 || gev_client_new(&cl, l, &quiet, &co) < 0)
+    FAIL("client_free: loop or client");
+  pthread_create(&lt, NULL, run_loop, l);
+  if ((fd = accept_within(lfd)) < 0 || !wait_flag(&connect_done, 3000))
+    FAIL("client_free: the client did not connect");
+  if (hold_full(l) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  gev_client_free(cl);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if ((rc = (int)recv(fd, &b, 1, 0)) != 0)
+    FAIL("client_free: the peer read %d (errno %d), not the close", rc,
+         rc < 0 ? errno : 0);
+  gev_loop_stop(l);
+  pthread_join(lt, NULL);
+  gev_loop_free(l);
+  close(fd);
+  close(lfd);
+  printf("posts: client_free ok (its connection closed)\n");
+  return 0;
+}
+
+/* In the resolver's thread, just before its getaddrinfo: the loop is held
+ * with a full queue, so that the answer's post fails for want of memory;
+ * the test lets the loop go on once it did. */
+static void before_lookup(fault_kind k)
+{
+  if (k != FK_RESOLVE)
+    return;
+  fault_set_hit_hook(NULL);
+  if (hold_full(resolve_loop) == 0)
+    fault_arm_nth(FK_REALLOC, 1);
+}
+
+/* resolve_answer: a lookup's answer whose post fails for want of memory is
+ * posted again (it was dropped, and a connect with no timeout waited for
+ * ever). */
+static int resolve_answer(void)
+{
+  gev_connect_options co = {.on_result = on_result};
+  char addr[32];
+  pthread_t lt;
+  int lfd, fd, port;
+
+  if ((lfd = listener(&port)) < 0)
+    FAIL("resolve_answer: listener");
+  snprintf(addr, sizeof(addr), "localhost:%d", port);
+  co.address = addr;
+  fault_arm_count();
+  atomic_store(&connect_done, 0);
+  atomic_store(&release, 0);
+  if (gev_loop_new(&resolve_loop) < 0)
+    FAIL("resolve_answer: loop");
+  pthread_create(&lt, NULL, run_loop, resolve_loop);
+  fault_set_hit_hook(before_lookup);
+  if (gev_loop_connect(resolve_loop, &quiet, &co) < 0)
+    FAIL("resolve_answer: connect");
+  for (int i = 0; i < 5000 && fault_injected() == 0; i++)
+    usleep(1000);
+  fault_set_hit_hook(NULL);
+  if (fault_injected() != 1)
+    FAIL("resolve_answer: the answer's post was not failed");
+  usleep(50 * 1000); /* the resolver tries again meanwhile */
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (!wait_flag(&connect_done, 3000))
+    FAIL("resolve_answer: the connect never heard its lookup's answer");
+  if (atomic_load(&connect_err) != 0)
+    FAIL("resolve_answer: the connect failed: %d", atomic_load(&connect_err));
+  if ((fd = accept_within(lfd)) < 0)
+    FAIL("resolve_answer: no connection");
+  close(fd);
+  gev_loop_stop(resolve_loop);
+  pthread_join(lt, NULL);
+  gev_loop_free(resolve_loop);
+  close(lfd);
+  printf("posts: resolve_answer ok (posted again, connected)\n");
+  return 0;
+}
+
 int main(void)
 {
-  return udp_inbox() || conn_send();
+  return udp_inbox() || conn_send() || client_free() || resolve_answer();
 }
