@@ -41,9 +41,10 @@ typedef void (*gev_conn_visit_fn)(gev_conn *c, void *arg);
  * @param fn called for each connection
  * @param arg passed to @p fn and @p done
  * @param done called once after every visit; may be NULL
- * @return 0; -ESHUTDOWN when a worker loop has stopped (the others still
- *         visit, done still runs); -EINVAL for NULL s or fn; -ENOMEM (then
- *         nothing runs, done neither).
+ * @return 0; -ESHUTDOWN when a worker loop has stopped, -ENOMEM when
+ *         the visit could not be handed to one (in both cases the other
+ *         loops still visit, and done still runs); -EINVAL for NULL s or
+ *         fn; -ENOMEM before any visit (then nothing runs, done neither).
  */
 GEV_EXPORT int gev_server_foreach_conn(gev_server *s, gev_conn_visit_fn fn,
                                        void *arg, void (*done)(void *arg));

@@ -22,6 +22,7 @@
 #include "fault.h"
 
 #include <gev/gev.h>
+#include <gev/broadcast.h>
 #include <gev/client.h>
 #include <gev/server.h>
 #include <gev/udp.h>
@@ -257,6 +258,20 @@ static void ignore_message(gev_conn *c, ringbuffer *in, ringbuffer *out)
   ringbuffer_retrieve_all(in);
 }
 
+static atomic_int visits_done;
+
+static void visit_conn(gev_conn *c, void *arg)
+{
+  (void)c;
+  (void)arg;
+}
+
+static void visit_done(void *arg)
+{
+  (void)arg;
+  atomic_fetch_add(&visits_done, 1);
+}
+
 static void *run_server(void *s)
 {
   gev_server_start(s);
@@ -317,11 +332,24 @@ static int conn_send(void)
     FAIL("conn_close: the client read %d (errno %d), not the close", rc,
          rc < 0 ? errno : 0);
   close(fd);
+
+  /* gev_server_foreach_conn whose visit cannot be handed to the loop says
+   * -ENOMEM (it said -ESHUTDOWN, a stopped loop), and done still runs. */
+  if (hold_full(gev_server_worker_loop(s, 0)) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  rc = gev_server_foreach_conn(s, visit_conn, NULL, visit_done);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (rc != -ENOMEM || atomic_load(&visits_done) != 1)
+    FAIL("foreach: returned %d, done ran %d times (want -ENOMEM, 1)", rc,
+         atomic_load(&visits_done));
   gev_server_stop(s);
   pthread_join(st, NULL);
   gev_server_free(s);
   gev_conn_unref(c);
-  printf("posts: conn_send ok (-ENOMEM, then served; a close carried)\n");
+  printf("posts: conn_send ok (-ENOMEM, then served; a close carried; "
+         "foreach -ENOMEM)\n");
   return 0;
 }
 
