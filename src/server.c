@@ -152,6 +152,7 @@ static int check_options(const gev_handler *h, const gev_options *opt)
 }
 
 static void begin_shutdown(void *arg);
+static void drain_worker(void *arg);
 
 static int create_loops(gev_server *s)
 {
@@ -169,6 +170,10 @@ static int create_loops(gev_server *s)
     if ((err = gev__loop_new(&l, s, i)) < 0)
       return err;
     s->workers[i].loop = l;
+    /* The shutdown's word to the worker: an atomic flag and the eventfd,
+     * which no lack of memory can refuse (a task could be). */
+    l->async_fn = drain_worker;
+    l->async_arg = &s->workers[i];
   }
   return 0;
 }
@@ -250,8 +255,7 @@ static void begin_shutdown(void *arg)
   atomic_fetch_add(&s->holds, s->nloops);
   atomic_store(&s->draining, true);
   for (int i = 0; i < s->nloops; i++)
-    if (gev_loop_post(s->workers[i].loop, drain_worker, &s->workers[i]) < 0)
-      gev__loop_stop(s->acceptor); /* a worker has stopped: stop it all */
+    gev__loop_async(s->workers[i].loop); /* drain_worker, in its thread */
   if (!gev_loop_run_after(s->acceptor, ms, drain_deadline, s))
     gev__loop_stop(s->acceptor); /* no timer: no deadline to wait for */
   /* After `draining` is visible: a close that came before it found the

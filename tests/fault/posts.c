@@ -491,7 +491,74 @@ static int resolve_answer(void)
   return 0;
 }
 
+static atomic_int shutdowns_heard;
+
+static void on_shutdown(gev_conn *c)
+{
+  atomic_fetch_add(&shutdowns_heard, 1);
+  gev_conn_close(c);
+}
+
+/* server_shutdown: gev_server_shutdown's word to a worker whose queue
+ * cannot grow still reaches it: its connections hear on_shutdown (the
+ * failed post stopped the server at once, without it). */
+static int server_shutdown(void)
+{
+  gev_handler h = {keep_conn, ignore_message, NULL};
+  gev_options o = {.address = "127.0.0.1:0", .num_loops = 1};
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {3, 0};
+  gev_server *s;
+  pthread_t st;
+  char b;
+  int fd, rc;
+
+  h.on_shutdown = on_shutdown;
+  atomic_store(&accepted, NULL);
+  fault_arm_count();
+  if (gev_server_new(&s, &h, &o) < 0)
+    FAIL("server_shutdown: server");
+  pthread_create(&st, NULL, run_server, s);
+  a.sin_port = htons((uint16_t)gev_server_port(s));
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+    FAIL("server_shutdown: connect: %s", strerror(errno));
+  for (int i = 0; i < 5000 && !atomic_load(&accepted); i++)
+    usleep(1000);
+  if (!atomic_load(&accepted))
+    FAIL("server_shutdown: no connection");
+  /* The acceptor's timer heap has room for the shutdown's deadline, so
+   * that the failed realloc is the post's alone. */
+  for (int i = 0; i < 2; i++)
+    if (!gev_loop_run_after(gev_server_loop(s), 600000, noop_task, NULL))
+      FAIL("server_shutdown: timer");
+  if (hold_full(gev_server_worker_loop(s, 0)) < 0)
+    return 1;
+  fault_arm_nth(FK_REALLOC, 1);
+  rc = gev_server_shutdown(s, 5000);
+  usleep(100 * 1000); /* the acceptor begins the shutdown meanwhile */
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (rc != 0)
+    FAIL("server_shutdown: returned %d", rc);
+  if ((rc = (int)recv(fd, &b, 1, 0)) != 0)
+    FAIL("server_shutdown: the client read %d, not the close", rc);
+  pthread_join(st, NULL);
+  if (atomic_load(&shutdowns_heard) != 1)
+    FAIL("server_shutdown: on_shutdown ran %d times, not once (%llu "
+         "faults injected)",
+         atomic_load(&shutdowns_heard), (unsigned long long)fault_injected());
+  close(fd);
+  gev_server_free(s);
+  gev_conn_unref(atomic_load(&accepted));
+  printf("posts: server_shutdown ok (the worker drained)\n");
+  return 0;
+}
+
 int main(void)
 {
-  return udp_inbox() || conn_send() || client_free() || resolve_answer();
+  return udp_inbox() || conn_send() || client_free() || resolve_answer() ||
+         server_shutdown();
 }
