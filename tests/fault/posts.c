@@ -278,13 +278,42 @@ static void *run_server(void *s)
   return NULL;
 }
 
-static int conn_send(void)
+/* A server of one loop running h on its own thread, and a client
+ * connected to it (3 s receive timeout) whose connection the server has
+ * accepted (`accepted`). 0, or -1 with a message. */
+static int serve_one(const char *name, const gev_handler *h, gev_server **s,
+                     pthread_t *st, int *fd)
 {
-  gev_handler h = {keep_conn, ignore_message, NULL};
   gev_options o = {.address = "127.0.0.1:0", .num_loops = 1};
   struct sockaddr_in a = {.sin_family = AF_INET,
                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   struct timeval tv = {3, 0};
+
+  atomic_store(&accepted, NULL);
+  if (gev_server_new(s, h, &o) < 0) {
+    printf("posts: FAIL: %s: server\n", name);
+    return -1;
+  }
+  pthread_create(st, NULL, run_server, *s);
+  a.sin_port = htons((uint16_t)gev_server_port(*s));
+  *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (*fd < 0 || connect(*fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+    printf("posts: FAIL: %s: connect: %s\n", name, strerror(errno));
+    return -1;
+  }
+  for (int i = 0; i < 5000 && !atomic_load(&accepted); i++)
+    usleep(1000);
+  if (!atomic_load(&accepted)) {
+    printf("posts: FAIL: %s: no connection\n", name);
+    return -1;
+  }
+  return 0;
+}
+
+static int conn_send(void)
+{
+  gev_handler h = {keep_conn, ignore_message, NULL};
   gev_server *s;
   gev_conn *c;
   pthread_t st;
@@ -292,18 +321,9 @@ static int conn_send(void)
   int fd, rc;
 
   fault_arm_count();
-  if (gev_server_new(&s, &h, &o) < 0)
-    FAIL("conn_send: server");
-  pthread_create(&st, NULL, run_server, s);
-  a.sin_port = htons((uint16_t)gev_server_port(s));
-  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-    FAIL("conn_send: connect: %s", strerror(errno));
-  for (int i = 0; i < 5000 && !atomic_load(&accepted); i++)
-    usleep(1000);
-  if (!(c = atomic_load(&accepted)))
-    FAIL("conn_send: no connection");
+  if (serve_one("conn_send", &h, &s, &st, &fd) < 0)
+    return 1;
+  c = atomic_load(&accepted);
   if (hold_full(gev_conn_loop(c)) < 0)
     return 1;
   fault_arm_nth(FK_REALLOC, 1);
@@ -505,30 +525,15 @@ static void on_shutdown(gev_conn *c)
 static int server_shutdown(void)
 {
   gev_handler h = {keep_conn, ignore_message, NULL};
-  gev_options o = {.address = "127.0.0.1:0", .num_loops = 1};
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct timeval tv = {3, 0};
   gev_server *s;
   pthread_t st;
   char b;
   int fd, rc;
 
   h.on_shutdown = on_shutdown;
-  atomic_store(&accepted, NULL);
   fault_arm_count();
-  if (gev_server_new(&s, &h, &o) < 0)
-    FAIL("server_shutdown: server");
-  pthread_create(&st, NULL, run_server, s);
-  a.sin_port = htons((uint16_t)gev_server_port(s));
-  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-    FAIL("server_shutdown: connect: %s", strerror(errno));
-  for (int i = 0; i < 5000 && !atomic_load(&accepted); i++)
-    usleep(1000);
-  if (!atomic_load(&accepted))
-    FAIL("server_shutdown: no connection");
+  if (serve_one("server_shutdown", &h, &s, &st, &fd) < 0)
+    return 1;
   /* The acceptor's timer heap has room for the shutdown's deadline, so
    * that the failed realloc is the post's alone. */
   for (int i = 0; i < 2; i++)
