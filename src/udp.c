@@ -462,6 +462,9 @@ static void inbox_task(void *arg)
     taken.tail = &taken.head;
   gev__udp_q_init(&u->inbox);
   u->inbox_posted = false;
+  /* Counted as queued before the inbox's count is gone, so that senders
+   * never see neither (the flush publishes the exact figure). */
+  atomic_fetch_add_explicit(&u->q_bytes, taken.bytes, memory_order_relaxed);
   pthread_mutex_unlock(&u->mu);
   if (u->state < GEV__US_CLOSING && taken.head) {
     gev__udp_flush_batch_of(u); /* what the loop sent before goes first */

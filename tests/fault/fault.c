@@ -296,20 +296,52 @@ static int do_epoll_wait(int ep, struct epoll_event *ev, int max, int ms,
 
 /* recvmmsg and sendmmsg: a hard error, or EINTR, EAGAIN, or fewer
  * datagrams than asked (the rest stay in the kernel or in the caller's
- * hands, as a real short result leaves them). */
-static long do_mmsg(fault_kind k, long nr, long *a)
+ * hands, as a real short result leaves them). -1 (errno set) to fail the
+ * call, else 0 with *vlen perhaps cut. */
+static int mmsg_fault(fault_kind k, long *vlen)
 {
   uint64_t h = hit(k, true);
 
   if (h == 1)
-    return fail(k == FK_RECVMMSG ? ECONNREFUSED : EPERM);
+    return (int)fail(k == FK_RECVMMSG ? ECONNREFUSED : EPERM);
   if (h > 1) {
     unsigned pick = (unsigned)(h % 3);
-    if (pick < 2 || a[2] < 2)
-      return fail(pick == 1 ? EAGAIN : EINTR);
-    a[2] = 1 + (long)((h >> 8) % (uint64_t)(a[2] - 1));
+    if (pick < 2 || *vlen < 2)
+      return (int)fail(pick == 1 ? EAGAIN : EINTR);
+    *vlen = 1 + (long)((h >> 8) % (uint64_t)(*vlen - 1));
   }
+  return 0;
+}
+
+static long do_mmsg(fault_kind k, long nr, long *a)
+{
+  if (mmsg_fault(k, &a[2]) < 0)
+    return -1;
   return syscall(nr, a[0], a[1], a[2], a[3], a[4]);
+}
+
+/* The libc functions (the library calls these under TSan, whose
+ * interceptors must see them). */
+int fault_sendmmsg(int fd, struct mmsghdr *m, unsigned n, int flags);
+int fault_sendmmsg(int fd, struct mmsghdr *m, unsigned n, int flags)
+{
+  long vlen = n;
+
+  if (mmsg_fault(FK_SENDMMSG, &vlen) < 0)
+    return -1;
+  return sendmmsg(fd, m, (unsigned)vlen, flags);
+}
+
+int fault_recvmmsg(int fd, struct mmsghdr *m, unsigned n, int flags,
+                   struct timespec *t);
+int fault_recvmmsg(int fd, struct mmsghdr *m, unsigned n, int flags,
+                   struct timespec *t)
+{
+  long vlen = n;
+
+  if (mmsg_fault(FK_RECVMMSG, &vlen) < 0)
+    return -1;
+  return recvmmsg(fd, m, (unsigned)vlen, flags, t);
 }
 
 long fault_syscall(long nr, ...);

@@ -373,6 +373,82 @@ static int conn_send(void)
   return 0;
 }
 
+/* udp_bound: while the loop moves the inbox into its send queue, sends
+ * from other threads still count those bytes against send_queue_max (the
+ * inbox was emptied before the queue's count was published, and another
+ * thread could queue a second send_queue_max meanwhile). The loop is held
+ * while the inbox fills to the bound; at the send (sendmmsg) that follows
+ * the move, thread B sends as much as it can. */
+enum { BOUND = 16 * 1024, DGRAM = 1000 };
+static gev_udp *bound_sock;
+static atomic_int bound_go, bound_done, bound_taken;
+
+static void *bound_sender(void *arg)
+{
+  char d[DGRAM] = {0};
+
+  (void)arg;
+  if (wait_flag(&bound_go, 10000))
+    for (int i = 0; i < 2 * BOUND / DGRAM &&
+                    gev_udp_send_to(bound_sock, (struct sockaddr *)&peer,
+                                    sizeof(peer), d, sizeof(d)) == 0;
+         i++)
+      atomic_fetch_add(&bound_taken, DGRAM);
+  atomic_store(&bound_done, 1);
+  return NULL;
+}
+
+static void at_sendmmsg(fault_kind k)
+{
+  if (k != FK_SENDMMSG || !gev_loop_in_thread(gev_udp_loop(bound_sock)))
+    return;
+  fault_set_hit_hook(NULL);
+  atomic_store(&bound_go, 1);
+  wait_flag(&bound_done, 2000);
+}
+
+static int udp_bound(void)
+{
+  gev_udp_handler h = {.on_datagram = on_datagram};
+  gev_udp_options o = {.address = "127.0.0.1:0", .send_queue_max = BOUND};
+  char d[DGRAM] = {0};
+  pthread_t lt, bt;
+  gev_loop *l;
+  int queued = 0;
+
+  fault_arm_count();
+  if (gev_loop_new(&l) < 0 || gev_udp_new(&bound_sock, l, &h, &o) < 0)
+    FAIL("udp_bound: loop or socket");
+  pthread_create(&lt, NULL, run_loop, l);
+  pthread_create(&bt, NULL, bound_sender, NULL);
+  atomic_store(&release, 0);
+  atomic_store(&held, 0);
+  gev_loop_post(l, hold_task, NULL);
+  if (!wait_flag(&held, 5000))
+    FAIL("udp_bound: the loop did not run the holding task");
+  while (gev_udp_send_to(bound_sock, (struct sockaddr *)&peer, sizeof(peer), d,
+                         sizeof(d)) == 0)
+    queued += DGRAM;
+  fault_set_hit_hook(at_sendmmsg);
+  atomic_store(&release, 1);
+  pthread_join(bt, NULL);
+  fault_set_hit_hook(NULL);
+  if (!atomic_load(&bound_go))
+    FAIL("udp_bound: the loop never sent (%llu sendmmsg, %llu sendmsg)",
+         (unsigned long long)fault_hits(FK_SENDMMSG),
+         (unsigned long long)fault_hits(FK_SENDMSG));
+  if (queued + atomic_load(&bound_taken) > BOUND)
+    FAIL("udp_bound: %d bytes accepted while the loop took %d (bound %d)",
+         atomic_load(&bound_taken), queued, BOUND);
+  gev_udp_free(bound_sock);
+  gev_loop_stop(l);
+  pthread_join(lt, NULL);
+  gev_loop_free(l);
+  printf("posts: udp_bound ok (%d queued, %d more accepted meanwhile)\n",
+         queued, atomic_load(&bound_taken));
+  return 0;
+}
+
 /* A listening socket of the test's own on 127.0.0.1 (its port in *port). */
 static int listener(int *port)
 {
@@ -564,6 +640,6 @@ static int server_shutdown(void)
 
 int main(void)
 {
-  return udp_inbox() || conn_send() || client_free() || resolve_answer() ||
-         server_shutdown();
+  return udp_inbox() || udp_bound() || conn_send() || client_free() ||
+         resolve_answer() || server_shutdown();
 }
