@@ -105,11 +105,12 @@ int gev_server_foreach_conn(gev_server *s, gev_conn_visit_fn fn, void *arg,
   atomic_init(&v->pending, n + 1); /* + the caller's, until all are posted */
   for (int i = 0; i < n; i++) {
     v->legs[i] = (leg){v, gev_server_worker_loop(s, i)};
-    int r = gev__loop_call(v->legs[i].l, visit_task, &v->legs[i], visit_drop);
-    if (r < 0) {
-      if (err != -ENOMEM)
-        err = r == -ENOMEM ? -ENOMEM : -ESHUTDOWN;
-      release(v); /* that loop's share */
+    /* A refused post (the loop stopped, or no memory) is that loop's
+     * share: done still runs, so this is not -ENOMEM, which tells the
+     * caller that nothing will (gev_server_broadcast frees on it). */
+    if (gev__loop_call(v->legs[i].l, visit_task, &v->legs[i], visit_drop) < 0) {
+      err = -ESHUTDOWN;
+      release(v);
     }
   }
   release(v);

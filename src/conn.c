@@ -1273,7 +1273,13 @@ int gev__conn_start(gev_conn *c, const gev_transport *tp, void *tp_arg,
   c->result_arg = arg;
   if (c->tp->handshake) {
     atomic_store(&c->state, GEV__CS_HANDSHAKE); /* born there: no handler */
-    step_handshake(c);
+    /* Started after its loop began to drain (its hand-over was queued
+     * behind the drain): closed unseen, as the drain closes those that
+     * were in their handshake already. */
+    if (l->draining)
+      drain(&c->handle);
+    if (gev__conn_state(c) == GEV__CS_HANDSHAKE)
+      step_handshake(c);
   } else {
     begin(c);
   }

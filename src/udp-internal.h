@@ -116,6 +116,9 @@ struct gev_udp {
   atomic_bool detached;   /* the loop let go (or never had it) */
   atomic_bool connected;  /* gev_udp_connect succeeded */
   _Atomic size_t q_bytes; /* bytes in q (written by the loop) */
+  /* The loop's thread: inbox bytes taken and not yet in q, which
+   * q_bytes includes meanwhile (the bound holds while they move). */
+  size_t moving;
   atomic_int fd_pub;      /* io.fd for gev_udp_fd, -1 once closed */
   _Atomic uint64_t st[GEV__UC_COUNT];
   pthread_mutex_t mu; /* held for a few instructions, or one setsockopt */

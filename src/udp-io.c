@@ -184,7 +184,8 @@ uint64_t gev__udp_q_free(gev__udp_q *q)
 
 static void publish_q(gev_udp *u)
 {
-  atomic_store_explicit(&u->q_bytes, u->q.bytes, memory_order_relaxed);
+  atomic_store_explicit(&u->q_bytes, u->q.bytes + u->moving,
+                        memory_order_relaxed);
 }
 
 /* Whether EPOLLOUT means the head of the queue may go now. Not on an

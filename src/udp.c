@@ -463,7 +463,9 @@ static void inbox_task(void *arg)
   gev__udp_q_init(&u->inbox);
   u->inbox_posted = false;
   /* Counted as queued before the inbox's count is gone, so that senders
-   * never see neither (the flush publishes the exact figure). */
+   * never see neither: a publication while they move (the batch's
+   * push-back) adds them, the flush publishes the exact figure. */
+  u->moving = taken.bytes;
   atomic_fetch_add_explicit(&u->q_bytes, taken.bytes, memory_order_relaxed);
   pthread_mutex_unlock(&u->mu);
   if (u->state < GEV__US_CLOSING && taken.head) {
@@ -471,8 +473,10 @@ static void inbox_task(void *arg)
     for (gev__udp_pkt *k = taken.head; k; k = k->next)
       gev__udp_count(u, GEV__UC_QUEUED, 1);
     gev__udp_q_splice(&u->q, &taken);
+    u->moving = 0;
     gev__udp_flush_queue(u);
   }
+  u->moving = 0;
   dropped(u, gev__udp_q_free(&taken));
   gev__udp_unref(u);
 }

@@ -643,6 +643,49 @@ START_TEST(test_curl)
 }
 END_TEST
 
+/* A connection whose hand-over to its worker was still queued when the
+ * shutdown reached the worker starts its handshake after the drain: it
+ * is closed unseen, as the drain closes those in their handshake already
+ * (it waited for the shutdown's deadline, holding the shutdown). */
+static int drain_release, drain_held;
+
+static void hold_worker(void *arg)
+{
+  (void)arg;
+  th_st(&drain_held, 1);
+  for (int i = 0; i < 5000 && !th_ld(&drain_release); i++)
+    usleep(1000);
+}
+
+START_TEST(handshake_after_drain_closes)
+{
+  gev_tls_ctx *x = server_ctx("server");
+  th_server *t;
+  struct timeval tv = {3, 0};
+  char b;
+  int fd;
+
+  reset();
+  th_st(&drain_release, 0);
+  th_st(&drain_held, 0);
+  t = tls_server(x, &echo_h, 1);
+  ck_assert_int_eq(
+      gev_loop_post(gev_server_worker_loop(t->s, 0), hold_worker, NULL), 0);
+  ck_assert(th_wait_int(&drain_held, 1, 5000)); /* the hold runs */
+  fd = th_connect(t->port); /* accepted; its start waits behind the hold */
+  usleep(100 * 1000);
+  ck_assert_int_eq(gev_server_shutdown(t->s, 10000), 0);
+  usleep(100 * 1000); /* the acceptor tells the worker meanwhile */
+  th_st(&drain_release, 1);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ck_assert_int_eq(read(fd, &b, 1), 0); /* closed, not at the deadline */
+  close(fd);
+  th_stop(t);
+  ck_assert_int_eq(th_ld(&connects), 0);
+  gev_tls_ctx_unref(x);
+}
+END_TEST
+
 /* ---- 7. 64 MiB through TLS, every byte verified (s_client) ------------- */
 
 static void stream_case(size_t mib, size_t max_buffer)
@@ -1514,6 +1557,7 @@ int main(void)
       {"client_cert", test_client_cert, 60},
       {"client_refuses", test_client_refuses, 60},
       {"curl", test_curl, 60},
+      {"handshake_after_drain_closes", handshake_after_drain_closes, 60},
       {"stream_64mib", test_stream_64mib, 300},
       {"stream_small_cap", test_stream_small_cap, 300},
       {"full_duplex_gev_peers", test_full_duplex_gev_peers, 60},

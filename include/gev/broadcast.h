@@ -41,10 +41,10 @@ typedef void (*gev_conn_visit_fn)(gev_conn *c, void *arg);
  * @param fn called for each connection
  * @param arg passed to @p fn and @p done
  * @param done called once after every visit; may be NULL
- * @return 0; -ESHUTDOWN when a worker loop has stopped, -ENOMEM when
- *         the visit could not be handed to one (in both cases the other
- *         loops still visit, and done still runs); -EINVAL for NULL s or
- *         fn; -ENOMEM before any visit (then nothing runs, done neither).
+ * @return 0; -ESHUTDOWN when a worker loop has stopped or its visit
+ *         could not be handed to it for want of memory (the other loops
+ *         still visit, done still runs); -EINVAL for NULL s or fn;
+ *         -ENOMEM (then nothing runs, done neither).
  */
 GEV_EXPORT int gev_server_foreach_conn(gev_server *s, gev_conn_visit_fn fn,
                                        void *arg, void (*done)(void *arg));
@@ -65,8 +65,9 @@ GEV_EXPORT int gev_server_foreach_conn(gev_server *s, gev_conn_visit_fn fn,
  * @param n how many (0 sends nothing and returns 0)
  * @param skip a connection not to send to (the sender of a chat message),
  *             or NULL; compared, never dereferenced
- * @return 0; -ESHUTDOWN when a worker loop has stopped (the others still
- *         send); -EINVAL for NULL s, or NULL p with n > 0; -ENOMEM.
+ * @return 0; -ESHUTDOWN when a worker loop has stopped or could not be
+ *         reached for want of memory (the others still send); -EINVAL
+ *         for NULL s, or NULL p with n > 0; -ENOMEM (nothing is sent).
  */
 GEV_EXPORT int gev_server_broadcast(gev_server *s, const void *p, size_t n,
                                     const gev_conn *skip);

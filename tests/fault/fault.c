@@ -298,9 +298,19 @@ static int do_epoll_wait(int ep, struct epoll_event *ev, int max, int ms,
  * datagrams than asked (the rest stay in the kernel or in the caller's
  * hands, as a real short result leaves them). -1 (errno set) to fail the
  * call, else 0 with *vlen perhaps cut. */
+static atomic_bool sendmmsg_eagain;
+
+void fault_sendmmsg_eagain(bool on)
+{
+  atomic_store(&sendmmsg_eagain, on);
+}
+
 static int mmsg_fault(fault_kind k, long *vlen)
 {
   uint64_t h = hit(k, true);
+
+  if (k == FK_SENDMMSG && atomic_load(&sendmmsg_eagain))
+    return (int)fail(EAGAIN);
 
   if (h == 1)
     return (int)fail(k == FK_RECVMMSG ? ECONNREFUSED : EPERM);

@@ -56,6 +56,9 @@ void fault_set_hook(void (*fn)(fault_kind k));
  * removes it): a test uses it to act at a moment only another thread
  * reaches, such as a resolver's lookup. */
 void fault_set_hit_hook(void (*fn)(fault_kind k));
+/* While on, every sendmmsg fails with EAGAIN (a kernel that pushes back
+ * whatever the mode; the hits still count). */
+void fault_sendmmsg_eagain(bool on);
 /* Stops injecting (the hits still count). */
 void fault_disarm(void);
 

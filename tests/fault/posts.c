@@ -353,23 +353,30 @@ static int conn_send(void)
          rc < 0 ? errno : 0);
   close(fd);
 
-  /* gev_server_foreach_conn whose visit cannot be handed to the loop says
-   * -ENOMEM (it said -ESHUTDOWN, a stopped loop), and done still runs. */
+  /* gev_server_foreach_conn whose visit cannot be handed to the loop:
+   * done still runs, so the call must not say -ENOMEM (which says nothing
+   * will run: gev_server_broadcast then freed its message, which done had
+   * freed already - a double free). */
   if (hold_full(gev_server_worker_loop(s, 0)) < 0)
     return 1;
   fault_arm_nth(FK_REALLOC, 1);
   rc = gev_server_foreach_conn(s, visit_conn, NULL, visit_done);
   fault_disarm();
-  atomic_store(&release, 1);
-  if (rc != -ENOMEM || atomic_load(&visits_done) != 1)
-    FAIL("foreach: returned %d, done ran %d times (want -ENOMEM, 1)", rc,
+  if (rc != -ESHUTDOWN || atomic_load(&visits_done) != 1)
+    FAIL("foreach: returned %d, done ran %d times (want -ESHUTDOWN, 1)", rc,
          atomic_load(&visits_done));
+  fault_arm_nth(FK_REALLOC, 1);
+  rc = gev_server_broadcast(s, "x", 1, NULL);
+  fault_disarm();
+  atomic_store(&release, 1);
+  if (rc != -ESHUTDOWN)
+    FAIL("broadcast: returned %d (want -ESHUTDOWN)", rc);
   gev_server_stop(s);
   pthread_join(st, NULL);
   gev_server_free(s);
   gev_conn_unref(c);
   printf("posts: conn_send ok (-ENOMEM, then served; a close carried; "
-         "foreach -ENOMEM)\n");
+         "foreach and broadcast refused)\n");
   return 0;
 }
 
@@ -377,11 +384,14 @@ static int conn_send(void)
  * from other threads still count those bytes against send_queue_max (the
  * inbox was emptied before the queue's count was published, and another
  * thread could queue a second send_queue_max meanwhile). The loop is held
- * while the inbox fills to the bound; at the send (sendmmsg) that follows
- * the move, thread B sends as much as it can. */
+ * while the inbox fills to the bound; at a send (sendmmsg) of the move,
+ * thread B sends as much as it can. First the inbox alone; then with a
+ * batch of the loop's own ahead of it that the kernel pushes back
+ * (EAGAIN), whose move to the queue publishes the queue's count halfway
+ * (B then waits for the second sendmmsg). */
 enum { BOUND = 16 * 1024, DGRAM = 1000 };
 static gev_udp *bound_sock;
-static atomic_int bound_go, bound_done, bound_taken;
+static atomic_int bound_go, bound_done, bound_taken, bound_hits, bound_at;
 
 static void *bound_sender(void *arg)
 {
@@ -400,53 +410,76 @@ static void *bound_sender(void *arg)
 
 static void at_sendmmsg(fault_kind k)
 {
-  if (k != FK_SENDMMSG || !gev_loop_in_thread(gev_udp_loop(bound_sock)))
+  if (k != FK_SENDMMSG || !gev_loop_in_thread(gev_udp_loop(bound_sock)) ||
+      atomic_fetch_add(&bound_hits, 1) != atomic_load(&bound_at))
     return;
   fault_set_hit_hook(NULL);
   atomic_store(&bound_go, 1);
   wait_flag(&bound_done, 2000);
 }
 
-static int udp_bound(void)
+/* In the held loop's queue, after the hold: a datagram into u's batch. */
+static void loop_batch_send(void *arg)
+{
+  (void)arg;
+  send_text("batch");
+}
+
+static int udp_bound_case(bool pushed_back)
 {
   gev_udp_handler h = {.on_datagram = on_datagram};
   gev_udp_options o = {.address = "127.0.0.1:0", .send_queue_max = BOUND};
+  const char *name = pushed_back ? "udp_bound (pushed back)" : "udp_bound";
   char d[DGRAM] = {0};
   pthread_t lt, bt;
   gev_loop *l;
   int queued = 0;
 
   fault_arm_count();
+  atomic_store(&bound_go, 0);
+  atomic_store(&bound_done, 0);
+  atomic_store(&bound_taken, 0);
+  atomic_store(&bound_hits, 0);
+  atomic_store(&bound_at, pushed_back ? 1 : 0);
   if (gev_loop_new(&l) < 0 || gev_udp_new(&bound_sock, l, &h, &o) < 0)
-    FAIL("udp_bound: loop or socket");
+    FAIL("%s: loop or socket", name);
+  sock = bound_sock; /* for send_text */
   pthread_create(&lt, NULL, run_loop, l);
   pthread_create(&bt, NULL, bound_sender, NULL);
   atomic_store(&release, 0);
   atomic_store(&held, 0);
   gev_loop_post(l, hold_task, NULL);
   if (!wait_flag(&held, 5000))
-    FAIL("udp_bound: the loop did not run the holding task");
+    FAIL("%s: the loop did not run the holding task", name);
+  if (pushed_back)
+    gev_loop_post(l, loop_batch_send, NULL);
   while (gev_udp_send_to(bound_sock, (struct sockaddr *)&peer, sizeof(peer), d,
                          sizeof(d)) == 0)
     queued += DGRAM;
+  fault_sendmmsg_eagain(pushed_back);
   fault_set_hit_hook(at_sendmmsg);
   atomic_store(&release, 1);
   pthread_join(bt, NULL);
   fault_set_hit_hook(NULL);
+  fault_sendmmsg_eagain(false);
   if (!atomic_load(&bound_go))
-    FAIL("udp_bound: the loop never sent (%llu sendmmsg, %llu sendmsg)",
-         (unsigned long long)fault_hits(FK_SENDMMSG),
-         (unsigned long long)fault_hits(FK_SENDMSG));
+    FAIL("%s: the loop never sent (%llu sendmmsg)", name,
+         (unsigned long long)fault_hits(FK_SENDMMSG));
   if (queued + atomic_load(&bound_taken) > BOUND)
-    FAIL("udp_bound: %d bytes accepted while the loop took %d (bound %d)",
+    FAIL("%s: %d bytes accepted while the loop took %d (bound %d)", name,
          atomic_load(&bound_taken), queued, BOUND);
   gev_udp_free(bound_sock);
   gev_loop_stop(l);
   pthread_join(lt, NULL);
   gev_loop_free(l);
-  printf("posts: udp_bound ok (%d queued, %d more accepted meanwhile)\n",
-         queued, atomic_load(&bound_taken));
+  printf("posts: %s ok (%d queued, %d more accepted meanwhile)\n", name, queued,
+         atomic_load(&bound_taken));
   return 0;
+}
+
+static int udp_bound(void)
+{
+  return udp_bound_case(false) || udp_bound_case(true);
 }
 
 /* A listening socket of the test's own on 127.0.0.1 (its port in *port). */
