@@ -119,7 +119,7 @@ struct gev_udp {
   /* The loop's thread: inbox bytes taken and not yet in q, which
    * q_bytes includes meanwhile (the bound holds while they move). */
   size_t moving;
-  atomic_int fd_pub;      /* io.fd for gev_udp_fd, -1 once closed */
+  atomic_int fd_pub; /* io.fd for gev_udp_fd, -1 once closed */
   _Atomic uint64_t st[GEV__UC_COUNT];
   pthread_mutex_t mu; /* held for a few instructions, or one setsockopt */
   atomic_bool closed; /* set under mu: sends fail from here on */
