@@ -339,21 +339,17 @@ int gev__client_new_watched(gev_client **out, gev_loop *l, const gev_handler *h,
 
 void gev_client_free(gev_client *cl)
 {
-  int err;
-
   if (!cl)
     return;
   atomic_store(&cl->stopped, true);
   if (atomic_load(&cl->detached))
     unref(cl); /* the loop is done with it, and may be gone */
-  else if ((err = gev__loop_call(cl->l, stop_task, cl, unref_task)) < 0) {
-    /* A closed loop finishes the client by itself. Out of memory: the
-     * loop hears of it without an allocation (the loop's reference keeps
-     * cl; one not started yet sees `stopped` in its start task). */
-    if (err == -ENOMEM)
-      gev__handle_schedule_remote(&cl->handle);
+  /* A closed loop finishes the client by itself; out of memory, after_pass
+   * stops it (the loop's reference keeps cl; one not started yet sees
+   * `stopped` in its start task). */
+  else if (gev__loop_call_or_schedule(cl->l, stop_task, cl, unref_task,
+                                      &cl->handle) < 0)
     unref(cl);
-  }
 }
 
 gev_conn *gev_client_conn(const gev_client *cl)

@@ -56,10 +56,11 @@ struct gev__handle {
   gev__list link; /* in loop->handles while registered */
   gev__list due;  /* in loop->due while scheduled */
   /* Under loop->mu: in loop->remote while another thread's schedule
-   * waits for the loop, and whether one may (from register to
-   * unregister). */
+   * waits for the loop. remote_ok: whether one may (from register to
+   * unregister); set without the lock at register (no other thread knows
+   * h yet), read and cleared under it. */
   gev__list remote;
-  bool remote_ok;
+  atomic_bool remote_ok;
 };
 
 struct gev_loop {
@@ -181,7 +182,7 @@ static inline void gev__handle_init(gev__handle *h, gev_loop *l,
   gev__list_init(&h->link);
   gev__list_init(&h->due);
   gev__list_init(&h->remote);
-  h->remote_ok = false;
+  atomic_init(&h->remote_ok, false);
 }
 
 /* h joins the registry: the loop stops it when it finishes. From here on
@@ -202,6 +203,12 @@ static inline void gev__handle_schedule(gev__handle *h)
   if (!gev__list_linked(&h->due))
     gev__list_append(&h->loop->due, &h->due);
 }
+
+/* gev__loop_call(l, fn, arg, drop), and when its post fails for want of
+ * memory, h is scheduled instead (h's after_pass then does fn's work, from
+ * state the caller set first). Returns gev__loop_call's result. */
+int gev__loop_call_or_schedule(gev_loop *l, gev_task_fn fn, void *arg,
+                               gev_task_fn drop, gev__handle *h);
 
 /* From any thread: after_pass(h) runs in a pass of h's loop soon (the
  * loop is woken). It allocates nothing, so it cannot fail for want of

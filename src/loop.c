@@ -463,9 +463,7 @@ void gev__handle_register(gev__handle *h)
 
   gev__assert_in_loop(l);
   gev__list_append(&l->handles, &h->link);
-  pthread_mutex_lock(&l->mu);
-  h->remote_ok = true;
-  pthread_mutex_unlock(&l->mu);
+  atomic_store(&h->remote_ok, true);
 }
 
 /* Off the registry and out of other threads' reach; an after_pass already
@@ -476,7 +474,7 @@ static void leave_registry(gev__handle *h)
 
   gev__list_remove(&h->link);
   pthread_mutex_lock(&l->mu);
-  h->remote_ok = false;
+  atomic_store(&h->remote_ok, false);
   gev__list_remove(&h->remote);
   pthread_mutex_unlock(&l->mu);
 }
@@ -494,7 +492,7 @@ int gev__handle_schedule_remote(gev__handle *h)
   int r = 0;
 
   pthread_mutex_lock(&l->mu);
-  if (l->closed || !h->remote_ok) {
+  if (l->closed || !atomic_load(&h->remote_ok)) {
     r = -ESHUTDOWN;
   } else if (!gev__list_linked(&h->remote)) {
     gev__list_append(&l->remote, &h->remote);
@@ -505,6 +503,16 @@ int gev__handle_schedule_remote(gev__handle *h)
   if (wake)
     gev__loop_wake(l);
   return r;
+}
+
+int gev__loop_call_or_schedule(gev_loop *l, gev_task_fn fn, void *arg,
+                               gev_task_fn drop, gev__handle *h)
+{
+  int err = gev__loop_call(l, fn, arg, drop);
+
+  if (err == -ENOMEM)
+    gev__handle_schedule_remote(h);
+  return err;
 }
 
 /* ---- tasks -------------------------------------------------------------- */

@@ -416,7 +416,6 @@ static void close_task(void *arg)
 int gev_udp_close(gev_udp *u)
 {
   bool was;
-  int err;
 
   if (!u)
     return -EINVAL;
@@ -428,16 +427,13 @@ int gev_udp_close(gev_udp *u)
   if (atomic_load(&u->detached))
     return 0; /* the loop is done with it: closed already */
   gev__udp_ref(u);
-  if ((err = gev__loop_call(u->l, close_task, u, unref_task)) < 0) {
+  /* The task keeps the close in order with the caller's other tasks. A
+   * stopped loop closed the socket itself; out of memory, after_pass
+   * closes it (a socket not started yet is closed by its start task,
+   * which sees `closed`). */
+  if (gev__loop_call_or_schedule(u->l, close_task, u, unref_task, &u->handle) <
+      0)
     gev__udp_unref(u);
-    /* A stopped loop closed the socket itself. Out of memory, after
-     * `closed` was set: the loop hears of it without an allocation, and
-     * after_pass closes (a socket not started yet is closed by its start
-     * task, which sees `closed`). The task stays the common way: it keeps
-     * the close in order with the caller's other tasks. */
-    if (err == -ENOMEM)
-      gev__handle_schedule_remote(&u->handle);
-  }
   return 0;
 }
 
@@ -465,10 +461,10 @@ static void inbox_task(void *arg)
   /* Counted as queued before the inbox's count is gone, so that senders
    * never see neither: a publication while they move (the batch's
    * push-back) adds them, the flush publishes the exact figure. */
-  u->moving = taken.bytes;
   atomic_fetch_add_explicit(&u->q_bytes, taken.bytes, memory_order_relaxed);
   pthread_mutex_unlock(&u->mu);
   if (u->state < GEV__US_CLOSING && taken.head) {
+    u->moving = taken.bytes;
     gev__udp_flush_batch_of(u); /* what the loop sent before goes first */
     for (gev__udp_pkt *k = taken.head; k; k = k->next)
       gev__udp_count(u, GEV__UC_QUEUED, 1);
@@ -476,7 +472,6 @@ static void inbox_task(void *arg)
     u->moving = 0;
     gev__udp_flush_queue(u);
   }
-  u->moving = 0;
   dropped(u, gev__udp_q_free(&taken));
   gev__udp_unref(u);
 }

@@ -166,6 +166,22 @@ static int hold_full(gev_loop *l)
   return 0;
 }
 
+/* The next post to l fails for want of memory: l held with a full queue,
+ * the realloc that would grow it armed to fail. unstarve lets it go. */
+static int starve(gev_loop *l)
+{
+  if (hold_full(l) < 0)
+    return -1;
+  fault_arm_nth(FK_REALLOC, 1);
+  return 0;
+}
+
+static void unstarve(void)
+{
+  fault_disarm();
+  atomic_store(&release, 1);
+}
+
 #define FAIL(...)                                                              \
   do {                                                                         \
     printf("posts: FAIL: " __VA_ARGS__);                                       \
@@ -223,12 +239,10 @@ static int udp_inbox(void)
 
   /* gev_udp_close from another thread, which cannot fail: the loop must
    * close the socket although a post would fail now. */
-  if (hold_full(l) < 0)
+  if (starve(l) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   rc_a = gev_udp_close(sock);
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (rc_a != 0)
     FAIL("udp_close: returned %d", rc_a);
   if (!wait_flag(&udp_closed, 3000))
@@ -324,12 +338,10 @@ static int conn_send(void)
   if (serve_one("conn_send", &h, &s, &st, &fd) < 0)
     return 1;
   c = atomic_load(&accepted);
-  if (hold_full(gev_conn_loop(c)) < 0)
+  if (starve(gev_conn_loop(c)) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   rc = gev_conn_send(c, "A", 1);
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (fault_injected() != 1 || rc != -ENOMEM)
     FAIL("conn_send: a failed post returned %d (injected %llu), not -ENOMEM",
          rc, (unsigned long long)fault_injected());
@@ -340,12 +352,10 @@ static int conn_send(void)
 
   /* gev_conn_close from another thread changes the state at once and
    * returns 0; the loop must hear of it although a post would fail now. */
-  if (hold_full(gev_conn_loop(c)) < 0)
+  if (starve(gev_conn_loop(c)) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   rc = gev_conn_close(c);
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (rc != 0)
     FAIL("conn_close: returned %d", rc);
   if ((rc = (int)recv(fd, got, sizeof(got) - 1, 0)) != 0)
@@ -357,9 +367,8 @@ static int conn_send(void)
    * done still runs, so the call must not say -ENOMEM (which says nothing
    * will run: gev_server_broadcast then freed its message, which done had
    * freed already - a double free). */
-  if (hold_full(gev_server_worker_loop(s, 0)) < 0)
+  if (starve(gev_server_worker_loop(s, 0)) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   rc = gev_server_foreach_conn(s, visit_conn, NULL, visit_done);
   fault_disarm();
   if (rc != -ESHUTDOWN || atomic_load(&visits_done) != 1)
@@ -367,8 +376,7 @@ static int conn_send(void)
          atomic_load(&visits_done));
   fault_arm_nth(FK_REALLOC, 1);
   rc = gev_server_broadcast(s, "x", 1, NULL);
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (rc != -ESHUTDOWN)
     FAIL("broadcast: returned %d (want -ESHUTDOWN)", rc);
   gev_server_stop(s);
@@ -544,12 +552,10 @@ static int client_free(void)
   pthread_create(&lt, NULL, run_loop, l);
   if ((fd = accept_within(lfd)) < 0 || !wait_flag(&connect_done, 3000))
     FAIL("client_free: the client did not connect");
-  if (hold_full(l) < 0)
+  if (starve(l) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   gev_client_free(cl);
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if ((rc = (int)recv(fd, &b, 1, 0)) != 0)
     FAIL("client_free: the peer read %d (errno %d), not the close", rc,
          rc < 0 ? errno : 0);
@@ -603,8 +609,7 @@ static int resolve_answer(void)
   if (fault_injected() != 1)
     FAIL("resolve_answer: the answer's post was not failed");
   usleep(50 * 1000); /* the resolver tries again meanwhile */
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (!wait_flag(&connect_done, 3000))
     FAIL("resolve_answer: the connect never heard its lookup's answer");
   if (atomic_load(&connect_err) != 0)
@@ -648,13 +653,11 @@ static int server_shutdown(void)
   for (int i = 0; i < 2; i++)
     if (!gev_loop_run_after(gev_server_loop(s), 600000, noop_task, NULL))
       FAIL("server_shutdown: timer");
-  if (hold_full(gev_server_worker_loop(s, 0)) < 0)
+  if (starve(gev_server_worker_loop(s, 0)) < 0)
     return 1;
-  fault_arm_nth(FK_REALLOC, 1);
   rc = gev_server_shutdown(s, 5000);
   usleep(100 * 1000); /* the acceptor begins the shutdown meanwhile */
-  fault_disarm();
-  atomic_store(&release, 1);
+  unstarve();
   if (rc != 0)
     FAIL("server_shutdown: returned %d", rc);
   if ((rc = (int)recv(fd, &b, 1, 0)) != 0)
